@@ -1,0 +1,108 @@
+#include "namm/bam_scorer.h"
+
+#include <tbb/parallel_for.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+
+#include "transformer/error.h"
+
+namespace nammkit {
+
+namespace {
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMatrix>;
+using ConstVec = Eigen::Map<const Eigen::RowVectorXf>;
+
+// Query rows per attention block: bounds the score block to kRowBlock x n floats.
+constexpr int kRowBlock = 64;
+
+void score_bam(const ScorerShape& s, const float* p, const float* features_NxF, int n, float* scores_N) {
+  const int F = s.n_features, H = s.hidden;
+  const ConstMap X(features_NxF, n, F);
+  const ConstMap W_qkv(p, F, 3 * H);
+  const ConstVec b_qkv(p + F * 3 * H, 3 * H);
+  const float* p_o = p + F * 3 * H + 3 * H;
+  const ConstMap W_o(p_o, H, 2 * F);
+  const ConstVec b_o(p_o + H * 2 * F, 2 * F);
+  const ConstVec w_out(p_o + H * 2 * F + 2 * F, F);
+  const float b_out = p_o[H * 2 * F + 2 * F + F];
+
+  RowMatrix qkv = X * W_qkv;
+  qkv.rowwise() += b_qkv;
+  const auto Q = qkv.leftCols(H);
+  const auto K = qkv.middleCols(H, H);
+  const auto V = qkv.rightCols(H);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(H));
+
+  RowMatrix heads(n, H);
+  RowMatrix logits;
+  for (int i0 = 0; i0 < n; i0 += kRowBlock) {
+    const int rows = std::min(kRowBlock, n - i0);
+    const int cols = n - i0;  // the backward mask: rows i >= i0 see only keys j >= i >= i0
+    logits.noalias() = (Q.middleRows(i0, rows) * K.middleRows(i0, cols).transpose()) * scale;
+    for (int r = 0; r < rows; ++r) {
+      float* row = logits.row(r).data();
+      // Keys j < i (columns c < r) are masked; softmax over c >= r.
+      const float mx = *std::max_element(row + r, row + cols);
+      float sum = 0.0f;
+      for (int c = r; c < cols; ++c) sum += (row[c] = std::exp(row[c] - mx));
+      const float inv = 1.0f / sum;
+      for (int c = 0; c < r; ++c) row[c] = 0.0f;
+      for (int c = r; c < cols; ++c) row[c] *= inv;
+    }
+    heads.middleRows(i0, rows).noalias() = logits * V.middleRows(i0, cols);
+  }
+  RowMatrix o = heads * W_o;
+  o.rowwise() += b_o;
+  // y = x (1 + m) + r, then the read-out.
+  const RowMatrix y = X.array() * (1.0f + o.rightCols(F).array()) + o.leftCols(F).array();
+  Eigen::Map<Eigen::VectorXf> out(scores_N, n);
+  out.noalias() = y * w_out.transpose();
+  out.array() += b_out;
+}
+
+void score_mlp(const ScorerShape& s, const float* p, const float* features_NxF, int n, float* scores_N) {
+  const ConstMap X(features_NxF, n, s.n_features);
+  const ConstVec w(p, s.n_features);
+  Eigen::Map<Eigen::VectorXf> out(scores_N, n);
+  out.noalias() = X * w.transpose();
+  out.array() += p[s.n_features];
+}
+}  // namespace
+
+int ScorerShape::n_params() const {
+  const int F = n_features, H = hidden;
+  if (kind == ScorerKind::Mlp) return F + 1;
+  return F * 3 * H + 3 * H + H * 2 * F + 2 * F + F + 1;
+}
+
+void ScorerShape::validate(const std::string& where) const {
+  if (n_features < 1) fail(where, "n_features: expected >= 1, got " + std::to_string(n_features));
+  if (kind == ScorerKind::Bam && hidden < 1) fail(where, "hidden: expected >= 1, got " + std::to_string(hidden));
+}
+
+const char* scorer_kind_name(ScorerKind kind) { return kind == ScorerKind::Bam ? "bam" : "mlp"; }
+
+void score_tokens(const ScorerShape& shape, std::span<const float> params, const float* features_NxF, int n,
+                  float* scores_N) {
+  if (static_cast<int>(params.size()) != shape.n_params())
+    fail("score_tokens", std::string("params: expected ") + std::to_string(shape.n_params()) + " values for the " +
+                             scorer_kind_name(shape.kind) + " scorer, got " + std::to_string(params.size()));
+  if (n <= 0) return;
+  if (shape.kind == ScorerKind::Bam)
+    score_bam(shape, params.data(), features_NxF, n, scores_N);
+  else
+    score_mlp(shape, params.data(), features_NxF, n, scores_N);
+}
+
+void score_population(const ScorerShape& shape, std::span<const std::span<const float>> params,
+                      const float* features_NxF, int n, std::vector<std::vector<float>>& scores_PxN) {
+  scores_PxN.resize(params.size());
+  for (auto& s : scores_PxN) s.assign(std::max(n, 0), 0.0f);
+  tbb::parallel_for(size_t{0}, params.size(),
+                    [&](size_t m) { score_tokens(shape, params[m], features_NxF, n, scores_PxN[m].data()); });
+}
+
+}  // namespace nammkit

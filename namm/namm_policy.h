@@ -1,0 +1,86 @@
+// NammPolicy: the Neural Attention Memory Model as a MemoryPolicy (spec §2).
+//
+// At every update, for each KV head of the layer, in parallel:
+//   1. the attention spectrogram EMA of every cached token is advanced (AttentionSpectrogram);
+//   2. features_NxF = [recency embedding (8) | z-normalised EMA (17)] (25 per token);
+//   3. the scorer (BAM or MLP) gives one score per token;
+//   4. select_tokens() turns the scores of all heads of the layer into keep lists;
+//   5. the per-token spectral state is gathered with the same keep lists as the KV cache.
+// In CollectStats mode steps 3-5 are skipped: everything is kept and the un-normalised EMA of every
+// cached token is pooled into collected_stats() (the reference's iteration-0 full-cache pass).
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "namm/bam_scorer.h"
+#include "namm/normalization.h"
+#include "namm/policy_stats.h"
+#include "namm/recency.h"
+#include "namm/selection.h"
+#include "namm/spectrogram.h"
+
+namespace nammkit {
+
+struct NammConfig {
+  SpectrogramConfig spectrogram;
+  RecencyConfig recency;
+  ScorerShape scorer;  // scorer.n_features must be recency.dim + spectrogram.n_bins()
+  SelectionOptions selection;
+
+  // The paper's configuration (spec §2.3-2.5) with the given scorer.
+  static NammConfig reference(ScorerKind kind = ScorerKind::Bam);
+  int n_features() const { return recency.dim + spectrogram.n_bins(); }
+  void validate(const std::string& where) const;
+};
+
+enum class NammMode : uint8_t {
+  Evict,         // score and evict (inference, evolution)
+  CollectStats,  // keep everything, accumulate normalisation statistics
+};
+
+class NammPolicy final : public RecordingPolicy {
+ public:
+  // `params` has config.scorer.n_params() values; `normalizer` has spectrogram.n_bins() dims.
+  NammPolicy(NammConfig config, std::vector<float> params, FeatureNormalizer normalizer);
+  ~NammPolicy() override;
+
+  std::string name() const override;  // "namm_bam" / "namm_mlp"
+  bool needs_attention() const override { return true; }
+  void begin_sequence(const ModelConfig& config) override;
+  KeepLists update(const LayerWindow& window) override;
+
+  const NammConfig& config() const { return config_; }
+  const std::vector<float>& params() const { return params_; }
+  const FeatureNormalizer& normalizer() const { return normalizer_; }
+  // Replaces the parameters (same size), e.g. for the next population member. Takes effect at the
+  // next update; per-sequence state is untouched.
+  void set_params(std::vector<float> params);
+  void set_normalizer(FeatureNormalizer normalizer);
+
+  NammMode mode() const { return mode_; }
+  void set_mode(NammMode mode) { mode_ = mode; }
+  // Statistics of the un-normalised spectrogram EMA pooled over every update in CollectStats mode.
+  const FeatureStats& collected_stats() const { return collected_; }
+  void reset_collected_stats();
+
+  // Called (serially, in head order) with the features of every head at every update, before
+  // scoring: lets a caller score many parameter vectors on the same features (score_population).
+  using FeatureObserver = std::function<void(const LayerWindow& window, int kv_head, const float* features_NxF, int n)>;
+  void set_feature_observer(FeatureObserver observer) { observer_ = std::move(observer); }
+
+ private:
+  void ensure_state(const LayerWindow& window);
+
+  NammConfig config_;
+  std::vector<float> params_;
+  FeatureNormalizer normalizer_;
+  std::unique_ptr<AttentionSpectrogram> spectrogram_;
+  NammMode mode_ = NammMode::Evict;
+  FeatureStats collected_;
+  FeatureObserver observer_;
+  std::vector<std::vector<SpectralState>> state_;  // [layer][kv_head]
+};
+
+}  // namespace nammkit

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nammkit builds against, if any are missing. Idempotent and silent
+# when everything is already there. CUDA is optional and comes from /usr/local/cuda when present.
+set -euo pipefail
+packages=(build-essential cmake pkg-config libeigen3-dev nlohmann-json3-dev libtbb-dev libprotobuf-dev
+          protobuf-compiler libgtest-dev libfftw3-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

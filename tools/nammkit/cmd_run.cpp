@@ -1,0 +1,85 @@
+// nammkit run: greedy generation with the CPU runtime, streaming text and reporting tokens/s.
+#include <tbb/global_control.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "tools/nammkit/args.h"
+#include "tools/nammkit/commands.h"
+#include "transformer/loader.h"
+#include "transformer/session.h"
+
+namespace nammkit::cli {
+namespace {
+
+const char* kRunHelp =
+    "usage: nammkit run --model PATH [--prompt TEXT] [options]\n"
+    "  --model PATH          GGUF file, Hugging Face directory, or llama2.c .bin\n"
+    "  --prompt TEXT         prompt (default: empty, i.e. BOS only)\n"
+    "  --max-new-tokens N    tokens to generate (default 64)\n"
+    "  --chunk N             prefill chunk size (default 128)\n"
+    "  --interval N          memory-policy update interval in absolute tokens (default 512)\n"
+    "  --threads N           worker threads (default: all cores)\n"
+    "  --no-bos              do not prepend BOS\n"
+    "  --ignore-eos          keep generating after EOS\n";
+
+int run_command(const std::vector<std::string>& raw) {
+  Args args("run", raw, {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads"},
+            {"--help", "--no-bos", "--ignore-eos"});
+  if (args.has("--help")) {
+    std::fputs(kRunHelp, stdout);
+    return 0;
+  }
+  std::unique_ptr<tbb::global_control> threads;
+  if (args.has("--threads"))
+    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                    std::max(1, args.get_int("--threads", 1)));
+
+  Model model = load_model(args.require("--model"));
+  SessionOptions options;
+  options.prefill_chunk = args.get_int("--chunk", options.prefill_chunk);
+  options.update_interval = args.get_int("--interval", options.update_interval);
+  Session session(model, nullptr, options);
+
+  const std::vector<int32_t> prompt = model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
+  if (prompt.empty()) fail("nammkit run", "--prompt: empty prompt and --no-bos leaves nothing to run");
+  GenerateOptions gen;
+  gen.max_new_tokens = args.get_int("--max-new-tokens", 64);
+  gen.stop_at_eos = !args.has("--ignore-eos");
+
+  std::fprintf(stderr, "model %s (%s, %d layers, dim %d, vocab %d); prompt %zu tokens\n", model.config.name.c_str(),
+               model.format.c_str(), model.config.n_layers, model.config.dim, model.config.vocab_size, prompt.size());
+  std::fputs(model.tokenizer.decode(std::vector<int32_t>(prompt.begin(), prompt.end())).c_str(), stdout);
+  std::fflush(stdout);
+
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto t_first = t0;
+  int32_t prev = prompt.back();
+  int produced = 0;
+  auto on_token = [&](int32_t id) {
+    if (produced++ == 0) t_first = clock::now();
+    std::fputs(model.tokenizer.decode_token(prev, id).c_str(), stdout);
+    std::fflush(stdout);
+    prev = id;
+  };
+  generate_greedy(session, prompt, gen, on_token);
+  const auto t_end = clock::now();
+  if (produced == 0) t_first = t_end;
+
+  // The first generated token's logits come from the prefill, so prefill time ends there.
+  const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
+  const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
+  std::fprintf(stdout, "\n");
+  std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
+               prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9), std::max(0, produced - 1), decode_s,
+               std::max(0, produced - 1) / std::max(decode_s, 1e-9));
+  return 0;
+}
+
+}  // namespace
+
+NAMMKIT_COMMAND("run", "generate text greedily with a model (--model M --prompt TEXT)", run_command);
+
+}  // namespace nammkit::cli

@@ -1,0 +1,143 @@
+// matmul(): the linear layers of the CPU backend.
+//
+// Output rows are split into blocks across TBB workers. F32 blocks go straight to Eigen. For the
+// other storage types a single token (decode) uses fused dot kernels that read the stored bytes once
+// (decode is memory-bound, so converting to a buffer first would double the traffic); several tokens
+// (prefill) convert the block once into a per-thread f32 tile and use an Eigen GEMM, which amortises
+// the conversion over the tokens.
+#include <immintrin.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "transformer/tensor.h"
+
+namespace nammkit {
+namespace {
+
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMatMap = Eigen::Map<const RowMajor>;
+using OutMap = Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>;
+
+#if defined(__AVX2__) && defined(__FMA__)
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_hadd_ps(lo, lo);
+  lo = _mm_hadd_ps(lo, lo);
+  return _mm_cvtss_f32(lo);
+}
+#endif
+
+float dot_f16(const uint16_t* w, const float* x, int64_t n) {
+  int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+    __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8)));
+    acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), acc1);
+  }
+  sum = hsum(_mm256_add_ps(acc0, acc1));
+#endif
+  for (; i < n; ++i) sum += f16_to_f32(w[i]) * x[i];
+  return sum;
+}
+
+float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    __m256i wi = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+    __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(wi, 16));
+    acc = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i), acc);
+  }
+  sum = hsum(acc);
+#endif
+  for (; i < n; ++i) sum += bf16_to_f32(w[i]) * x[i];
+  return sum;
+}
+
+float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / kQ8BlockSize; ++b) {
+    const uint8_t* block = w + b * kQ8BlockBytes;
+    uint16_t d_bits;
+    std::memcpy(&d_bits, block, 2);
+    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
+    const float* xb = x + b * kQ8BlockSize;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = 0; j < kQ8BlockSize; j += 8) {
+      __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + j))));
+      acc = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xb + j), acc);
+    }
+    float block_sum = hsum(acc);
+#else
+    float block_sum = 0.0f;
+    for (int j = 0; j < kQ8BlockSize; ++j) block_sum += static_cast<float>(q[j]) * xb[j];
+#endif
+    sum += f16_to_f32(d_bits) * block_sum;
+  }
+  return sum;
+}
+
+float dot_stored(const WeightMatrix& W, int64_t r, const float* x) {
+  switch (W.dtype) {
+    case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(W.row(r)), x, W.cols);
+    case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(W.row(r)), x, W.cols);
+    case DType::Q8_0: return dot_q8_0(W.row(r), x, W.cols);
+    case DType::F32: break;
+  }
+  const float* w = reinterpret_cast<const float*>(W.row(r));
+  float sum = 0.0f;
+  for (int64_t i = 0; i < W.cols; ++i) sum += w[i] * x[i];
+  return sum;
+}
+
+// Computes out[:, r0:r0+nb] for one block of output rows.
+void matmul_block(const WeightMatrix& W, const float* x, int n_tokens, float* out, int64_t r0, int64_t nb) {
+  const int64_t cols = W.cols;
+  Eigen::Map<const RowMajor> X(x, n_tokens, cols);
+  OutMap Y(out + r0, n_tokens, nb, Eigen::OuterStride<>(W.rows));
+  if (W.dtype == DType::F32) {
+    ConstMatMap Wb(reinterpret_cast<const float*>(W.row(r0)), nb, cols);
+    Y.noalias() = X * Wb.transpose();
+    return;
+  }
+  if (n_tokens == 1) {
+    for (int64_t r = 0; r < nb; ++r) out[r0 + r] = dot_stored(W, r0 + r, x);
+    return;
+  }
+  thread_local std::vector<float> tile;
+  tile.resize(static_cast<size_t>(nb * cols));
+  dequantize(W.dtype, W.row(r0), tile.data(), nb * cols);
+  ConstMatMap Wb(tile.data(), nb, cols);
+  Y.noalias() = X * Wb.transpose();
+}
+
+}  // namespace
+
+void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out) {
+  const int64_t work = W.rows * W.cols * n_tokens;
+  // Below ~64K multiply-adds the task overhead outweighs a second core.
+  if (work < (1 << 16)) {
+    matmul_block(W, x, n_tokens, out, 0, W.rows);
+    return;
+  }
+  // Blocks of at least 16 rows keep Eigen's GEMM efficient and the per-task overhead small.
+  const int64_t grain = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, W.cols * n_tokens));
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, W.rows, grain), [&](const tbb::blocked_range<int64_t>& range) {
+    matmul_block(W, x, n_tokens, out, range.begin(), static_cast<int64_t>(range.size()));
+  });
+}
+
+}  // namespace nammkit

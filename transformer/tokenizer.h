@@ -1,0 +1,65 @@
+// Tokenizers as model checkpoints carry them.
+//
+// Two algorithms cover the Llama family:
+//  - SentencePiece-style BPE: pieces with scores, "▁" for spaces, <0xXX> byte fallback
+//    (llama2.c tokenizer.bin, GGUF tokenizer.ggml.model = "llama", HF tokenizer.json with byte_fallback);
+//  - byte-level BPE with ranked merges (GPT-2 / Llama-3 / Qwen2: GGUF "gpt2", HF ByteLevel).
+// Loaders build a TokenizerData; Tokenizer implements encode/decode for it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace nammkit {
+
+enum class TokenizerKind : uint8_t { None, SentencePiece, ByteLevelBPE };
+
+struct TokenizerData {
+  TokenizerKind kind = TokenizerKind::None;
+  std::vector<std::string> pieces;        // id -> piece as stored ("▁the", "<0x0A>", "Ġthe")
+  std::vector<float> scores;              // SentencePiece merge priority (higher first); may be empty
+  std::vector<std::string> merges;        // byte-level BPE: "a b" in rank order; may be empty
+  std::vector<int32_t> special_ids;       // control tokens never produced by encode()
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+  int32_t unk_id = -1;
+  bool add_space_prefix = true;           // SentencePiece: prepend "▁" to the text (llama, llama2.c)
+  std::string pre_tokenizer;              // byte-level: "llama3", "qwen2", "gpt2" (pre-split regex)
+};
+
+class Tokenizer {
+ public:
+  Tokenizer() = default;
+  explicit Tokenizer(TokenizerData data);
+
+  bool empty() const { return data_.kind == TokenizerKind::None; }
+  int vocab_size() const { return static_cast<int>(data_.pieces.size()); }
+  int32_t bos_id() const { return data_.bos_id; }
+  int32_t eos_id() const { return data_.eos_id; }
+  const TokenizerData& data() const { return data_; }
+
+  // Text -> ids. With add_bos the BOS id comes first.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+  // Ids -> text (BOS/EOS and control tokens skipped; byte tokens reassembled into UTF-8).
+  std::string decode(const std::vector<int32_t>& ids) const;
+  // The text of one token as it would appear after `prev` (used for streaming output).
+  std::string decode_token(int32_t prev, int32_t id) const;
+
+ private:
+  TokenizerData data_;
+  std::unordered_map<std::string, int32_t> piece_to_id_;
+  std::unordered_map<std::string, int32_t> merge_rank_;
+  std::vector<int32_t> byte_to_id_;  // SentencePiece byte fallback <0xXX> ids (-1 when absent)
+  std::vector<bool> control_;        // id -> BOS/EOS/special: skipped by decode, never encoded
+
+  void encode_sentencepiece(std::string_view text, std::vector<int32_t>& out) const;
+  void encode_byte_level(std::string_view text, std::vector<int32_t>& out) const;
+  // Appends the id of `symbol`, or its bytes / characters when it is not a piece of its own.
+  void emit_piece(const std::string& symbol, std::vector<int32_t>& out) const;
+  std::string piece_text(int32_t id) const;  // the bytes a token stands for
+};
+
+}  // namespace nammkit
