@@ -28,10 +28,10 @@ void NammConfig::validate(const std::string& where) const {
 }
 
 NammPolicy::NammPolicy(NammConfig config, std::vector<float> params, FeatureNormalizer normalizer)
-    : config_(config), normalizer_(std::move(normalizer)) {
+    : config_(config) {
   config_.validate("NammPolicy");
   set_params(std::move(params));
-  set_normalizer(std::move(normalizer_));
+  set_normalizer(std::move(normalizer));
   spectrogram_ = std::make_unique<AttentionSpectrogram>(config_.spectrogram);
   collected_ = FeatureStats(config_.spectrogram.n_bins());
 }

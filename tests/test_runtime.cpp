@@ -9,6 +9,7 @@
 #include <set>
 
 #include "tests/reference_forward.h"
+#include "transformer/error.h"
 #include "transformer/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
@@ -238,7 +239,7 @@ TEST(Runtime, MatchesPyTorchFixtures) {
     const std::string name = entry.path().filename().string();
     if (name.rfind("logits_", 0) != 0 || entry.path().extension() != ".json") continue;
     const nlohmann::json fx = nlohmann::json::parse(read_file(entry.path().string()));
-    if (fx.contains("mask")) continue;  // the eviction fixture has its own test
+    if (fx.contains("evicted")) continue;  // the eviction fixture has its own test
     std::string path = fx.at("model_path").get<std::string>();
     if (path.rfind("SHARED:", 0) == 0) {
       path = std::string(NAMMKIT_SHARED_DIR) + "/" + path.substr(7);
@@ -262,6 +263,51 @@ TEST(Runtime, MatchesPyTorchFixtures) {
     ++checked;
   }
   EXPECT_GE(checked, 5) << "expected the PyTorch logit fixtures in " << dir;
+}
+
+// Evicts, at the first update, the positions a fixture lists per (layer, KV head).
+class EvictListedPositions : public MemoryPolicy {
+ public:
+  explicit EvictListedPositions(std::map<int, std::map<int, std::set<int>>> evicted) : evicted_(std::move(evicted)) {}
+  std::string name() const override { return "evict-listed"; }
+  KeepLists update(const LayerWindow& w) override {
+    KeepLists keep(w.heads.size());
+    for (size_t g = 0; g < w.heads.size(); ++g) {
+      const std::set<int>& drop = evicted_[w.layer][int(g)];
+      for (int j = 0; j < w.heads[g].n_keys; ++j)
+        if (!drop.count(w.heads[g].positions[j])) keep[g].push_back(j);
+    }
+    return keep;
+  }
+
+ private:
+  std::map<int, std::map<int, std::set<int>>> evicted_;
+};
+
+// PyTorch masks the listed keys from queries >= mask_from; nammkit evicts them at that update.
+TEST(Runtime, EvictionMatchesPyTorchMaskedFixture) {
+  REQUIRE_STORIES();
+  const nlohmann::json fx = nlohmann::json::parse(
+      read_file(std::string(NAMMKIT_SOURCE_DIR) + "/tests/fixtures/logits_stories260K_masked.json"));
+  std::map<int, std::map<int, std::set<int>>> evicted;
+  for (const auto& [layer, heads] : fx.at("evicted").items())
+    for (const auto& [head, positions] : heads.items())
+      for (int p : positions.get<std::vector<int>>()) evicted[std::stoi(layer)][std::stoi(head)].insert(p);
+  const int mask_from = fx.at("mask_from").get<int>();
+  const std::vector<int32_t> tokens = fx.at("tokens").get<std::vector<int32_t>>();
+  const std::vector<int> positions = fx.at("positions").get<std::vector<int>>();
+  const auto rows = fx.at("logits").get<std::vector<std::vector<double>>>();
+
+  EvictListedPositions policy(evicted);
+  SessionOptions opt;
+  opt.update_interval = mask_from;
+  Session s(stories(), &policy, opt);
+  std::vector<float> all;
+  s.feed(tokens, &all);
+  EXPECT_EQ(s.stats().policy_updates, 1);
+  const size_t V = stories().config.vocab_size;
+  for (size_t r = 0; r < rows.size(); ++r)
+    EXPECT_LT(rel_error(all.data() + positions[r] * V, rows[r]), 1e-3) << "position " << positions[r];
 }
 
 }  // namespace

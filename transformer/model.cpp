@@ -12,7 +12,12 @@ namespace {
 size_t vector_bytes(const std::vector<float>& v) { return v.size() * sizeof(float); }
 
 std::string shape_string(int64_t rows, int64_t cols) {
-  return "[" + std::to_string(rows) + " x " + std::to_string(cols) + "]";
+  std::string s = "[";  // appended piecewise: GCC 12 warns (-Wrestrict) on "[" + std::to_string(...)
+  s += std::to_string(rows);
+  s += " x ";
+  s += std::to_string(cols);
+  s += "]";
+  return s;
 }
 
 // The names in messages are nammkit's own (format-neutral); loaders check the file's tensor

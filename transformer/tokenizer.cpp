@@ -437,6 +437,14 @@ std::string merge_key(std::string_view left, std::string_view right) {
 
 // ---------------------------------------------------------------------------------------------
 
+std::vector<std::string_view> byte_level_pre_split(std::string_view text, const std::string& pre_tokenizer) {
+  std::vector<std::string_view> out;
+  for (auto [begin, end] : PreSplitter(text, split_style(pre_tokenizer)).chunks()) {
+    out.push_back(text.substr(begin, end - begin));
+  }
+  return out;
+}
+
 Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)) {
   const int n = vocab_size();
   if (!data_.scores.empty() && static_cast<int>(data_.scores.size()) != n) {

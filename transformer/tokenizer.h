@@ -30,6 +30,10 @@ struct TokenizerData {
   std::string pre_tokenizer;              // byte-level: "llama3", "qwen2", "gpt2" (pre-split regex)
 };
 
+// The byte-level pre-split ("gpt2", "llama3" or "qwen2" regex, matched by hand): the chunks BPE
+// runs on, in order, covering the text. Exposed for tests and debugging.
+std::vector<std::string_view> byte_level_pre_split(std::string_view text, const std::string& pre_tokenizer);
+
 class Tokenizer {
  public:
   Tokenizer() = default;

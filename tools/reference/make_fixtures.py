@@ -72,19 +72,37 @@ def read_text(path: str) -> str:
 # 1. Tokenizers
 # ==============================================================================================
 
+# Merges appended after the learned ones so that the pre-split rules are observable in the ids
+# (Shakespeare alone teaches no digit merges, no "  " merge, ...): with these, splitting digits
+# into groups of 1-3, detaching the space before digits, keeping one space of a run for the next
+# word, and the "[^\r\n\p{L}\p{N}]?\p{L}+" prefix all change the token ids when done wrong.
+PROBE_MERGES = [("1", "2"), ("3", "4"), ("5", "6"), ("0", "0"), ("2", "0"), ("Ġ", "1"), ("(", "y"),
+                ("Ġ", "Ġ")]
+
+
 def build_bpe():
     corpus = read_text(shared("data/books/tinyshakespeare.txt"))
     raw = bt.train_bpe(corpus, N_NEW_TOKENS + 40)
-    tokens = [u for _, u in bt.bytes_to_unicode_list()]
-    seen = set(tokens)
-    merges = []
-    for a, b in raw:  # keep merges until N_NEW_TOKENS distinct new tokens exist
+    for n_learned in range(N_NEW_TOKENS - len(PROBE_MERGES), N_NEW_TOKENS + 1):
+        tokens = [u for _, u in bt.bytes_to_unicode_list()]
+        seen = set(tokens)
+        merges = []
+        for a, b in raw:  # learned merges until n_learned distinct new tokens exist
+            if len(tokens) == 256 + n_learned:
+                break
+            merges.append((a, b))
+            if a + b not in seen:
+                seen.add(a + b)
+                tokens.append(a + b)
+        for a, b in PROBE_MERGES:
+            if (a, b) not in merges:
+                assert a in seen and b in seen
+                merges.append((a, b))
+                if a + b not in seen:
+                    seen.add(a + b)
+                    tokens.append(a + b)
         if len(tokens) == 256 + N_NEW_TOKENS:
             break
-        merges.append((a, b))
-        if a + b not in seen:
-            seen.add(a + b)
-            tokens.append(a + b)
     assert len(tokens) == 256 + N_NEW_TOKENS
     special = {BOS_TEXT: len(tokens), EOS_TEXT: len(tokens) + 1}
     tokens += [BOS_TEXT, EOS_TEXT]
@@ -167,7 +185,7 @@ def tokenizer_case_texts() -> list[str]:
         shakes[:200],
         austen[i - 40:i + 260],   # Windows-1252 book decoded: CRLF line ends
         "In 2024, 1234567 people paid $3.50 for 10,000 items; pi=3.14159 and 007.",
-        "Hello!!! What?... (yes) -- [no] {maybe} \"quoted\" 'single' it's I'm we'll they'd "
+        "Hello!!! What?... (yes) call(yes) -- [no] {maybe} \"quoted\" 'single' it's I'm we'll they'd "
         "you've you're DON'T 'LL",
         "line one\n\nline two   with   spaces\n\t tab\n   \n  end  ",
         "café naïve résumé — 日本語のテキスト 中文 😀 Ünïcödé",
@@ -179,6 +197,12 @@ def tokenizer_case_texts() -> list[str]:
 
 def make_tokenizer_cases(tok: bt.ByteLevelBPE):
     ref_re = bt.build_reference_regex()
+    rng = np.random.default_rng(7)
+    alphabet = list("aZé日1٣ \t\n\r'.,!-_sStTlLdDmrevV\u00a0\u2003\u001f\u0085(")
+    probes = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 13)))) for _ in range(5000)]
+    probes.append(read_text(shared("data/books/tinyshakespeare.txt"))[:200000])
+    for text in probes:
+        assert bt.pre_split(text) == ref_re.findall(text), repr(text)
     cases = []
     n_ignore_diff = 0
     for text in tokenizer_case_texts():

@@ -1,0 +1,33 @@
+#include "tasks/truncation.h"
+
+#include "transformer/error.h"
+
+namespace nammkit {
+
+std::vector<int32_t> truncate_middle_ids(std::span<const int32_t> ids, size_t max_len) {
+  if (ids.size() <= max_len) return {ids.begin(), ids.end()};
+  const size_t half = max_len / 2;
+  std::vector<int32_t> out(ids.begin(), ids.begin() + half);
+  out.insert(out.end(), ids.end() - half, ids.end());
+  return out;
+}
+
+std::string truncate_middle_text(const Tokenizer& tokenizer, const std::string& prompt, size_t max_len) {
+  const std::vector<int32_t> ids = tokenizer.encode(prompt, /*add_bos=*/true);
+  if (ids.size() <= max_len) return prompt;
+  const size_t half = max_len / 2;
+  return tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.begin() + half)) +
+         tokenizer.decode(std::vector<int32_t>(ids.end() - half, ids.end()));
+}
+
+std::vector<int32_t> encode_truncated(const Tokenizer& tokenizer, const std::string& prompt, size_t max_len,
+                                      bool* truncated) {
+  if (max_len < 2) fail("truncation", "max_len " + std::to_string(max_len) + " leaves no room for a prompt");
+  std::vector<int32_t> ids = tokenizer.encode(prompt, /*add_bos=*/true);
+  if (truncated) *truncated = ids.size() > max_len;
+  if (ids.size() <= max_len) return ids;
+  ids = tokenizer.encode(truncate_middle_text(tokenizer, prompt, max_len), /*add_bos=*/true);
+  return truncate_middle_ids(ids, max_len);
+}
+
+}  // namespace nammkit

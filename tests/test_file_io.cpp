@@ -1,0 +1,56 @@
+// File helpers: atomic writes and memory maps.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "transformer/error.h"
+#include "transformer/file_io.h"
+
+namespace nammkit {
+namespace {
+
+std::filesystem::path temp_dir() {
+  auto dir = std::filesystem::temp_directory_path() / ("nammkit_file_io_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(FileIo, AtomicWriteReplacesWholeFileAndLeavesNoTemporary) {
+  const auto dir = temp_dir();
+  const std::string path = (dir / "state.bin").string();
+  write_file_atomic(path, "first version");
+  write_file_atomic(path, "second");
+  EXPECT_EQ(read_file(path), "second");
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++files;
+  EXPECT_EQ(files, 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FileIo, MissingFilesAreErrorsNamingThePath) {
+  try {
+    read_file("/no/such/file.bin");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/no/such/file.bin"), std::string::npos);
+  }
+  EXPECT_THROW(MappedFile("/no/such/file.bin"), Error);
+  EXPECT_THROW(write_file_atomic("/no/such/dir/file.bin", "x"), Error);
+}
+
+TEST(FileIo, MappedFileSeesTheBytes) {
+  const auto dir = temp_dir();
+  const std::string path = (dir / "m.bin").string();
+  write_file_atomic(path, std::string("abc\0def", 7));
+  MappedFile m(path);
+  ASSERT_EQ(m.size(), 7u);
+  EXPECT_EQ(m.data()[4], 'd');
+  MappedFile moved = std::move(m);
+  EXPECT_EQ(moved.size(), 7u);
+  EXPECT_EQ(m.data(), nullptr);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace nammkit
