@@ -564,7 +564,7 @@ TEST(GgufConvert, Qwen2KeepsHalfSplitBiasesAndTiedEmbeddings) {
   const Model src = synthetic_model(small_config("qwen2"), 5);
   TempDir dir;
   const std::string path = dir.file("qwen2.gguf");
-  save_gguf(src, path, DType::BF16);
+  save_gguf(src, path, DType::F32);
   const Model back = load_model(path);
   expect_same_config(src.config, back.config);
   EXPECT_EQ(back.config.rope_style, RopeStyle::HalfSplit);
@@ -920,7 +920,7 @@ TEST(Safetensors, HfLlamaConvertsToGgufWithPermutedQK) {
   write_hf_dir(dir.path(), src, DType::F32, 0);
   const Model hf = load_model(dir.path());
   const std::string path = dir.file("converted.gguf");
-  save_gguf(hf, path, DType::F16);
+  save_gguf(hf, path, DType::F32);
   const Model back = load_model(path);
   EXPECT_EQ(back.config.rope_style, RopeStyle::Interleaved);
   EXPECT_EQ(back.tokenizer.data().pre_tokenizer, "gpt2");

@@ -251,14 +251,19 @@ TEST(Runtime, MatchesPyTorchFixtures) {
     const Model m = load_model(path);
     const std::vector<int32_t> tokens = fx.at("tokens").get<std::vector<int32_t>>();
     const auto rows = fx.at("logits").get<std::vector<std::vector<double>>>();
-    Session s(m);
-    std::vector<float> all;
-    s.feed(tokens, &all);
-    const size_t V = m.config.vocab_size;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const size_t pos = tokens.size() - rows.size() + r;
-      ASSERT_EQ(rows[r].size(), V);
-      EXPECT_LT(rel_error(all.data() + pos * V, rows[r]), 1e-3) << "position " << pos;
+    // Chunked prefill (GEMM path) and one token at a time (the fused decode dot kernels).
+    for (int chunk : {128, 1}) {
+      SessionOptions opt;
+      opt.prefill_chunk = chunk;
+      Session s(m, nullptr, opt);
+      std::vector<float> all;
+      s.feed(tokens, &all);
+      const size_t V = m.config.vocab_size;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const size_t pos = tokens.size() - rows.size() + r;
+        ASSERT_EQ(rows[r].size(), V);
+        EXPECT_LT(rel_error(all.data() + pos * V, rows[r]), 1e-3) << "position " << pos << " chunk " << chunk;
+      }
     }
     ++checked;
   }

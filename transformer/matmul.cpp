@@ -67,27 +67,38 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
 }
 
 float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
-  float sum = 0.0f;
-  for (int64_t b = 0; b < n / kQ8BlockSize; ++b) {
+  const int64_t n_blocks = n / kQ8BlockSize;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  // One horizontal sum at the end: each block's 8-wide partial sums are scaled by its d and
+  // accumulated, which keeps the loop free of shuffles.
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n_blocks; ++b) {
     const uint8_t* block = w + b * kQ8BlockBytes;
     uint16_t d_bits;
     std::memcpy(&d_bits, block, 2);
     const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
     const float* xb = x + b * kQ8BlockSize;
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 acc = _mm256_setzero_ps();
+    __m256 part = _mm256_setzero_ps();
     for (int j = 0; j < kQ8BlockSize; j += 8) {
       __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + j))));
-      acc = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xb + j), acc);
+      part = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xb + j), part);
     }
-    float block_sum = hsum(acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d_bits)), part, acc);
+  }
+  return hsum(acc);
 #else
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = w + b * kQ8BlockBytes;
+    uint16_t d_bits;
+    std::memcpy(&d_bits, block, 2);
+    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
     float block_sum = 0.0f;
-    for (int j = 0; j < kQ8BlockSize; ++j) block_sum += static_cast<float>(q[j]) * xb[j];
-#endif
+    for (int j = 0; j < kQ8BlockSize; ++j) block_sum += static_cast<float>(q[j]) * x[b * kQ8BlockSize + j];
     sum += f16_to_f32(d_bits) * block_sum;
   }
   return sum;
+#endif
 }
 
 float dot_stored(const WeightMatrix& W, int64_t r, const float* x) {

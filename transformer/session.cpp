@@ -171,11 +171,9 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
           // Query t sees every retained old token and the chunk's tokens up to itself.
           const int visible = n_old + t + 1;
           float* row = scores.data() + size_t(t) * n;
-          const float mx = *std::max_element(row, row + visible);
-          float sum = 0.0f;
-          for (int j = 0; j < visible; ++j) sum += (row[j] = std::exp(row[j] - mx));
-          const float inv = 1.0f / sum;
-          for (int j = 0; j < visible; ++j) row[j] *= inv;
+          Eigen::Map<Eigen::ArrayXf> p(row, visible);  // Eigen's exp is vectorised; std::exp is not
+          p = (p - p.maxCoeff()).exp();
+          p *= 1.0f / p.sum();
           std::fill(row + visible, row + n, 0.0f);
         }
         StridedMap O(s.attn_out.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));

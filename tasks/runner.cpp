@@ -1,0 +1,100 @@
+#include "tasks/runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "tasks/lm_task.h"
+#include "tasks/truncation.h"
+#include "transformer/error.h"
+
+namespace nammkit {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+CacheStats cache_stats(const KVCache& cache) {
+  CacheStats s;
+  size_t total = 0, heads = 0;
+  for (int l = 0; l < cache.n_layers(); ++l) {
+    size_t sum = 0;
+    int mx = 0;
+    for (int h = 0; h < cache.n_kv_heads(); ++h) {
+      const int len = cache.head(l, h).len;
+      sum += static_cast<size_t>(len);
+      mx = std::max(mx, len);
+    }
+    s.mean_per_layer.push_back(cache.n_kv_heads() ? static_cast<double>(sum) / cache.n_kv_heads() : 0.0);
+    s.max_per_layer.push_back(mx);
+    s.max = std::max(s.max, mx);
+    total += sum;
+    heads += static_cast<size_t>(cache.n_kv_heads());
+  }
+  s.mean = heads ? static_cast<double>(total) / static_cast<double>(heads) : 0.0;
+  return s;
+}
+
+std::string first_line(const std::string& text) {
+  const size_t start = text.find_first_not_of('\n');
+  if (start == std::string::npos) return "";
+  const size_t end = text.find('\n', start);
+  return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+RunResult run_sample(const Model& model, MemoryPolicy* policy, const Sample& sample, const RunOptions& options) {
+  Session session(model, policy, options.session);
+  RunResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+
+  if (sample.kind == SampleKind::LogLikelihood) {
+    r.log_likelihood = mean_log_likelihood(session, sample.tokens, sample.score_tokens);
+    r.score = std::exp(r.log_likelihood);
+    r.prompt_tokens = static_cast<int>(sample.tokens.size());
+    r.prefill_seconds = seconds_since(t0);
+    r.tokens_per_second = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
+    r.cache = cache_stats(session.cache());
+    return r;
+  }
+
+  const int context = options.max_context > 0 ? options.max_context : model.config.max_seq_len;
+  const int budget = context - sample.max_new_tokens;
+  if (budget < 2)
+    fail(sample.id, "max_new_tokens: " + std::to_string(sample.max_new_tokens) + " leaves no room for a prompt in a " +
+                        std::to_string(context) + "-token context");
+  const Tokenizer& tok = model.tokenizer;
+  const std::vector<int32_t> prompt = encode_truncated(tok, sample.prompt, static_cast<size_t>(budget), &r.truncated);
+  r.prompt_tokens = static_cast<int>(prompt.size());
+
+  session.reset();
+  const std::vector<float>* logits = &session.feed(prompt);
+  r.prefill_seconds = seconds_since(t0);
+  const auto t1 = std::chrono::steady_clock::now();
+  std::vector<int32_t> generated;
+  for (int i = 0; i < sample.max_new_tokens; ++i) {
+    const int32_t next = argmax(*logits);
+    if (next == tok.eos_id()) break;
+    generated.push_back(next);
+    // A newline can hide inside a multi-character piece, so look at the decoded token.
+    if (sample.stop_at_newline && tok.decode_token(generated.size() > 1 ? generated[generated.size() - 2] : tok.bos_id(), next)
+                                          .find('\n') != std::string::npos)
+      break;
+    if (i + 1 == sample.max_new_tokens) break;
+    const int32_t one[1] = {next};
+    logits = &session.feed(one);
+  }
+  r.decode_seconds = seconds_since(t1);
+  r.generated_tokens = static_cast<int>(generated.size());
+  const double total = r.prefill_seconds + r.decode_seconds;
+  r.tokens_per_second = total > 0 ? (r.prompt_tokens + r.generated_tokens) / total : 0;
+  r.output = tok.decode(generated);
+  if (sample.first_line_only) r.output = first_line(r.output);
+  r.score = score_prediction(sample.metric, r.output, sample.answers, sample.all_classes);
+  r.cache = cache_stats(session.cache());
+  return r;
+}
+
+}  // namespace nammkit
