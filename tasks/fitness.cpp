@@ -1,0 +1,90 @@
+#include "tasks/fitness.h"
+
+#include <algorithm>
+
+#include "transformer/error.h"
+
+namespace nammkit {
+
+TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
+                           double epsilon) {
+  if (policy.size() != full.size())
+    fail(task, "fitness: " + std::to_string(policy.size()) + " policy results for " + std::to_string(full.size()) +
+                   " full-cache results");
+  if (policy.empty()) fail(task, "fitness: the task has no samples");
+  if (!(epsilon > 0)) fail(task, "fitness: epsilon must be > 0");
+  TaskFitness t;
+  t.task = task;
+  t.samples = static_cast<int>(policy.size());
+  for (size_t i = 0; i < policy.size(); ++i) {
+    t.score += policy[i].score;
+    t.full_score += full[i].score;
+    t.mean_cache += policy[i].mean_cache;
+    t.full_mean_cache += full[i].mean_cache;
+  }
+  const double n = static_cast<double>(policy.size());
+  t.score /= n;
+  t.full_score /= n;
+  t.mean_cache /= n;
+  t.full_mean_cache /= n;
+  t.floored = t.full_score < epsilon;
+  t.ratio = t.score / std::max(t.full_score, epsilon);
+  return t;
+}
+
+FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon) {
+  if (tasks.empty()) fail("fitness", "no tasks");
+  FitnessReport r;
+  r.epsilon = epsilon;
+  double cache = 0, full_cache = 0;
+  int samples = 0;
+  for (const auto& t : tasks) {
+    r.mean_ratio += t.ratio;
+    r.floored_tasks += t.floored;
+    cache += t.mean_cache * t.samples;
+    full_cache += t.full_mean_cache * t.samples;
+    samples += t.samples;
+  }
+  r.mean_ratio /= static_cast<double>(tasks.size());
+  if (cache_weight != 0 && full_cache > 0) r.cache_term = cache_weight * (1.0 - cache / full_cache);
+  r.fitness = r.mean_ratio + r.cache_term;
+  r.tasks = std::move(tasks);
+  return r;
+}
+
+std::vector<Outcome> full_cache_outcomes(const Model& model, const Task& task, ReferenceCache& cache,
+                                         const RunOptions& options) {
+  const std::string model_id = model_identity(model);
+  std::vector<Outcome> out;
+  bool added = false;
+  for (const Sample& s : task.samples) {
+    const uint64_t fp = sample_fingerprint(s, options);
+    if (auto e = cache.find(model_id, task.name, s.id, fp)) {
+      out.push_back({e->score, e->mean_cache});
+      continue;
+    }
+    const RunResult r = run_sample(model, nullptr, s, options);
+    cache.put(model_id, task.name, s.id, {fp, r.score, r.log_likelihood, r.cache.mean});
+    out.push_back({r.score, r.cache.mean});
+    added = true;
+  }
+  if (added) cache.save();
+  return out;
+}
+
+FitnessReport evaluate_fitness(const Model& model, MemoryPolicy* policy, const std::vector<Task>& tasks,
+                               ReferenceCache& cache, const FitnessOptions& options) {
+  std::vector<TaskFitness> results;
+  for (const Task& task : tasks) {
+    const std::vector<Outcome> full = full_cache_outcomes(model, task, cache, options.run);
+    std::vector<Outcome> mine;
+    for (const Sample& s : task.samples) {
+      const RunResult r = run_sample(model, policy, s, options.run);
+      mine.push_back({r.score, r.cache.mean});
+    }
+    results.push_back(normalise_task(task.name, mine, full, options.epsilon));
+  }
+  return combine_tasks(std::move(results), options.cache_weight, options.epsilon);
+}
+
+}  // namespace nammkit

@@ -1,0 +1,72 @@
+// Fitness of a memory policy (spec §3.2): per task, the policy's mean score divided by the
+// full-cache mean score on the same prompts; fitness = the plain mean of these ratios over tasks,
+// plus an optional cache-size term.
+//
+// Zero denominators (spec §9.8): the reference divides by (full mean + 1e-7), so a task the model
+// cannot do with a full cache (stories260K on passkey, PassageRetrieval with a weak model) makes
+// the ratio explode. Here the denominator is max(full mean, epsilon) with epsilon = 0.01 by default
+// (1 point on LongBench's x100 scale): scores lie in [0, 1], so a task ratio is bounded by
+// 1 / epsilon = 100, and every floored task is reported (TaskFitness::floored) so the caller can see
+// that its ratio is not a real normalisation.
+//
+// Cache term (off by default, like the reference's auxiliary_loss: none):
+//   cache_weight * (1 - mean cache size under the policy / mean cache size with the full cache),
+// both means over all (layer, KV head) after each run, over all samples of all tasks.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "tasks/reference_cache.h"
+#include "tasks/runner.h"
+#include "tasks/sample.h"
+#include "transformer/memory_policy.h"
+#include "transformer/model.h"
+
+namespace nammkit {
+
+struct FitnessOptions {
+  double epsilon = 0.01;    // floor of a task's full-cache mean score
+  double cache_weight = 0;  // weight of the cache-size term
+  RunOptions run;
+};
+
+// One sample's result as fitness needs it.
+struct Outcome {
+  double score = 0;
+  double mean_cache = 0;
+};
+
+struct TaskFitness {
+  std::string task;
+  int samples = 0;
+  double score = 0;       // policy mean score
+  double full_score = 0;  // full-cache mean score on the same samples
+  double ratio = 0;       // score / max(full_score, epsilon)
+  bool floored = false;   // full_score < epsilon: the denominator is epsilon
+  double mean_cache = 0;
+  double full_mean_cache = 0;
+};
+
+struct FitnessReport {
+  double fitness = 0;     // mean_ratio + cache_term
+  double mean_ratio = 0;
+  double cache_term = 0;
+  double epsilon = 0;
+  int floored_tasks = 0;
+  std::vector<TaskFitness> tasks;
+};
+
+// The pure normalisation (no model): policy and full outcomes of the same samples, in order.
+TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
+                           double epsilon);
+FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon);
+
+// Full-cache outcomes of a task's samples: read from `cache`, computing (and saving) the missing ones.
+std::vector<Outcome> full_cache_outcomes(const Model& model, const Task& task, ReferenceCache& cache,
+                                         const RunOptions& options);
+
+// Runs every sample of every task under `policy` (reset per sample via the Session) and normalises.
+FitnessReport evaluate_fitness(const Model& model, MemoryPolicy* policy, const std::vector<Task>& tasks,
+                               ReferenceCache& cache, const FitnessOptions& options = {});
+
+}  // namespace nammkit
