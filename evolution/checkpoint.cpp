@@ -116,7 +116,7 @@ CmaesState from_proto(const nammkit::CmaesStateProto& p, const std::string& wher
   s.eigen_generation = p.eigen_generation();
   s.decomposition_pending = p.decomposition_pending();
   s.eigen_count = p.eigen_count();
-  // MUTATION
+  s.rng.restore(p.rng_state(), where + ": cmaes");
   s.has_best = p.has_best();
   if (s.has_best) {
     s.best_x = get_vector(p.best_x());

@@ -14,13 +14,7 @@
 
 #include "namm/normalization.h"
 #include "namm/namm_policy.h"
-// The root nammkit_module() runs protoc with namm/ as the first include path, so the header is
-// generated as <build>/policy.pb.h; accept <build>/namm/policy.pb.h too, should that be fixed.
-#if __has_include("namm/policy.pb.h")
 #include "namm/policy.pb.h"
-#else
-#include "policy.pb.h"
-#endif
 #include "transformer/memory_policy.h"
 #include "transformer/model.h"
 

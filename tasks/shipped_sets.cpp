@@ -104,8 +104,8 @@ std::string format_kv_records(const std::vector<std::pair<std::string, std::stri
 }
 
 std::vector<BabiQuestion> parse_babi(const std::string& text, const std::string& where) {
-  // Lines "<n> <statement>" or "<n> <question>\t<answer>\t<supporting ids>"; n restarts at 1 for a
-  // new story. A question sees every statement of its story before it.
+  // Lines "<n> <statement>" or "<n> <question>\t<answer>\t<supporting ids>" (the shipped qa1 file
+  // separates with '|' instead of tabs; both are accepted); n restarts at 1 for a new story. A question sees every statement of its story before it.
   std::vector<BabiQuestion> out;
   std::string story;
   size_t start = 0, line_no = 0;
@@ -121,12 +121,12 @@ std::vector<BabiQuestion> parse_babi(const std::string& text, const std::string&
       fail(where, "line " + std::to_string(line_no) + ": expected \"<number> <text>\"");
     if (std::stoul(line.substr(0, space)) == 1) story.clear();
     const std::string body = line.substr(space + 1);
-    const size_t tab = body.find('\t');
+    const size_t tab = body.find_first_of("\t|");
     if (tab == std::string::npos) {
       story += body + "\n";
       continue;
     }
-    const size_t tab2 = body.find('\t', tab + 1);
+    const size_t tab2 = body.find_first_of("\t|", tab + 1);
     BabiQuestion q;
     q.story = story;
     q.question = trim(body.substr(0, tab));

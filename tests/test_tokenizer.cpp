@@ -98,7 +98,9 @@ void expect_round_trip(const Tokenizer& tok, const std::string& text, const std:
     FAIL() << what << ": round trip differs at byte " << i << ": '" << text.substr(i, 40) << "' vs '"
            << back.substr(i, 40) << "'";
   }
-  if (long_text) EXPECT_LT(ids.size(), text.size() / 2) << what << ": merges should compress real text";
+  if (long_text) {  // 512 pieces compress TinyStories ~4x, other English ~1.7x
+    EXPECT_LT(ids.size(), text.size() * 4 / 5) << what << ": merges should compress real text";
+  }
 }
 
 TEST(StoriesTokenizer, RoundTripsTinyStories) {
