@@ -111,7 +111,6 @@ TEST(TasksFitness, ReferenceCacheIsReusedAndWrittenAtomically) {
   {
     ReferenceCache other(path);  // merge-on-save keeps entries written by another process
     other.put("other-model", "t", "p0", {1, 0.5, 0, 1});
-    ReferenceCache reloaded(path);
     other.save();
     ReferenceCache merged(path);
     EXPECT_EQ(merged.size(), 2u);
