@@ -24,8 +24,10 @@ inline constexpr uint32_t kCheckpointFormatVersion = 1;
 
 // Where a multi-stage run is, and what the trainer tracks besides the CMA-ES state.
 struct RunProgress {
-  int stage_index = 0;           // the stage the next generation belongs to
-  int64_t stage_generation = 0;  // generations completed in that stage
+  // The current stage and the generations completed in it; run() moves on once a stage is complete
+  // (so a finished run ends at the last stage with all its generations done).
+  int stage_index = 0;
+  int64_t stage_generation = 0;
   bool has_best_mean = false;
   double best_mean_fitness = 0;  // best evaluation of the CMA-ES mean (valid when has_best_mean)
   int64_t best_mean_generation = 0;

@@ -81,6 +81,9 @@ GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& populatio
 
   GenerationEval out;
   out.evaluations = static_cast<int64_t>(tasks);
+  // Also after the loop: a request that arrived while the last tasks ran gives the same outcome as one
+  // that arrived earlier, whatever the thread scheduling was.
+  if (settings_.stop_on_interrupt && interrupt_requested()) interrupted = true;
   if (interrupted) {
     out.interrupted = true;
     return out;

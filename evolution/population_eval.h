@@ -58,7 +58,9 @@ struct TbbEvalSettings {
   int pool_size = 1;                // prompts available in the task set, indices 0..pool_size-1
   int prompts_per_generation = 0;   // sampled without replacement per generation; 0 or >= pool = all
   uint64_t seed = 0;                // prompt sampling is seeded by (seed, generation)
-  bool stop_on_interrupt = true;    // poll interrupt_requested() and skip the remaining work
+  // Poll interrupt_requested() between evaluations; a request seen during a generation skips the
+  // remaining work and marks the generation interrupted (the trainer then discards it).
+  bool stop_on_interrupt = true;
 };
 
 // Evaluates members x prompts with tbb::parallel_for; fitness of a member = mean score over the

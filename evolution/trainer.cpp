@@ -154,11 +154,9 @@ GenerationRecord Trainer::run_generation(const Stage& stage, const GenerationEva
 
   progress_.prompt_evaluations += eval.evaluations;
   progress_.failures += static_cast<int64_t>(eval.failures.size());
+  // The move to the next stage happens lazily in run(), so a checkpoint taken at the end of a stage
+  // still says "stage k, all its generations done": resuming with a longer stage k continues it.
   ++progress_.stage_generation;
-  if (progress_.stage_generation >= stage.generations) {
-    ++progress_.stage_index;
-    progress_.stage_generation = 0;
-  }
 
   bool new_best = false;
   if (mean_evaluator_) {

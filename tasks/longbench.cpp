@@ -43,11 +43,12 @@ LongBenchConfig load_longbench_config(const std::string& prompt_path, const std:
     }
   };
   LongBenchConfig config;
-  for (const auto& [dataset, value] : parse(ppath).items()) {
+  const nlohmann::json prompts = parse(ppath), maxlens = parse(mpath);
+  for (const auto& [dataset, value] : prompts.items()) {
     if (!value.is_string()) fail(ppath, dataset + ": expected a prompt template string");
     config.prompt[dataset] = value.get<std::string>();
   }
-  for (const auto& [dataset, value] : parse(mpath).items()) {
+  for (const auto& [dataset, value] : maxlens.items()) {
     if (!value.is_number_integer() || value.get<int>() <= 0) fail(mpath, dataset + ": expected a positive integer");
     config.max_new_tokens[dataset] = value.get<int>();
   }

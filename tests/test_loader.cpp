@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -95,7 +96,11 @@ TokenizerData synthetic_tokenizer(int vocab) {
     d.pieces.push_back(p);
   }
   for (char c = 'a'; c <= 'z' && static_cast<int>(d.pieces.size()) < vocab; ++c) d.pieces.push_back(std::string(1, c));
-  for (int i = 0; static_cast<int>(d.pieces.size()) < vocab; ++i) d.pieces.push_back("x" + std::to_string(i));
+  for (int i = 0; static_cast<int>(d.pieces.size()) < vocab; ++i) {
+    std::string filler = "x";
+    filler += std::to_string(i);
+    d.pieces.push_back(filler);
+  }
   for (size_t i = 0; i < d.pieces.size(); ++i) d.scores.push_back(-static_cast<float>(i));
   d.unk_id = 0;
   d.bos_id = 1;
@@ -218,6 +223,67 @@ void expect_same_config(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_FLOAT_EQ(a.rope_ntk_alpha, b.rope_ntk_alpha);
   EXPECT_EQ(a.qkv_bias, b.qkv_bias);
   EXPECT_EQ(a.tied_embeddings, b.tied_embeddings);
+}
+
+// ---------------------------------------------------------------------------------------------
+// dtype conversions
+
+TEST(DType, F16RoundTripsEveryHalfAndRoundsToNearestEven) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(f32_to_f16(f), h) << std::hex << h;
+  }
+  EXPECT_EQ(f16_to_f32(0x3C00), 1.0f);
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(f16_to_f32(0x7BFF), 65504.0f);
+  // Ties go to the even neighbour: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10.
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7C00);  // rounds past the largest half: infinity
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);             // exactly half the smallest subnormal: even (0)
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.5f, -25)), 0x0001);
+  EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(std::nanf("")))));
+  // Against the compiler's own conversion on random values of every magnitude.
+  std::mt19937 rng(1);
+  for (int i = 0; i < 200000; ++i) {
+    const uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (std::isnan(f)) continue;
+    const _Float16 h = static_cast<_Float16>(f);
+    uint16_t expected;
+    std::memcpy(&expected, &h, 2);
+    ASSERT_EQ(f32_to_f16(f), expected) << f;
+  }
+}
+
+TEST(DType, Bf16AndQ8_0) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3F80);
+  EXPECT_EQ(f32_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3F80);      // tie -> even
+  EXPECT_EQ(f32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3F82);  // tie -> even (up)
+  EXPECT_EQ(f32_to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)), 0x3F81);
+  EXPECT_EQ(bf16_to_f32(0xC040), -3.0f);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+  EXPECT_EQ(dtype_bytes(DType::Q8_0, 64), 68u);
+  EXPECT_EQ(dtype_bytes(DType::BF16, 3), 6u);
+  EXPECT_THROW(dtype_bytes(DType::Q8_0, 33), Error);
+  // One block: d = 0.5 (f16 0x3800), q = -16..15 -> values -8 .. 7.5.
+  uint8_t block[kQ8BlockBytes] = {0x00, 0x38};
+  for (int i = 0; i < 32; ++i) block[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i - 16));
+  float out[32];
+  dequantize(DType::Q8_0, block, out, 32);
+  EXPECT_EQ(out[0], -8.0f);
+  EXPECT_EQ(out[31], 7.5f);
+  // encode_f32 quantises as llama.cpp: d = max|x| / 127, q = round(x / d).
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = (i - 10) * 0.1f;
+  const std::string q = encode_f32(x.data(), 32, DType::Q8_0);
+  uint16_t d;
+  std::memcpy(&d, q.data(), 2);
+  EXPECT_EQ(d, f32_to_f16(2.1f / 127.0f));
+  EXPECT_EQ(static_cast<int8_t>(q[2 + 31]), 127);
+  EXPECT_EQ(static_cast<int8_t>(q[2 + 0]), -60);  // -1.0 / (2.1 / 127) = -60.48
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -669,6 +735,26 @@ TEST_F(GgufErrors, MissingTensorAndTokenizer) {
   expect_error([&] { load_model(no_dim); }, {no_dim + ": llama.embedding_length: missing"});
 }
 
+TEST_F(GgufErrors, EveryTruncationIsAnErrorNotACrash) {
+  const std::string bytes = read_file(good_);
+  const std::string path = dir_.file("sweep.gguf");
+  const GgufFile f(good_);
+  const size_t data_start = static_cast<size_t>(f.tensors().front().data - f.mapping()->data());
+  // Every length through the header and metadata, then a stride through the tensor data.
+  std::vector<size_t> lengths;
+  for (size_t n = 0; n < data_start + 64; n += 3) lengths.push_back(n);
+  for (size_t n = data_start + 64; n < bytes.size(); n += bytes.size() / 50) lengths.push_back(n);
+  for (size_t n : lengths) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes.substr(0, n);  // no fsync: hundreds of files
+    try {
+      load_gguf(path);
+      ADD_FAILURE() << "length " << n << " loaded";
+    } catch (const Error& e) {
+      ASSERT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
+    }
+  }
+}
+
 TEST(ModelValidate, NamesTheTensorAndShape) {
   Model m = synthetic_model(small_config("llama"), 2);
   m.path = "somewhere.gguf";
@@ -976,26 +1062,107 @@ TEST(Loader, DetectsAndRejects) {
 // ---------------------------------------------------------------------------------------------
 // Fixtures written by tools/reference (PyTorch), when present.
 
-TEST(LoaderFixtures, ReferenceModelsLoad) {
-  const std::vector<std::string> names = {"tiny_llama_hf", "tiny_qwen2_hf", "tiny_llama_f32.gguf", "tiny_llama_f16.gguf",
-                                          "tiny_llama_bf16.gguf", "tiny_llama_q8_0.gguf"};
-  int found = 0;
-  for (const std::string& name : names) {
-    const std::string path = kFixtures + "/" + name;
-    if (!file_exists(path)) continue;
-    ++found;
-    SCOPED_TRACE(path);
-    const Model m = load_model(path);
-    EXPECT_FALSE(m.tokenizer.empty());
-    EXPECT_GT(m.weight_bytes_per_token(), 0u);
-    const std::vector<int32_t> ids = m.tokenizer.encode("Hello world, once upon a time.", false);
-    EXPECT_EQ(m.tokenizer.decode(ids), "Hello world, once upon a time.");
-    if (name == "tiny_qwen2_hf") {
-      EXPECT_TRUE(m.config.qkv_bias);
-      EXPECT_TRUE(m.config.tied_embeddings);
-    }
+#define SKIP_WITHOUT_FIXTURE(path)                                                                   \
+  if (!file_exists(path)) GTEST_SKIP() << "fixture missing: " << (path) << " (tools/reference/make_fixtures.py)"
+
+void expect_tiny_config(const ModelConfig& c) {
+  EXPECT_EQ(c.dim, 64);
+  EXPECT_EQ(c.n_layers, 2);
+  EXPECT_EQ(c.n_heads, 4);
+  EXPECT_EQ(c.n_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.hidden_dim, 160);
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.max_seq_len, 256);
+}
+
+TEST(LoaderFixtures, HuggingFaceDirectories) {
+  const std::string llama = kFixtures + "/tiny_llama_hf";
+  SKIP_WITHOUT_FIXTURE(llama);
+  const Model m = load_model(llama);
+  expect_tiny_config(m.config);
+  EXPECT_EQ(m.config.architecture, "llama");
+  EXPECT_EQ(m.config.rope_style, RopeStyle::HalfSplit);
+  EXPECT_FLOAT_EQ(m.config.rope_theta, 1e4f);
+  EXPECT_FLOAT_EQ(m.config.norm_eps, 1e-5f);
+  EXPECT_FALSE(m.config.tied_embeddings);
+  EXPECT_FALSE(m.config.qkv_bias);
+  EXPECT_EQ(m.layers[0].wq.dtype, DType::F32);
+
+  const std::string qwen = kFixtures + "/tiny_qwen2_hf";
+  SKIP_WITHOUT_FIXTURE(qwen);
+  const Model q = load_model(qwen);
+  expect_tiny_config(q.config);
+  EXPECT_EQ(q.config.architecture, "qwen2");
+  EXPECT_TRUE(q.config.qkv_bias);
+  EXPECT_TRUE(q.config.tied_embeddings);
+  EXPECT_EQ(q.output.data, q.token_embedding.data);
+  EXPECT_FLOAT_EQ(q.config.rope_theta, 1e6f);
+  EXPECT_FLOAT_EQ(q.config.norm_eps, 1e-6f);
+
+  const std::string bf16 = kFixtures + "/tiny_llama_bf16_hf";
+  SKIP_WITHOUT_FIXTURE(bf16);
+  const Model b = load_model(bf16);
+  EXPECT_EQ(b.layers[1].w_down.dtype, DType::BF16);
+  EXPECT_NEAR(b.final_norm[5], m.final_norm[5], 1e-2f * std::fabs(m.final_norm[5]));  // BF16 norms widened
+
+  const std::string lin = kFixtures + "/tiny_llama_linrope_hf";
+  SKIP_WITHOUT_FIXTURE(lin);
+  const Model l = load_model(lin);
+  EXPECT_EQ(l.config.rope_scaling, RopeScaling::Linear);
+  EXPECT_FLOAT_EQ(l.config.rope_factor, 2.0f);
+  EXPECT_EQ(l.layers[0].wk.dtype, DType::F16);
+}
+
+// The reference (Python) GGUF files and our save_gguf of the reference HF checkpoint must agree
+// byte for byte: same Q/K permutation, same F16/BF16 rounding, same Q8_0 quantisation.
+void expect_same_gguf_tensors(const std::string& reference, const std::string& ours) {
+  const GgufFile ref(reference), mine(ours);
+  EXPECT_EQ(ref.tensors().size(), mine.tensors().size());
+  for (const GgufTensorInfo& t : ref.tensors()) {
+    const GgufTensorInfo* u = mine.find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(u->ne, t.ne) << t.name;
+    ASSERT_EQ(u->type, t.type) << t.name << ": " << ggml_type_name(u->type) << " vs " << ggml_type_name(t.type);
+    ASSERT_EQ(u->bytes, t.bytes) << t.name;
+    EXPECT_EQ(std::memcmp(u->data, t.data, t.bytes), 0) << t.name << " differs";
   }
-  if (found == 0) GTEST_SKIP() << "no fixtures in " << kFixtures << " yet (written by tools/reference)";
+}
+
+TEST(LoaderFixtures, SaveGgufMatchesTheReferenceConversion) {
+  const std::string hf = kFixtures + "/tiny_llama_hf";
+  SKIP_WITHOUT_FIXTURE(hf);
+  const Model src = load_model(hf);
+  TempDir dir;
+  const std::pair<const char*, DType> files[] = {{"tiny_llama_f32.gguf", DType::F32}, {"tiny_llama_f16.gguf", DType::F16},
+                                                 {"tiny_llama_bf16.gguf", DType::BF16}, {"tiny_llama_q8_0.gguf", DType::Q8_0}};
+  int checked = 0;
+  for (const auto& [name, type] : files) {
+    const std::string reference = kFixtures + "/" + name;
+    if (!file_exists(reference)) continue;
+    SCOPED_TRACE(reference);
+    const Model ref = load_model(reference);
+    expect_tiny_config(ref.config);
+    EXPECT_EQ(ref.config.rope_style, RopeStyle::Interleaved);
+    EXPECT_EQ(ref.layers[0].wq.dtype, type);
+    const std::string ours = dir.file(name);
+    save_gguf(src, ours, type);
+    expect_same_gguf_tensors(reference, ours);
+    if (type == DType::F32) expect_same_attention(src, ref);  // permuted + interleaved == HF half-split
+    ++checked;
+  }
+  const std::string qwen_hf = kFixtures + "/tiny_qwen2_hf", qwen_gguf = kFixtures + "/tiny_qwen2_f16.gguf";
+  if (file_exists(qwen_hf) && file_exists(qwen_gguf)) {
+    const Model ref = load_model(qwen_gguf);
+    EXPECT_EQ(ref.config.rope_style, RopeStyle::HalfSplit);
+    EXPECT_TRUE(ref.config.tied_embeddings);
+    EXPECT_TRUE(ref.config.qkv_bias);
+    const std::string ours = dir.file("qwen2.gguf");
+    save_gguf(load_model(qwen_hf), ours, DType::F16);
+    expect_same_gguf_tensors(qwen_gguf, ours);
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "no reference GGUF fixtures in " << kFixtures;
 }
 
 }  // namespace

@@ -205,7 +205,7 @@ TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
   EXPECT_EQ(err(R"({"name": "longbench", "dataset": "multi_news"})"), "set.json: task 0 (longbench): file: missing");
   EXPECT_NE(err(R"({"name": "sudoku"})").find("set.json: task 0 (sudoku): name: unknown task \"sudoku\""), std::string::npos);
   EXPECT_NE(err(R"({"name": "lm", "text": "wiki"})").find("corpus: wiki: unknown text"), std::string::npos);
-  EXPECT_NE(err(R"([{"name": "lm", "context_tokens": 64}, {"name": "lm", "context_tokens": 64}])")
+  EXPECT_NE(err(R"([{"name": "lm", "context_tokens": 64, "score_tokens": 8}, {"name": "lm", "context_tokens": 64, "score_tokens": 8}])")
                 .find("set.json: task 1: label: task name \"lm/tinystories\" is used twice"),
             std::string::npos);
   EXPECT_EQ(err(R"({"tasks": [], "extra": 1})"), "set.json: extra: unknown field (a task set has only \"tasks\")");

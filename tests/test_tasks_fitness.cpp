@@ -154,10 +154,13 @@ TEST(TasksLm, FullCacheNormalisesToOneAndKeepingLast32IsWorse) {
   LmTaskOptions o;
   o.shared_dir = kShared;
   o.context_tokens = 1024;
-  o.score_tokens = 512;
-  const Task task = make_lm_task(o, stories().tokenizer, 1);
+  o.score_tokens = 1023;  // the whole window, as the README's measurement
+  const Task task = make_lm_task(o, stories().tokenizer, 2);
   FitnessOptions fo;
-  fo.run.session.update_interval = 64;
+  // Evict after every token, so the policy really keeps 32 (33 while feeding). With a 64-token
+  // interval the cache holds 32..96 tokens and, past stories260K's trained 512 positions, the full
+  // cache is no better than that window: the gap vanishes (measured: 1.442 vs 1.436 NLL).
+  fo.run.session.update_interval = 1;
   ReferenceCache cache;  // in memory
   FullCachePolicy full;
   const FitnessReport same = evaluate_fitness(stories(), &full, {task}, cache, fo);
@@ -167,13 +170,13 @@ TEST(TasksLm, FullCacheNormalisesToOneAndKeepingLast32IsWorse) {
   const FitnessReport worse = evaluate_fitness(stories(), &last32, {task}, cache, fo);
   const RunResult rf = run_sample(stories(), nullptr, task.samples[0], fo.run);
   const RunResult rl = run_sample(stories(), &last32, task.samples[0], fo.run);
-  std::printf("stories260K, 1024-token TinyStories window, last 512 scored: NLL full %.3f, keep-last-32 %.3f, "
+  std::printf("stories260K, 1024-token TinyStories window, all scored: NLL full %.3f, keep-last-32 %.3f, "
               "normalised %.3f; mean cache %.1f vs %.1f tokens\n",
               -rf.log_likelihood, -rl.log_likelihood, worse.fitness, rf.cache.mean, rl.cache.mean);
   EXPECT_LT(worse.fitness, 0.99);
   EXPECT_GT(worse.fitness, 0.5);
   EXPECT_NEAR(-rf.log_likelihood, 1.25, 0.3);  // README: 1.249 over a whole 1,024-token window
-  EXPECT_LT(rl.cache.mean, 100);               // 32 kept + at most one 64-token interval
+  EXPECT_LE(rl.cache.mean, 33);
   EXPECT_DOUBLE_EQ(rf.cache.mean, 1023.0);     // the last token is predicted, not fed
 }
 

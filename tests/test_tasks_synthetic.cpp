@@ -35,7 +35,7 @@ const SyntheticKind kKinds[] = {SyntheticKind::Passkey, SyntheticKind::Needle, S
 
 TEST(TasksSynthetic, DeterministicWithAnswersInThePromptAtTheTargetLength) {
   for (SyntheticKind kind : kKinds) {
-    for (int context : {300, 1024}) {
+    for (int context : {500, 1024}) {
       SCOPED_TRACE(synthetic_kind_name(kind) + " @" + std::to_string(context));
       const SyntheticGenerator gen(options(kind, Split::Train, context), tok());
       for (uint64_t i = 0; i < 3; ++i) {
@@ -45,8 +45,10 @@ TEST(TasksSynthetic, DeterministicWithAnswersInThePromptAtTheTargetLength) {
         ASSERT_FALSE(a.answers.empty());
         for (const auto& ans : a.answers) EXPECT_NE(a.prompt.find(ans), std::string::npos) << ans;
         const int n = static_cast<int>(tok().encode(a.prompt, true).size());
+        // Within one word of the target: with stories260K's 512 pieces a word (a URL, a number) can
+        // be a dozen tokens.
         EXPECT_LE(n, context);
-        EXPECT_GE(n, context - 4);
+        EXPECT_GE(n, context - 16);
       }
       EXPECT_NE(gen.sample(0).prompt, gen.sample(1).prompt);
     }
@@ -79,7 +81,7 @@ TEST(TasksSynthetic, TrainAndHeldOutAreDisjoint) {
 
   for (SyntheticKind kind : kKinds) {
     SCOPED_TRACE(synthetic_kind_name(kind));
-    const SyntheticGenerator gtrain(options(kind, Split::Train), tok()), gheld(options(kind, Split::HeldOut), tok());
+    const SyntheticGenerator gtrain(options(kind, Split::Train, 1024), tok()), gheld(options(kind, Split::HeldOut, 1024), tok());
     std::set<std::string> train_answers;
     for (uint64_t i = 0; i < 6; ++i) {
       const Sample s = gtrain.sample(i);
@@ -93,11 +95,16 @@ TEST(TasksSynthetic, TrainAndHeldOutAreDisjoint) {
         EXPECT_EQ(train_answers.count(a), 0u) << a;
         EXPECT_TRUE((a[0] >= '5' && a[0] <= '9') || (a[0] >= 'N' && a[0] <= 'Z')) << a;
       }
-      // Haystack: every 40-byte piece of a held-out prompt's text is absent from the train text.
+      // Haystack: 40-byte pieces of a held-out prompt are absent from the train text, and (those
+      // without a needle) present in the held-out text.
       const size_t begin = s.prompt.find('\n') + 1;
-      const std::string piece = s.prompt.substr(begin + 200, 40);
-      EXPECT_EQ(train.find(piece), std::string_view::npos) << piece;
-      EXPECT_NE(held.find(piece), std::string_view::npos) << piece;
+      int in_held = 0;
+      for (double at : {0.2, 0.4, 0.6, 0.8}) {
+        const std::string piece = s.prompt.substr(begin + static_cast<size_t>(at * double(s.prompt.size() - begin - 200)), 40);
+        EXPECT_EQ(train.find(piece), std::string_view::npos) << piece;
+        in_held += held.find(piece) != std::string_view::npos;
+      }
+      EXPECT_GE(in_held, 1);
     }
   }
   // Keys: train keys use adjectives of the first half of the list, held-out ones the second.

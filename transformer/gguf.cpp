@@ -223,7 +223,9 @@ GgufValue read_value(Reader& r, const std::string& path, const std::string& key,
       v.element_type = static_cast<GgufType>(elem);
       const auto n = r.scalar<uint64_t>(key + " array length");
       // Refuse counts the rest of the file cannot hold before allocating anything.
-      if (n > r.remaining() / min_encoded_size(v.element_type)) r.need(n * min_encoded_size(v.element_type), key);
+      if (n > r.remaining() / min_encoded_size(v.element_type)) {
+        fail(path, "truncated: " + key + ": array of " + std::to_string(n) + " elements does not fit in the file");
+      }
       v.items.reserve(n);
       for (uint64_t i = 0; i < n; ++i) v.items.push_back(read_value(r, path, key, v.element_type, depth + 1));
       break;
@@ -248,8 +250,11 @@ GgufFile::GgufFile(const std::string& path) : path_(path), map_(std::make_shared
   }
   const auto n_tensors = r.scalar<uint64_t>("tensor count");
   const auto n_kv = r.scalar<uint64_t>("metadata count");
-  if (n_kv > r.remaining() / 12) r.need(n_kv * 12, "metadata");
-  if (n_tensors > r.remaining() / 24) r.need(n_tensors * 24, "tensor infos");
+  // Each entry takes at least 12 (metadata) or 24 (tensor info) bytes: reject impossible counts early.
+  if (n_kv > r.remaining() / 12 || n_tensors > r.remaining() / 24) {
+    fail(path_, "truncated: " + std::to_string(n_kv) + " metadata entries and " + std::to_string(n_tensors) +
+                    " tensors do not fit in " + std::to_string(map_->size()) + " bytes");
+  }
 
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key = r.string("metadata key " + std::to_string(i));
@@ -269,9 +274,11 @@ GgufFile::GgufFile(const std::string& path) : path_(path), map_(std::make_shared
     t.name = r.string("tensor name " + std::to_string(i));
     const auto n_dims = r.scalar<uint32_t>("tensor " + t.name + " dims");
     if (n_dims == 0 || n_dims > 4) fail(path_, "tensor " + t.name + ": " + std::to_string(n_dims) + " dimensions");
+    uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto ne = r.scalar<uint64_t>("tensor " + t.name + " shape");
-      if (ne > (uint64_t{1} << 40)) fail(path_, "tensor " + t.name + ": dimension " + std::to_string(ne) + " too large");
+      if (ne != 0 && elements > (uint64_t{1} << 48) / ne) fail(path_, "tensor " + t.name + ": too many elements");
+      elements *= ne;
       t.ne.push_back(static_cast<int64_t>(ne));
     }
     t.type = r.scalar<uint32_t>("tensor " + t.name + " type");
@@ -469,6 +476,10 @@ class GgufModelBuilder {
     const GgufTensorInfo& embd = tensor("token_embd.weight");
     if (embd.ne.size() != 2) fail(f_.path(), "tensor token_embd.weight: shape " + ne_string(embd.ne) + ", expected 2 dims");
     c.vocab_size = static_cast<int>(embd.ne[1]);
+    if (f_.find(p + "vocab_size") && f_.get_int(p + "vocab_size") != c.vocab_size) {
+      fail(f_.path(), p + "vocab_size: " + std::to_string(f_.get_int(p + "vocab_size")) +
+                          " differs from token_embd.weight's " + std::to_string(c.vocab_size) + " rows");
+    }
     c.qkv_bias = f_.find_tensor("blk.0.attn_q.bias") != nullptr;
     c.tied_embeddings = f_.find_tensor("output.weight") == nullptr;
   }

@@ -220,6 +220,7 @@ uint32_t gguf_file_type(DType t) {
 
 void set_config(GgufWriter& w, const ModelConfig& c) {
   const std::string p = c.architecture + ".";
+  w.set(p + "vocab_size", GgufValue::u32(c.vocab_size));
   w.set(p + "context_length", GgufValue::u32(c.max_seq_len));
   w.set(p + "embedding_length", GgufValue::u32(c.dim));
   w.set(p + "block_count", GgufValue::u32(c.n_layers));

@@ -21,7 +21,8 @@ struct TokenizerData {
   TokenizerKind kind = TokenizerKind::None;
   std::vector<std::string> pieces;        // id -> piece as stored ("▁the", "<0x0A>", "Ġthe")
   std::vector<float> scores;              // SentencePiece merge priority (higher first); may be empty
-  std::vector<std::string> merges;        // byte-level BPE: "a b" in rank order; may be empty
+  std::vector<std::string> merges;        // "a b" in rank order; may be empty. For SentencePiece (HF
+                                          // byte_fallback BPE) merges, when present, replace scores
   std::vector<int32_t> special_ids;       // control tokens never produced by encode()
   int32_t bos_id = -1;
   int32_t eos_id = -1;
@@ -49,7 +50,8 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
   // Ids -> text (BOS/EOS and control tokens skipped; byte tokens reassembled into UTF-8).
   std::string decode(const std::vector<int32_t>& ids) const;
-  // The text of one token as it would appear after `prev` (used for streaming output).
+  // The text of one token as it would appear after `prev` (used for streaming output; prev = BOS or
+  // -1 marks the start of the text, where SentencePiece drops the space it prepended).
   std::string decode_token(int32_t prev, int32_t id) const;
 
  private:
