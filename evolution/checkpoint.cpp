@@ -52,6 +52,7 @@ void put_matrix(nammkit::DoubleMatrix* out, const Eigen::MatrixXd& m) {
   out->set_rows(static_cast<uint64_t>(m.rows()));
   out->set_cols(static_cast<uint64_t>(m.cols()));
   out->mutable_data()->Resize(static_cast<int>(m.size()), 0.0);
+  if (m.size() == 0) return;  // memcpy with null pointers is undefined even for 0 bytes
   std::memcpy(out->mutable_data()->mutable_data(), m.data(), sizeof(double) * static_cast<size_t>(m.size()));
 }
 

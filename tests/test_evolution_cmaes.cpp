@@ -194,7 +194,9 @@ TEST(EvolutionCmaesNammRegime, NoisySphereSigmaAdaptsWithoutDecomposition) {
     EXPECT_TRUE(es.state().C.allFinite());
     EXPECT_NEAR(es.state().C(0, 0), 1.0, 1e-4);  // c1 + c_mu ~ 1e-6 per generation: C hardly moves
     EXPECT_EQ(es.state().evaluations, generations * 32);
-    if (!random_fitness) EXPECT_LT(f(es.state().mean), f0 - 1.0);
+    if (!random_fitness) {
+      EXPECT_LT(f(es.state().mean), f0 - 1.0);
+    }
     return es.state();
   };
   const CmaesState selected = run(false), random = run(true);

@@ -209,6 +209,48 @@ TEST(Runtime, EvictingPerHeadEqualsMaskingThoseKeys) {
   for (size_t p = 0; p < tokens.size(); ++p) EXPECT_LT(rel_error(all.data() + p * V, ref[p]), 1e-4) << "position " << p;
 }
 
+TEST(Runtime, SlidingWindowEqualsMaskingOldKeys) {
+  REQUIRE_STORIES();
+  const int window = 8;
+  const std::vector<int32_t> tokens = sample_tokens(30, stories().config.vocab_size, 9);
+  SessionOptions opt;
+  opt.prefill_chunk = 5;
+  opt.sliding_window = window;
+  Session s(stories(), nullptr, opt);
+  std::vector<float> all;
+  s.feed(tokens, &all);
+  const auto ref = testing::reference_logits(stories(), tokens,
+                                             [&](int, int, int key, int query) { return key <= query - window; });
+  const int V = stories().config.vocab_size;
+  for (size_t p = 0; p < tokens.size(); ++p) EXPECT_LT(rel_error(all.data() + p * V, ref[p]), 1e-4) << "position " << p;
+}
+
+// Injected entries behave exactly like the same tokens fed as context (Memory3 with nothing dropped).
+TEST(Runtime, InjectedKeysAndValuesEqualFeedingTheTokens) {
+  REQUIRE_STORIES();
+  const std::vector<int32_t> tokens = sample_tokens(24, stories().config.vocab_size, 4);
+  const std::span<const int32_t> prefix(tokens.data(), 10), rest(tokens.data() + 10, 14);
+  Session source(stories());
+  source.feed(prefix);
+  Session plain(stories());
+  plain.feed(prefix);
+  std::vector<float> expected, got;
+  plain.feed(rest, &expected);
+
+  Session injected(stories());
+  const ModelConfig& c = stories().config;
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      const HeadCache& h = source.cache().head(l, g);
+      for (int j = 0; j < h.len; ++j)
+        injected.inject(l, g, h.keys.data() + j * c.head_dim, h.values.data() + j * c.head_dim, h.positions[j]);
+    }
+  injected.set_position(10);
+  injected.feed(rest, &got);
+  ASSERT_EQ(expected.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[i], 1e-4 * (1 + std::abs(expected[i])));
+}
+
 TEST(Runtime, BadKeepListIsAnError) {
   KVCache cache(1, 1, 2);
   const float k[2] = {1, 2}, v[2] = {3, 4};

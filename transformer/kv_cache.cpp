@@ -13,14 +13,16 @@ KVCache::KVCache(int n_layers, int n_kv_heads, int head_dim, int reserve_tokens)
     h.keys.reserve(size_t(reserve_tokens) * head_dim);
     h.values.reserve(size_t(reserve_tokens) * head_dim);
     h.positions.reserve(reserve_tokens);
+    h.memory.reserve(reserve_tokens);
   }
 }
 
-void KVCache::append(int layer, int kv_head, const float* key, const float* value, int32_t position) {
+void KVCache::append(int layer, int kv_head, const float* key, const float* value, int32_t position, bool memory) {
   HeadCache& h = head(layer, kv_head);
   h.keys.insert(h.keys.end(), key, key + head_dim_);
   h.values.insert(h.values.end(), value, value + head_dim_);
   h.positions.push_back(position);
+  h.memory.push_back(memory ? 1 : 0);
   ++h.len;
 }
 
@@ -42,11 +44,13 @@ void KVCache::keep(int layer, int kv_head, std::span<const int32_t> keep) {
     std::copy_n(h.keys.begin() + src * d, d, h.keys.begin() + i * d);
     std::copy_n(h.values.begin() + src * d, d, h.values.begin() + i * d);
     h.positions[i] = h.positions[src];
+    h.memory[i] = h.memory[src];
   }
   h.len = static_cast<int>(keep.size());
   h.keys.resize(h.len * d);
   h.values.resize(h.len * d);
   h.positions.resize(h.len);
+  h.memory.resize(h.len);
 }
 
 void KVCache::clear() {
@@ -54,6 +58,7 @@ void KVCache::clear() {
     h.keys.clear();
     h.values.clear();
     h.positions.clear();
+    h.memory.clear();
     h.len = 0;
   }
 }

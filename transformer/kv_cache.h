@@ -14,6 +14,9 @@ struct HeadCache {
   std::vector<float> keys;        // [len][head_dim]
   std::vector<float> values;      // [len][head_dim]
   std::vector<int32_t> positions; // [len]
+  // 1 for "memory" entries that stay visible outside a sliding attention window: tokens a policy
+  // kept after they left the window (B'MOJO's eidetic memory) and injected entries (Memory3).
+  std::vector<uint8_t> memory;    // [len]
   int len = 0;
 };
 
@@ -30,7 +33,7 @@ class KVCache {
   const HeadCache& head(int layer, int kv_head) const { return heads_[layer * n_kv_heads_ + kv_head]; }
 
   // Appends one token's key and value (head_dim floats each) to one head.
-  void append(int layer, int kv_head, const float* key, const float* value, int32_t position);
+  void append(int layer, int kv_head, const float* key, const float* value, int32_t position, bool memory = false);
   // Keeps only rows `keep` (ascending, unique, in range) of one head; throws Error otherwise.
   void keep(int layer, int kv_head, std::span<const int32_t> keep);
 

@@ -138,6 +138,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
   for (int t = 0; t < T; ++t) attn_log_->query_positions.push_back(int32_t(position_ + t));
 
   const float scale = 1.0f / std::sqrt(float(d));
+  const int window = options_.sliding_window;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = model_.layers[l];
     rms_norm(s.x.data(), L.attn_norm, c.norm_eps, T, c.dim, s.xn.data());
@@ -171,6 +172,11 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
           // Query t sees every retained old token and the chunk's tokens up to itself.
           const int visible = n_old + t + 1;
           float* row = scores.data() + size_t(t) * n;
+          if (window > 0) {
+            const int64_t oldest_visible = position_ + t - window + 1;
+            for (int j = 0; j < visible; ++j)
+              if (hc.positions[j] < oldest_visible && !hc.memory[j]) row[j] = -INFINITY;
+          }
           Eigen::Map<Eigen::ArrayXf> p(row, visible);  // Eigen's exp is vectorised; std::exp is not
           p = (p - p.maxCoeff()).exp();
           p *= 1.0f / p.sum();
@@ -265,9 +271,35 @@ void Session::run_policy() {
       stats_.tokens_evicted += before - cache_.head(l, g).len;
     }
   }
+  if (options_.sliding_window > 0) {
+    // What the policy kept outside the window is now (eidetic) memory.
+    const int64_t oldest_in_window = position_ - options_.sliding_window;
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        HeadCache& h = cache_.head(l, g);
+        for (int j = 0; j < h.len; ++j)
+          if (h.positions[j] < oldest_in_window) h.memory[j] = 1;
+      }
+  }
   log.reset(c.n_layers, c.n_kv_heads);
   ++stats_.policy_updates;
   stats_.policy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Session::inject(int layer, int kv_head, const float* key, const float* value, int32_t position) {
+  const ModelConfig& c = model_.config;
+  if (layer < 0 || layer >= c.n_layers || kv_head < 0 || kv_head >= c.n_kv_heads)
+    fail("session", "inject: layer " + std::to_string(layer) + " / KV head " + std::to_string(kv_head) +
+                        " outside the model (" + std::to_string(c.n_layers) + " layers, " +
+                        std::to_string(c.n_kv_heads) + " KV heads)");
+  if (!attn_log_->query_positions.empty())
+    fail("session", "inject: entries can only be added right after reset() or a policy update");
+  cache_.append(layer, kv_head, key, value, position, /*memory=*/true);
+}
+
+void Session::set_position(int64_t position) {
+  if (position < 0) fail("session", "set_position: negative position");
+  position_ = position;
 }
 
 int32_t argmax(std::span<const float> logits) {

@@ -19,6 +19,11 @@ struct SessionOptions {
   int prefill_chunk = 128;      // tokens per forward during prefill (bounds the attention matrix)
   int update_interval = 512;    // the policy runs whenever the absolute token count hits a multiple
   bool attention_bf16 = false;  // round the probabilities handed to the policy to bf16 (the reference does)
+  // Sliding-window attention (B'MOJO's in-context window): a query at position p sees the keys at
+  // positions > p - sliding_window plus the cache's memory entries. 0 = no window. After each policy
+  // update, every kept token that is already outside the window becomes a memory entry; tokens that
+  // leave the window between updates are hidden until the policy decides on them.
+  int sliding_window = 0;
 };
 
 // Counters a caller can read after a run.
@@ -40,6 +45,13 @@ class Session {
   // returns the logits after the last one ([vocab]). When `all_logits` is given it receives
   // [tokens.size()][vocab] logits, one row per input token.
   const std::vector<float>& feed(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
+
+  // Adds an entry to one head's cache outside the token stream (e.g. a Memory3 explicit memory):
+  // key (post-RoPE) and value of head_dim floats each, at `position`. It is a memory entry: always
+  // visible, also outside a sliding window. Policies see it like any cached token.
+  void inject(int layer, int kv_head, const float* key, const float* value, int32_t position);
+  // Sets the absolute position of the next token (e.g. after the positions injected memories use).
+  void set_position(int64_t position);
 
   int64_t position() const { return position_; }  // absolute tokens processed so far
   const KVCache& cache() const { return cache_; }
