@@ -264,6 +264,19 @@ void validate_policy_file(const PolicyFile& f, const std::string& where) {
     }
   }
   if (!std::isfinite(f.provenance().fitness())) fail(where, "provenance.fitness: not finite");
+  if (f.has_bmojo()) {
+    const BmojoTarget& t = f.bmojo();
+    if (t.window() < 1) fail(where, "bmojo.window: expected >= 1, got " + std::to_string(t.window()));
+    if (t.memory_budget() < 0) fail(where, "bmojo.memory_budget: expected >= 0, got " + std::to_string(t.memory_budget()));
+    if (t.update_every() != f.update_interval())
+      fail(where, "bmojo.update_every: " + std::to_string(t.update_every()) + " differs from update_interval " +
+                      std::to_string(f.update_interval()));
+    if (t.granularity() == BMOJO_GRANULARITY_UNSPECIFIED || !BmojoGranularity_IsValid(t.granularity()))
+      fail(where, "bmojo.granularity: unknown value " + std::to_string(static_cast<int>(t.granularity())));
+    if (t.innovation() == INNOVATION_UNSPECIFIED || !InnovationFeature_IsValid(t.innovation()))
+      fail(where, "bmojo.innovation: unknown value " + std::to_string(static_cast<int>(t.innovation())));
+    if (!std::isfinite(t.threshold())) fail(where, "bmojo.threshold: not finite");
+  }
 }
 
 std::string serialize_policy(const PolicyFile& file) {
@@ -355,6 +368,13 @@ std::string describe_policy(const PolicyFile& f) {
     if (f.kind() == POLICY_STREAMING) o << "sinks:           " << b.sinks() << "\n";
     if (f.kind() == POLICY_H2O) o << "heavy ratio:     " << b.heavy_ratio() << "\n";
     if (f.kind() == POLICY_RANDOM) o << "seed:            " << b.seed() << "\n";
+  }
+  if (f.has_bmojo()) {
+    const BmojoTarget& t = f.bmojo();
+    o << "bmojo target:    window " << t.window() << ", memory " << t.memory_budget() << ", every " << t.update_every()
+      << " tokens, " << (t.granularity() == BMOJO_TOKEN_PER_LAYER ? "token per layer" : "per KV head")
+      << ", innovation " << InnovationFeature_Name(t.innovation()) << ", threshold " << t.threshold()
+      << ", replaces " << (t.replaced_rule().empty() ? "?" : t.replaced_rule()) << "\n";
   }
   const BaseModel& m = f.base_model();
   if (!m.name().empty() || !m.path().empty())

@@ -1,0 +1,137 @@
+// `nammkit evolve` end to end on the shipped model: config validation, a tiny run that logs,
+// checkpoints and writes a loadable policy, and a stop + resume that equals an uninterrupted run.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "evolution/checkpoint.h"
+#include "evolution/metrics_log.h"
+#include "namm/policy_file.h"
+#include "tools/nammkit/experiment.h"
+#include "transformer/error.h"
+#include "transformer/file_io.h"
+
+namespace nammkit::cli {
+namespace {
+
+const std::string kStories = std::string(NAMMKIT_SHARED_DIR) + "/models/stories260K/stories260K.bin";
+
+nlohmann::json tiny_config(const std::string& out, int generations) {
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "name": "tiny", "seed": 5,
+    "session": {"prefill_chunk": 32, "update_interval": 64, "max_context": 512},
+    "cmaes": {"population": 4, "sigma0": 0.065, "separable": true},
+    "fitness": {"cache_weight": 0.5},
+    "normalization": {"samples": 2},
+    "stages": [{"name": "lm", "prompts_per_generation": 2,
+       "tasks": [{"name": "lm", "split": "train", "samples": 4, "context_tokens": 384, "score_tokens": 128,
+                  "text": "books"}]}]
+  })");
+  j["model"] = kStories;
+  j["output_dir"] = out;
+  j["stages"][0]["generations"] = generations;
+  return j;
+}
+
+std::string fresh_dir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("nammkit_exp_" + std::to_string(::getpid()) + "_" + name);
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+void expect_error(const nlohmann::json& j, const std::string& needle) {
+  try {
+    parse_experiment_config(j, "cfg.json");
+    FAIL() << "expected an error mentioning " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ExperimentConfig, ErrorsNameTheField) {
+  nlohmann::json ok = tiny_config("/tmp/x", 2);
+  EXPECT_NO_THROW(parse_experiment_config(ok, "cfg.json"));
+  nlohmann::json j = ok;
+  j["cmaes"]["sigma"] = 0.1;
+  expect_error(j, "cmaes.sigma: unknown field");
+  j = ok;
+  j["cmaes"]["population"] = "many";
+  expect_error(j, "cmaes.population: expected an integer");
+  j = ok;
+  j.erase("model");
+  expect_error(j, "model: missing");
+  j = ok;
+  j["session"]["update_interval"] = 40;
+  expect_error(j, "session.update_interval: must be a multiple of 16");
+  j = ok;
+  j["stages"][0].erase("generations");
+  expect_error(j, "stages[0].generations: missing");
+  j = ok;
+  j["policy"] = {{"scorer", "transformer"}};
+  expect_error(j, "policy.scorer");
+}
+
+TEST(ExperimentConfig, ShippedConfigsParse) {
+  for (const char* name : {"default.json", "paper_llama3_8b.json"}) {
+    SCOPED_TRACE(name);
+    const ExperimentConfig c = load_experiment_config(std::string(NAMMKIT_SOURCE_DIR) + "/configs/" + name);
+    EXPECT_FALSE(c.stages.empty());
+  }
+}
+
+TEST(Experiment, TinyRunLogsCheckpointsAndWritesALoadablePolicy) {
+  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories;
+  const std::string out = fresh_dir("tiny");
+  const ExperimentConfig config = parse_experiment_config(tiny_config(out, 2), "tiny.json");
+  ASSERT_EQ(run_evolution(config, {}), 0);
+  const auto log = evo::read_log(out + "/log.jsonl");
+  ASSERT_EQ(log.size(), 2u);
+  for (const auto& r : log) {
+    EXPECT_TRUE(std::isfinite(r.best_fitness));
+    EXPECT_TRUE(std::isfinite(r.mean_cache_size));
+    EXPECT_EQ(r.failures, 0);
+  }
+  EXPECT_TRUE(file_exists(out + "/latest.ckpt"));
+  EXPECT_TRUE(file_exists(out + "/best.ckpt"));
+  const PolicyFile policy = load_policy(out + "/policy.nammp");
+  EXPECT_EQ(policy.params_size(), 4172);
+  EXPECT_EQ(policy.update_interval(), 64);
+  EXPECT_GT(policy.norm().count(), 0);
+  EXPECT_NE(make_policy(policy), nullptr);
+  // A second run into the same directory without --resume is refused.
+  EXPECT_THROW(run_evolution(config, {}), Error);
+  std::filesystem::remove_all(out);
+}
+
+TEST(Experiment, StopAndResumeEqualsAnUninterruptedRun) {
+  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories;
+  const std::string a = fresh_dir("a"), b = fresh_dir("b");
+  ASSERT_EQ(run_evolution(parse_experiment_config(tiny_config(a, 4), "a.json"), {}), 0);
+  const ExperimentConfig cb = parse_experiment_config(tiny_config(b, 4), "b.json");
+  EvolveOptions stop;
+  stop.stop_after = 2;
+  ASSERT_EQ(run_evolution(cb, stop), 130);
+  EXPECT_EQ(evo::read_log(b + "/log.jsonl").size(), 2u);
+  EvolveOptions resume;
+  resume.resume = true;
+  ASSERT_EQ(run_evolution(cb, resume), 0);
+
+  evo::Checkpoint ca = evo::load_checkpoint(a + "/latest.ckpt"), cbk = evo::load_checkpoint(b + "/latest.ckpt");
+  ca.progress.elapsed_seconds = cbk.progress.elapsed_seconds = 0;  // wall clock differs, nothing else may
+  EXPECT_EQ(evo::serialize_checkpoint(ca), evo::serialize_checkpoint(cbk));
+  const auto la = evo::read_log(a + "/log.jsonl"), lb = evo::read_log(b + "/log.jsonl");
+  ASSERT_EQ(la.size(), 4u);
+  ASSERT_EQ(lb.size(), 4u);
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_EQ(la[i].best_fitness, lb[i].best_fitness);
+    EXPECT_EQ(la[i].mean_eval_fitness, lb[i].mean_eval_fitness);
+    EXPECT_EQ(la[i].sigma, lb[i].sigma);
+  }
+  std::filesystem::remove_all(a);
+  std::filesystem::remove_all(b);
+}
+
+}  // namespace
+}  // namespace nammkit::cli

@@ -1,0 +1,29 @@
+// `nammkit evolve`: a whole NAMM evolution experiment from an ExperimentConfig.
+//
+//  1. load the model and build every stage's task set (tasks/registry.h);
+//  2. full-cache reference outcomes of every prompt, computed once and cached on disk
+//     (OUTPUT_DIR/full_cache_scores.json);
+//  3. normalisation statistics from a full-cache pass over stage 1's prompts (as the reference's
+//     iteration-0 pass), frozen and stored in every checkpoint;
+//  4. CMA-ES generations (evolution/trainer.h): members x prompts evaluated in parallel on TBB, the
+//     same prompts for every member of a generation; fitness = mean over tasks of score / full-cache
+//     score (+ the optional cache-size term); the mean is evaluated on the same prompts every
+//     generation and drives best.ckpt;
+//  5. OUTPUT_DIR/policy.nammp (the final mean) and best_policy.nammp (the best evaluated mean).
+// Files: config.json, log.jsonl, latest.ckpt, best.ckpt, full_cache_scores.json, *.nammp.
+#pragma once
+#include <string>
+
+#include "tools/nammkit/experiment_config.h"
+
+namespace nammkit::cli {
+
+struct EvolveOptions {
+  bool resume = false;  // continue from OUTPUT_DIR/latest.ckpt, bit-for-bit
+  int stop_after = 0;   // > 0: stop (as on Ctrl-C, checkpoint written) after this many generations
+};
+
+// Returns the process exit code: 0 completed (or CMA-ES stopped), 130 interrupted (checkpoint written).
+int run_evolution(const ExperimentConfig& config, const EvolveOptions& options);
+
+}  // namespace nammkit::cli

@@ -1,0 +1,54 @@
+// The JSON experiment config of `nammkit evolve` (configs/*.json), parsed and validated.
+//
+// Every field is checked; errors name the file and the field path, unknown fields are errors.
+// Relative paths are taken from the working directory; a leading "$SHARED/" stands for the shared
+// data folder ($NAMMKIT_SHARED_DIR, else ../shared). The README's "Config reference" lists every field.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "evolution/cmaes_settings.h"
+#include "namm/bam_scorer.h"
+#include "namm/selection.h"
+#include "transformer/session.h"
+
+namespace nammkit::cli {
+
+struct StageConfig {
+  std::string name;
+  int generations = 0;
+  int prompts_per_generation = 0;  // sampled per generation from the stage's prompts; 0 = all
+  nlohmann::json tasks;            // a task set for tasks/registry.h
+};
+
+struct ExperimentConfig {
+  std::string file;                // where it was read from (for error messages)
+  std::string name;
+  uint64_t seed = 0;
+  std::string model;               // resolved path
+  std::string output_dir;
+  int threads = 0;                 // 0 = all cores
+  SessionOptions session;
+  int max_context = 0;             // tokens a prompt may span; 0 = the model's context
+  ScorerKind scorer = ScorerKind::Bam;
+  SelectionOptions selection;
+  evo::CmaesSettings cmaes;        // n is filled from the scorer's parameter count
+  double cache_weight = 0;         // fitness += cache_weight * (1 - cache / full cache)
+  double epsilon = 0.01;           // floor of a task's full-cache score
+  int norm_samples = 0;            // prompts of stage 1 for the normalisation pass; 0 = all
+  std::vector<StageConfig> stages;
+  std::string canonical;           // the config without output_dir, as canonical JSON (hashed, checked on resume)
+  std::string source;              // the whole config, pretty-printed (copied to OUTPUT_DIR/config.json)
+
+  std::string hash() const;        // hex FNV-1a of `canonical`
+};
+
+// "$SHARED/x" -> <shared>/x; anything else unchanged.
+std::string expand_shared(const std::string& path);
+
+ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::string& file);
+ExperimentConfig load_experiment_config(const std::string& path);
+
+}  // namespace nammkit::cli
