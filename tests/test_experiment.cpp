@@ -8,6 +8,7 @@
 #include "evolution/checkpoint.h"
 #include "evolution/metrics_log.h"
 #include "namm/policy_file.h"
+#include "tools/nammkit/evaluation.h"
 #include "tools/nammkit/experiment.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
@@ -102,6 +103,29 @@ TEST(Experiment, TinyRunLogsCheckpointsAndWritesALoadablePolicy) {
   EXPECT_NE(make_policy(policy), nullptr);
   // A second run into the same directory without --resume is refused.
   EXPECT_THROW(run_evolution(config, {}), Error);
+
+  // nammkit eval of the result on held-out text, next to baselines at the same mean cache size.
+  const std::string tasks = out + "/eval_tasks.json";
+  write_file_atomic(tasks, R"([{"name": "lm", "split": "heldout", "samples": 3, "context_tokens": 256,
+                                "score_tokens": 64, "text": "tinystories"}])");
+  EvalOptions eval;
+  eval.model = kStories;
+  eval.tasks_file = tasks;
+  eval.policy_files = {out + "/policy.nammp"};
+  eval.baselines = {"streaming", "h2o:0.5"};
+  eval.max_context = 512;
+  const EvalReport report = run_eval(eval);
+  ASSERT_EQ(report.rows.size(), 4u);
+  EXPECT_EQ(report.rows[0].label, "full");
+  EXPECT_DOUBLE_EQ(report.rows[0].mean_normalised, 1.0);
+  EXPECT_DOUBLE_EQ(report.rows[0].cache_fraction, 1.0);
+  EXPECT_NEAR(report.rows[2].cache_fraction, report.rows[1].cache_fraction, 0.02) << "matched budget";
+  EXPECT_EQ(report.rows[3].label, "h2o:0.5");
+  for (const auto& row : report.rows) {
+    EXPECT_GT(row.mean_normalised, 0.0);
+    EXPECT_EQ(row.tasks[0].mean_cache_per_layer.size(), 5u);
+  }
+  EXPECT_NE(report.table().find("namm(policy.nammp)"), std::string::npos);
   std::filesystem::remove_all(out);
 }
 

@@ -1,0 +1,58 @@
+// nammkit eval: policies side by side on a model and a task set (tools/nammkit/evaluation.h).
+#include <tbb/global_control.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "tools/nammkit/args.h"
+#include "tools/nammkit/commands.h"
+#include "tools/nammkit/evaluation.h"
+#include "transformer/file_io.h"
+
+namespace nammkit::cli {
+namespace {
+
+const char* kEvalHelp =
+    "usage: nammkit eval --model M --tasks TASKS.json [--policy P.nammp]... [--baseline SPEC]... [options]\n"
+    "  --policy FILE        a policy file (repeatable); NAMM policies run at their own update interval\n"
+    "  --baseline SPEC      full | streaming[:B[,sinks=4]] | h2o[:B[,heavy=0.5]] | l2[:B] | random[:B[,seed=1]]\n"
+    "                       B = tokens (512) or a fraction of the tokens seen (0.25); without B the budget is\n"
+    "                       the mean cache fraction the first --policy used (equal mean cache size)\n"
+    "  --interval N         baselines' update interval (default: the first policy's, else 512)\n"
+    "  --chunk N            prefill chunk (default 128)\n"
+    "  --max-context N      tokens a prompt may span (default: the model's context)\n"
+    "  --json FILE          also write the results as JSON\n"
+    "  --threads N          worker threads (default: all cores)\n";
+
+int eval_command(const std::vector<std::string>& raw) {
+  Args args("eval", raw,
+            {"--model", "--tasks", "--policy", "--baseline", "--interval", "--chunk", "--max-context", "--json", "--threads"},
+            {"--help"});
+  if (args.has("--help")) {
+    std::fputs(kEvalHelp, stdout);
+    return 0;
+  }
+  std::unique_ptr<tbb::global_control> threads;
+  if (args.has("--threads"))
+    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                    std::max(1, args.get_int("--threads", 1)));
+  EvalOptions options;
+  options.model = args.require("--model");
+  options.tasks_file = args.require("--tasks");
+  options.policy_files = args.get_all("--policy");
+  options.baselines = args.get_all("--baseline");
+  options.update_interval = args.get_int("--interval", 0);
+  options.prefill_chunk = args.get_int("--chunk", 128);
+  options.max_context = args.get_int("--max-context", 0);
+  const EvalReport report = run_eval(options);
+  std::fputs(report.table().c_str(), stdout);
+  if (args.has("--json")) write_file_atomic(args.get("--json"), report.to_json().dump(2) + "\n");
+  return 0;
+}
+
+}  // namespace
+
+NAMMKIT_COMMAND("eval", "evaluate policies side by side on held-out tasks (--model M --tasks T.json --policy P)",
+                eval_command);
+
+}  // namespace nammkit::cli

@@ -1,0 +1,224 @@
+#include "tools/nammkit/evaluation.h"
+
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "namm/policy_file.h"
+#include "tasks/registry.h"
+#include "tasks/runner.h"
+#include "tools/nammkit/experiment.h"
+#include "transformer/error.h"
+#include "transformer/loader.h"
+
+namespace nammkit::cli {
+namespace {
+
+struct Row {
+  std::string label;
+  PolicyFile file;
+};
+
+// Runs all samples of all tasks under one policy description.
+PolicyRow run_row(const Model& model, const std::vector<Task>& tasks, const Row& row, const EvalOptions& options) {
+  PolicyRow out;
+  out.label = row.label;
+  RunOptions run;
+  run.max_context = options.max_context;
+  run.session.prefill_chunk = options.prefill_chunk;
+  run.session.update_interval = row.file.update_interval();
+  double seconds = 0, tokens = 0;
+  for (const Task& task : tasks) {
+    std::vector<RunResult> results(task.samples.size());
+    tbb::parallel_for(size_t(0), task.samples.size(), [&](size_t i) {
+      auto policy = make_policy(row.file);
+      results[i] = run_sample(model, policy.get(), task.samples[i], run);
+    });
+    TaskRow t;
+    t.task = task.name;
+    t.samples = int(results.size());
+    const int n_layers = model.config.n_layers;
+    t.mean_cache_per_layer.assign(n_layers, 0.0);
+    t.max_cache_per_layer.assign(n_layers, 0);
+    for (const RunResult& r : results) {
+      t.score += r.score;
+      t.mean_cache += r.cache.mean;
+      t.max_cache = std::max(t.max_cache, r.cache.max);
+      for (int l = 0; l < n_layers; ++l) {
+        t.mean_cache_per_layer[l] += r.cache.mean_per_layer[l];
+        t.max_cache_per_layer[l] = std::max(t.max_cache_per_layer[l], r.cache.max_per_layer[l]);
+      }
+      const double s = r.prefill_seconds + r.decode_seconds;
+      seconds += s;
+      tokens += r.prompt_tokens + r.generated_tokens;
+      t.tokens_per_second += r.prompt_tokens + r.generated_tokens;
+    }
+    double task_seconds = 0;
+    for (const RunResult& r : results) task_seconds += r.prefill_seconds + r.decode_seconds;
+    const double n = std::max<size_t>(1, results.size());
+    t.score /= n;
+    t.mean_cache /= n;
+    for (double& v : t.mean_cache_per_layer) v /= n;
+    t.tokens_per_second = task_seconds > 0 ? t.tokens_per_second / task_seconds : 0;
+    out.tasks.push_back(std::move(t));
+  }
+  out.tokens_per_second = seconds > 0 ? tokens / seconds : 0;
+  return out;
+}
+
+void normalise(PolicyRow& row, const PolicyRow& full, const std::vector<Task>& tasks, double epsilon) {
+  row.mean_normalised = row.mean_cache = 0;
+  double full_cache = 0;
+  for (size_t t = 0; t < row.tasks.size(); ++t) {
+    row.tasks[t].normalised = row.tasks[t].score / normalisation_denominator(full.tasks[t].score, *tasks[t].samples.data(), epsilon);
+    row.mean_normalised += row.tasks[t].normalised;
+    row.mean_cache += row.tasks[t].mean_cache;
+    full_cache += full.tasks[t].mean_cache;
+  }
+  row.mean_normalised /= double(row.tasks.size());
+  row.mean_cache /= double(row.tasks.size());
+  row.cache_fraction = full_cache > 0 ? row.mean_cache / (full_cache / double(row.tasks.size())) : 0;
+}
+
+std::string file_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+EvalReport run_eval(const EvalOptions& options) {
+  const Model model = load_model(options.model);
+  TaskContext context;
+  context.tokenizer = &model.tokenizer;
+  const std::vector<Task> tasks = load_task_set(options.tasks_file, context);
+  if (tasks.empty()) fail(options.tasks_file, "no tasks");
+
+  std::vector<Row> namm_rows;
+  for (const std::string& path : options.policy_files) namm_rows.push_back({"namm(" + file_name(path) + ")", load_policy(path)});
+  const int interval = options.update_interval > 0   ? options.update_interval
+                       : !namm_rows.empty()           ? namm_rows[0].file.update_interval()
+                                                      : 512;
+
+  EvalReport report;
+  report.model = model.config.name;
+  PolicyFile full_file = make_baseline_policy_file("full");
+  full_file.set_update_interval(interval);
+  std::fprintf(stderr, "eval: full cache...\n");
+  report.rows.push_back(run_row(model, tasks, {"full", full_file}, options));
+  normalise(report.rows[0], report.rows[0], tasks, options.epsilon);
+
+  for (const Row& row : namm_rows) {
+    std::fprintf(stderr, "eval: %s...\n", row.label.c_str());
+    report.rows.push_back(run_row(model, tasks, row, options));
+    normalise(report.rows.back(), report.rows[0], tasks, options.epsilon);
+  }
+  for (const std::string& spec : options.baselines) {
+    auto run_spec = [&](const std::string& full_spec) {
+      PolicyFile file = make_baseline_policy_file(full_spec);
+      file.set_update_interval(interval);
+      std::fprintf(stderr, "eval: %s...\n", full_spec.c_str());
+      PolicyRow row = run_row(model, tasks, {full_spec, file}, options);
+      normalise(row, report.rows[0], tasks, options.epsilon);
+      return row;
+    };
+    if (spec.find(':') != std::string::npos || spec == "full") {
+      report.rows.push_back(run_spec(spec));
+      continue;
+    }
+    if (namm_rows.empty())
+      fail("nammkit eval", "--baseline " + spec + ": no budget given and no --policy whose cache size it could match");
+    // Match the first policy's mean cache fraction. A budget fraction f keeps f * (tokens seen) at each
+    // update, but the cache also holds what arrived since the last update, so the resulting fraction is
+    // not f: a few secant steps on f make the two mean cache sizes agree.
+    const double target = report.rows[1].cache_fraction;
+    auto with_budget = [&](double f) {
+      char budget[32];
+      std::snprintf(budget, sizeof budget, "%.4f", std::clamp(f, 1e-4, 1.0));
+      return run_spec(spec + ":" + budget);
+    };
+    double f_prev = target, f = target;
+    PolicyRow prev = with_budget(f), best = prev;
+    f = target * target / std::max(prev.cache_fraction, 1e-6);
+    for (int step = 0; step < 4 && std::abs(best.cache_fraction - target) > 0.005; ++step) {
+      PolicyRow row = with_budget(f);
+      if (std::abs(row.cache_fraction - target) < std::abs(best.cache_fraction - target)) best = row;
+      const double slope = (row.cache_fraction - prev.cache_fraction) / (f - f_prev);
+      if (!std::isfinite(slope) || slope <= 0) break;
+      f_prev = f;
+      prev = row;
+      f = std::clamp(f + (target - row.cache_fraction) / slope, 1e-4, 1.0);
+    }
+    report.rows.push_back(best);
+  }
+  return report;
+}
+
+nlohmann::json EvalReport::to_json() const {
+  nlohmann::json j;
+  j["model"] = model;
+  for (const PolicyRow& r : rows) {
+    nlohmann::json row = {{"policy", r.label},
+                          {"mean_normalised", r.mean_normalised},
+                          {"mean_cache", r.mean_cache},
+                          {"cache_fraction", r.cache_fraction},
+                          {"tokens_per_second", r.tokens_per_second}};
+    for (const TaskRow& t : r.tasks)
+      row["tasks"].push_back({{"task", t.task},
+                              {"samples", t.samples},
+                              {"score", t.score},
+                              {"normalised", t.normalised},
+                              {"mean_cache", t.mean_cache},
+                              {"max_cache", t.max_cache},
+                              {"mean_cache_per_layer", t.mean_cache_per_layer},
+                              {"max_cache_per_layer", t.max_cache_per_layer},
+                              {"tokens_per_second", t.tokens_per_second}});
+    j["rows"].push_back(row);
+  }
+  return j;
+}
+
+std::string EvalReport::table() const {
+  std::ostringstream o;
+  char buf[256];
+  size_t width = 8;
+  for (const PolicyRow& r : rows) width = std::max(width, r.label.size());
+  o << "model: " << model << "\n";
+  std::snprintf(buf, sizeof buf, "%-*s", int(width), "policy");
+  o << buf;
+  for (const TaskRow& t : rows[0].tasks) {
+    std::snprintf(buf, sizeof buf, "  %22s", (t.task + " (n=" + std::to_string(t.samples) + ")").c_str());
+    o << buf;
+  }
+  o << "   mean norm  cache mean  cache max  cache %   tok/s\n";
+  for (const PolicyRow& r : rows) {
+    std::snprintf(buf, sizeof buf, "%-*s", int(width), r.label.c_str());
+    o << buf;
+    int max_cache = 0;
+    for (const TaskRow& t : r.tasks) {
+      std::snprintf(buf, sizeof buf, "  %11.4f (%6.3f)   ", t.score, t.normalised);
+      o << buf;
+      max_cache = std::max(max_cache, t.max_cache);
+    }
+    std::snprintf(buf, sizeof buf, "   %9.3f  %10.1f  %9d  %6.1f%%  %6.0f\n", r.mean_normalised, r.mean_cache, max_cache,
+                  100.0 * r.cache_fraction, r.tokens_per_second);
+    o << buf;
+  }
+  o << "\ncache per layer (mean/max tokens per KV head, first task):\n";
+  for (const PolicyRow& r : rows) {
+    std::snprintf(buf, sizeof buf, "%-*s", int(width), r.label.c_str());
+    o << buf;
+    const TaskRow& t = r.tasks[0];
+    for (size_t l = 0; l < t.mean_cache_per_layer.size(); ++l) {
+      std::snprintf(buf, sizeof buf, "  L%zu %6.1f/%-4d", l, t.mean_cache_per_layer[l], t.max_cache_per_layer[l]);
+      o << buf;
+    }
+    o << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace nammkit::cli

@@ -1,0 +1,57 @@
+// `nammkit eval`: zero-shot evaluation of memory policies (policy files or baselines) on any model
+// and task set, side by side, normalised by the full cache on the same prompts.
+//
+// Every row runs every sample of every task (samples in parallel on TBB, each with its own policy
+// instance and Session). The full cache always runs first: it is the normalisation of each task
+// (score / max(full score, epsilon)). Baselines given without a budget ("h2o", "l2", "streaming",
+// "random") get the mean cache fraction that the first NAMM policy actually used, so they are compared
+// at the same mean cache size.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace nammkit::cli {
+
+struct EvalOptions {
+  std::string model;
+  std::string tasks_file;               // a task-set JSON (tasks/registry.h); use split "heldout"
+  std::vector<std::string> policy_files;
+  std::vector<std::string> baselines;   // "h2o:0.25", "streaming:256,sinks=4", or a bare kind to match NAMM's cache
+  int update_interval = 0;              // baselines' interval; 0 = the first policy file's, else 512
+  int prefill_chunk = 128;
+  int max_context = 0;                  // 0 = the model's context
+  double epsilon = 0.01;
+};
+
+struct TaskRow {
+  std::string task;
+  int samples = 0;
+  double score = 0;       // mean metric over the samples
+  double normalised = 0;  // score / max(full-cache score, epsilon)
+  double mean_cache = 0;  // tokens per KV head after each run, mean over heads and samples
+  int max_cache = 0;
+  std::vector<double> mean_cache_per_layer;
+  std::vector<int> max_cache_per_layer;
+  double tokens_per_second = 0;
+};
+
+struct PolicyRow {
+  std::string label;      // "full", "namm(policy.nammp)", "h2o:0.31" ...
+  std::vector<TaskRow> tasks;
+  double mean_normalised = 0;
+  double mean_cache = 0;
+  double cache_fraction = 0;  // mean cache / full cache's mean cache
+  double tokens_per_second = 0;
+};
+
+struct EvalReport {
+  std::string model;
+  std::vector<PolicyRow> rows;  // rows[0] is the full cache
+  nlohmann::json to_json() const;
+  std::string table() const;    // the side-by-side text table
+};
+
+EvalReport run_eval(const EvalOptions& options);
+
+}  // namespace nammkit::cli
