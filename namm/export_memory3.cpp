@@ -630,7 +630,8 @@ std::string MemoryBankWriter::serialize() const {
   put_le<uint32_t>(out, crc32(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
   put_le<uint64_t>(out, payload.size());
   out += payload;
-  if (out.size() != idx.prefix_offset()) fail("memory bank", "index: layout did not converge");
+  if (out.size() > idx.prefix_offset()) fail("memory bank", "index: layout did not converge");
+  out.resize(idx.prefix_offset(), '\0');
   out.append(reinterpret_cast<const char*>(prefix_kv_.data()), prefix_bytes);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     out.resize(idx.chunks(static_cast<int>(i)).offset(), '\0');

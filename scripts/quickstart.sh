@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds nammkit (Release) and runs the default job.
+# Installs what is missing, builds nammkit (Release) and runs the default job: evolve a NAMM on the
+# shipped model (configs/default.json), then evaluate it on held-out text against full cache, H2O,
+# L2, StreamingLLM and random eviction at the same mean cache size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)"
-./build/bin/nammkit run --model ../shared/models/stories260K/stories260K.bin --prompt "Once upon a time" --max-new-tokens 48
+rm -rf runs/default
+./build/bin/nammkit evolve configs/default.json
+./build/bin/nammkit plot runs/default
+./build/bin/nammkit eval --model ../shared/models/stories260K/stories260K.bin --tasks configs/default_eval_tasks.json \
+  --max-context 512 --policy runs/default/policy.nammp \
+  --baseline h2o --baseline l2 --baseline streaming --baseline random --json runs/default/eval.json

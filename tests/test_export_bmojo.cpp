@@ -78,8 +78,10 @@ TEST(ExportBmojo, ParseMemoryMode) {
 TEST(ExportBmojo, ZeroMemoryEqualsSlidingWindowAttention) {
   REQUIRE_STORIES();
   const std::vector<int32_t> tokens = text_tokens(400);
+  // Same prefill chunking as the B'MOJO runs (chunks end at update boundaries), so only the policy differs.
   SessionOptions swa;
   swa.sliding_window = 96;
+  swa.update_interval = 32;
   const std::vector<float> ref = run_logits(nullptr, swa, tokens);
   const PolicyFile namm = random_namm(0.5f, 7);
   for (BmojoScorer sc : {BmojoScorer::Namm, BmojoScorer::Recency, BmojoScorer::H2o, BmojoScorer::Random}) {
@@ -88,14 +90,16 @@ TEST(ExportBmojo, ZeroMemoryEqualsSlidingWindowAttention) {
     BmojoPolicy p(o, NammScoring::from(namm));
     const std::vector<float> got = run_logits(&p, bmojo_session_options(o), tokens);
     EXPECT_LT(max_abs_diff(got, ref), 1e-5) << bmojo_scorer_name(sc);
-    EXPECT_GT(p.stats().updates, 0);
+    EXPECT_FALSE(p.stats().updates.empty());
   }
 }
 
 TEST(ExportBmojo, WindowCoveringTheSequenceEqualsFullCache) {
   REQUIRE_STORIES();
   const std::vector<int32_t> tokens = text_tokens(300);
-  const std::vector<float> ref = run_logits(nullptr, {}, tokens);
+  SessionOptions full;
+  full.update_interval = 64;  // the same prefill chunking as the B'MOJO runs
+  const std::vector<float> ref = run_logits(nullptr, full, tokens);
   for (BmojoScorer sc : {BmojoScorer::Namm, BmojoScorer::Recency, BmojoScorer::H2o}) {
     BmojoOptions o;
     o.window = 512, o.memory = 4, o.interval = 64, o.scorer = sc;
@@ -124,14 +128,17 @@ TEST(ExportBmojo, BudgetHeldAfterEveryUpdate) {
             for (int j = 0; j < h.len; ++j) {
               mem += h.memory[j];
               // Everything still in the window is kept.
-              if (h.positions[j] >= s.position() - o.window) EXPECT_EQ(h.memory[j], 0);
+              if (h.positions[j] >= s.position() - o.window) {
+                EXPECT_EQ(h.memory[j], 0);
+              }
             }
             EXPECT_LE(mem, o.memory) << bmojo_scorer_name(sc) << " layer " << l << " head " << g;
             max_memory = std::max(max_memory, mem);
             EXPECT_GE(h.len, std::min<int64_t>(s.position(), o.window));
           }
       }
-      EXPECT_EQ(max_memory, o.memory) << bmojo_scorer_name(sc);  // the budget is actually used
+      // Baseline scores are all >= 0, so they fill the budget; NAMM admits only scores >= 0.
+      if (sc != BmojoScorer::Namm) EXPECT_EQ(max_memory, o.memory) << bmojo_scorer_name(sc);
     }
 }
 

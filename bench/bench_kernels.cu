@@ -1,0 +1,254 @@
+// bench_kernels: the CUDA kernels on a Llama-3-8B layer shape (32 query heads, 8 KV heads, head_dim 128,
+// f16 KV). One JSON object per line:
+//   decode attention bandwidth (K and V bytes read / time) at 4K, 16K and 32K context, and its share
+//     of the H100 SXM's 3.35 TB/s;
+//   prefill attention of a 4K chunk (causal, no cache before it), TFLOP/s counting only the visible
+//     (causal) products, against an unfused cuBLAS f16 GEMM + softmax kernel + GEMM doing the same;
+//   one NAMM update of one layer (8 KV heads, 4K keys, 512 new queries): STFT features and BAM scores.
+// Without a CUDA device it prints {"bench":"kernels","skipped":"no CUDA device"} and exits 0.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/attention_decode.h"
+#include "kernels/attention_prefill.h"
+#include "kernels/bam_batched.h"
+#include "kernels/cuda_util.h"
+#include "kernels/spectrogram.h"
+
+using namespace nammkit;
+using namespace nammkit::kernels;
+
+namespace {
+constexpr double kH100Bandwidth = 3.35e12;  // bytes/s, H100 SXM HBM3
+constexpr int kQHeads = 32, kKvHeads = 8, kHeadDim = 128;
+
+void emit(nlohmann::json line) {
+  line["bench"] = "kernels";
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
+}
+
+void cublas_check(cublasStatus_t status, const char* call) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail(call, "cuBLAS status " + std::to_string(static_cast<int>(status)));
+}
+
+// Deterministic pseudo-random values in [-scale, scale] (an integer hash, so no host upload).
+template <typename T>
+__global__ void fill_kernel(T* data, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    const float u = (h & 0xffffff) / 16777215.0f * 2.0f - 1.0f;
+    data[i] = static_cast<T>(u * scale);
+  }
+}
+
+template <typename T>
+void fill(DeviceBuffer<T>& buf, uint32_t seed, float scale) {
+  fill_kernel<T><<<1024, 256>>>(buf.get(), buf.size(), seed, scale);
+  cuda_check_launch("fill_kernel");
+}
+
+// The unfused baseline's softmax: row i of S (f32 [T][T], one block per row and head) -> P (f16),
+// causal (keys j <= i), scaled.
+__global__ void causal_softmax_kernel(const float* S, __half* P, int T, float scale) {
+  const size_t row = blockIdx.x;
+  const int i = static_cast<int>(row % T);
+  const float* s = S + row * T;
+  __half* p = P + row * T;
+  __shared__ float red[32];
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) m = fmaxf(m, s[j] * scale);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = m;
+  __syncthreads();
+  m = -INFINITY;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) m = fmaxf(m, red[w]);
+  __syncthreads();
+  float l = 0.0f;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) l += expf(s[j] * scale - m);
+  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = l;
+  __syncthreads();
+  l = 0.0f;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) l += red[w];
+  for (int j = threadIdx.x; j < T; j += blockDim.x) p[j] = __float2half(j <= i ? expf(s[j] * scale - m) / l : 0.0f);
+}
+
+// Milliseconds per call of `fn`, the median-free simple mean over `reps` after `warmup` calls.
+double time_ms(const std::function<void()>& fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
+  cuda_check(cudaEventRecord(start), "cudaEventRecord");
+  for (int i = 0; i < reps; ++i) fn();
+  cuda_check(cudaEventRecord(stop), "cudaEventRecord");
+  cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms / reps;
+}
+
+// A layer's KV cache with every head at `len` tokens, f16.
+struct Cache {
+  std::vector<DeviceBuffer<__half>> keys, values;
+  DeviceBuffer<const void*> key_ptrs, value_ptrs;
+  DeviceBuffer<int> lens;
+  explicit Cache(int len) {
+    std::vector<const void*> kp, vp;
+    for (int h = 0; h < kKvHeads; ++h) {
+      keys.emplace_back(static_cast<size_t>(len) * kHeadDim);
+      values.emplace_back(static_cast<size_t>(len) * kHeadDim);
+      fill(keys.back(), 1 + h, 1.0f);
+      fill(values.back(), 100 + h, 1.0f);
+      kp.push_back(keys.back().get());
+      vp.push_back(values.back().get());
+    }
+    key_ptrs.resize(kKvHeads);
+    value_ptrs.resize(kKvHeads);
+    lens.resize(kKvHeads);
+    const std::vector<int> l(kKvHeads, len);
+    cuda_check(cudaMemcpy(key_ptrs.get(), kp.data(), sizeof(void*) * kKvHeads, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_check(cudaMemcpy(value_ptrs.get(), vp.data(), sizeof(void*) * kKvHeads, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_check(cudaMemcpy(lens.get(), l.data(), sizeof(int) * kKvHeads, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+};
+
+void bench_decode() {
+  for (int ctx : {4096, 16384, 32768}) {
+    Cache cache(ctx);
+    for (bool with_probs : {false, true}) {
+      DecodeShape shape{DType::F16, kQHeads, kKvHeads, kHeadDim, ctx, with_probs};
+      DeviceBuffer<uint8_t> ws(decode_workspace_bytes(shape));
+      DeviceBuffer<float> q(kQHeads * kHeadDim), out(kQHeads * kHeadDim), probs(static_cast<size_t>(kKvHeads) * ctx);
+      fill(q, 7, 1.0f);
+      DecodeArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(),
+                      1.0f / std::sqrt(float(kHeadDim)), out.get(), with_probs ? probs.get() : nullptr, ctx};
+      const double ms = time_ms([&] { attention_decode(shape, args, ws.get(), ws.bytes(), nullptr); }, 5, 50);
+      const double bytes = 2.0 * kKvHeads * ctx * kHeadDim * sizeof(__half);  // K and V, each read once
+      const double bw = bytes / (ms * 1e-3);
+      emit({{"kernel", "attention_decode"}, {"context", ctx}, {"with_probs", with_probs}, {"ms", ms},
+            {"gb_per_s", bw / 1e9}, {"pct_of_3350_gb_per_s", 100.0 * bw / kH100Bandwidth},
+            {"splits", shape.n_splits()}});
+    }
+  }
+}
+
+void bench_prefill() {
+  const int T = 4096;
+  const double flops = 4.0 * kHeadDim * kQHeads * (static_cast<double>(T) * (T + 1) / 2);  // QK^T and PV, causal
+  const float scale = 1.0f / std::sqrt(float(kHeadDim));
+  {
+    Cache cache(T);
+    DeviceBuffer<float> q(static_cast<size_t>(T) * kQHeads * kHeadDim), out(q.size());
+    fill(q, 9, 1.0f);
+    PrefillShape shape{DType::F16, kQHeads, kKvHeads, kHeadDim, T, T};
+    PrefillArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(), scale, out.get(), nullptr, 0};
+    const double ms = time_ms([&] { attention_prefill(shape, args, nullptr); }, 2, 5);
+    emit({{"kernel", "attention_prefill"}, {"tokens", T}, {"ms", ms}, {"tflop_per_s", flops / (ms * 1e-3) / 1e12}});
+  }
+  // Unfused baseline: per query head (K and V repeated over the group), S = Q K^T in f32 from f16
+  // tensor-core GEMMs, causal softmax to f16 P, O = P V. It computes the full T x T product.
+  DeviceBuffer<__half> Q(static_cast<size_t>(kQHeads) * T * kHeadDim), K(Q.size()), V(Q.size());
+  fill(Q, 11, 1.0f);
+  fill(K, 12, 1.0f);
+  fill(V, 13, 1.0f);
+  DeviceBuffer<float> S(static_cast<size_t>(kQHeads) * T * T), O(Q.size());
+  DeviceBuffer<__half> P(S.size());
+  cublasHandle_t handle;
+  cublas_check(cublasCreate(&handle), "cublasCreate");
+  const float one = 1.0f, zero = 0.0f;
+  const long long sQ = static_cast<long long>(T) * kHeadDim, sS = static_cast<long long>(T) * T;
+  auto run = [&] {
+    // Column-major view: S^T (T x T) = K (T x D, transposed from its row-major storage) * Q^T.
+    cublas_check(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, T, T, kHeadDim, &one, K.get(), CUDA_R_16F,
+                                            kHeadDim, sQ, Q.get(), CUDA_R_16F, kHeadDim, sQ, &zero, S.get(), CUDA_R_32F,
+                                            T, sS, kQHeads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmStridedBatchedEx(QK)");
+    causal_softmax_kernel<<<kQHeads * T, 256>>>(S.get(), P.get(), T, scale);
+    cuda_check_launch("causal_softmax_kernel");
+    // O^T (D x T) = V^T (D x T) * P^T (T x T).
+    cublas_check(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, kHeadDim, T, T, &one, V.get(), CUDA_R_16F,
+                                            kHeadDim, sQ, P.get(), CUDA_R_16F, T, sS, &zero, O.get(), CUDA_R_32F,
+                                            kHeadDim, sQ, kQHeads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmStridedBatchedEx(PV)");
+  };
+  const double ms = time_ms(run, 2, 5);
+  cublasDestroy(handle);
+  emit({{"kernel", "prefill_unfused_cublas"}, {"tokens", T}, {"ms", ms},
+        {"tflop_per_s", flops / (ms * 1e-3) / 1e12}, {"note", "same causal FLOP count; computes the full T x T"}});
+}
+
+void bench_namm_update() {
+  const int Q = 512, N = 4096, n_old = N - Q;
+  const SpectrogramConfig spec;
+  const RecencyConfig recency;
+  GpuSpectrogram stft(spec, recency, FeatureNormalizer::identity(spec.n_bins()));
+  const int F = stft.n_features(), B = spec.n_bins(), O = spec.overlap();
+  DeviceBuffer<float> attention(static_cast<size_t>(Q) * N), ema_old(static_cast<size_t>(n_old) * B),
+      tail_old(static_cast<size_t>(n_old) * O), ema_new(static_cast<size_t>(N) * B), tail_new(static_cast<size_t>(N) * O),
+      features(static_cast<size_t>(kKvHeads) * N * F);
+  fill(attention, 21, 1e-3f);
+  fill(ema_old, 22, 1e-2f);
+  fill(tail_old, 23, 1e-3f);
+  std::vector<int32_t> pos(N);
+  for (int j = 0; j < N; ++j) pos[j] = j;
+  DeviceBuffer<int32_t> positions(N);
+  cuda_check(cudaMemcpy(positions.get(), pos.data(), sizeof(int32_t) * N, cudaMemcpyHostToDevice), "cudaMemcpy");
+  // The same attention for each head: the time does not depend on the values.
+  const double stft_ms = time_ms(
+      [&] {
+        for (int h = 0; h < kKvHeads; ++h)
+          stft.update(attention.get(), Q, N, n_old, ema_old.get(), tail_old.get(), positions.get(), ema_new.get(),
+                      tail_new.get(), features.get() + static_cast<size_t>(h) * N * F, nullptr);
+      },
+      2, 10);
+  emit({{"kernel", "namm_stft_features"}, {"kv_heads", kKvHeads}, {"keys", N}, {"queries", Q}, {"ms", stft_ms}});
+
+  const ScorerShape shape;
+  std::vector<int32_t> offsets;
+  for (int h = 0; h <= kKvHeads; ++h) offsets.push_back(h * N);
+  for (int members : {1, 16}) {
+    DeviceBuffer<float> params(static_cast<size_t>(members) * shape.n_params()),
+        scores(static_cast<size_t>(members) * kKvHeads * N);
+    fill(params, 31, 0.1f);
+    DeviceBuffer<uint8_t> ws(bam_workspace_bytes(shape, members, kKvHeads * N, kKvHeads));
+    BamBatch batch{members, offsets, features.get(), params.get(), scores.get()};
+    const double ms = time_ms([&] { bam_score_batched(shape, batch, ws.get(), ws.bytes(), nullptr); }, 2, 10);
+    emit({{"kernel", "namm_bam_scores"}, {"kv_heads", kKvHeads}, {"keys", N}, {"members", members}, {"ms", ms}});
+  }
+}
+}  // namespace
+
+int main() {
+  if (!cuda_device_available()) {
+    emit({{"skipped", "no CUDA device"}});
+    return 0;
+  }
+  try {
+    cudaDeviceProp prop{};
+    cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    emit({{"device", prop.name}});
+    bench_decode();
+    bench_prefill();
+    bench_namm_update();
+    cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  } catch (const std::exception& e) {
+    emit({{"error", e.what()}});
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,297 @@
+// GPU kernels against their CPU references (kernels/reference.h). Host code only: it is compiled as C++
+// (see kernels/CMakeLists.txt) and skips every test when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/attention_decode.h"
+#include "kernels/attention_prefill.h"
+#include "kernels/bam_batched.h"
+#include "kernels/cuda_util.h"
+#include "kernels/kv_compact.h"
+#include "kernels/reference.h"
+#include "kernels/spectrogram.h"
+
+namespace nammkit::kernels {
+namespace {
+
+#define REQUIRE_CUDA_DEVICE()                                                                   \
+  if (!cuda_device_available())                                                                 \
+  GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or found 0): GPU test not run"
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// Host bytes of `x` stored as `dtype`.
+std::vector<uint8_t> encode(DType dtype, const std::vector<float>& x) {
+  std::vector<uint8_t> out(x.size() * kv_element_bytes(dtype, "encode"));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(out.data() + 4 * i, &x[i], 4);
+    } else {
+      const uint16_t h = dtype == DType::F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  }
+  return out;
+}
+
+template <typename T>
+DeviceBuffer<T> to_device(const std::vector<T>& host) {
+  DeviceBuffer<T> d(std::max<size_t>(host.size(), 1));
+  if (!host.empty())
+    cuda_check(cudaMemcpy(d.get(), host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return d;
+}
+
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer<T>& d, size_t n) {
+  cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  std::vector<T> host(n);
+  if (n) cuda_check(cudaMemcpy(host.data(), d.get(), sizeof(T) * n, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return host;
+}
+
+// Inputs are the same bits on both sides, so differences are f32 accumulation against the double
+// reference; 16-bit KV gets a little more room for its larger rounding of values near 1.
+float tolerance(DType dtype) { return dtype == DType::F32 ? 2e-5f : 5e-5f; }
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, float atol, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= atol + atol * std::fabs(want[i])) && bad++ < 10)
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
+  EXPECT_EQ(bad, 0u) << what << ": elements out of tolerance " << atol;
+}
+
+// A KV cache of one layer: host copies (for the reference) and device buffers with pointer arrays.
+struct TestCache {
+  std::vector<std::vector<uint8_t>> keys, values;
+  std::vector<DeviceBuffer<uint8_t>> d_keys, d_values;
+  DeviceBuffer<const void*> d_key_ptrs, d_value_ptrs;
+  DeviceBuffer<int> d_lens;
+  std::vector<ref::KvHead> heads;
+
+  TestCache(DType dtype, int D, const std::vector<int>& lens, uint32_t seed) {
+    std::vector<const void*> kp, vp;
+    for (size_t h = 0; h < lens.size(); ++h) {
+      const size_t n = static_cast<size_t>(lens[h]) * D;
+      keys.push_back(encode(dtype, random_vector(n, seed + 2 * h, -2.0f, 2.0f)));
+      values.push_back(encode(dtype, random_vector(n, seed + 2 * h + 1)));
+      d_keys.push_back(to_device(keys.back()));
+      d_values.push_back(to_device(values.back()));
+      kp.push_back(d_keys.back().get());
+      vp.push_back(d_values.back().get());
+    }
+    for (size_t h = 0; h < lens.size(); ++h) heads.push_back({keys[h].data(), values[h].data(), lens[h]});
+    d_key_ptrs = to_device(kp);
+    d_value_ptrs = to_device(vp);
+    d_lens = to_device(lens);
+  }
+};
+
+struct AttentionCase {
+  DType dtype;
+  int n_q_heads, n_kv_heads, head_dim;
+  std::vector<int> lens;  // per KV head (decode: cache length; prefill: n_old, the chunk is added)
+};
+
+std::vector<AttentionCase> attention_cases() {
+  std::vector<AttentionCase> cases;
+  for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+    cases.push_back({t, 32, 8, 128, {4096, 0, 1, 257, 1000, 64, 3000, 2}});  // Llama-3-8B layer
+    cases.push_back({t, 6, 2, 40, {3, 70}});                                 // group 3, odd head_dim
+    cases.push_back({t, 16, 1, 64, {777}});                                  // multi-query
+  }
+  return cases;
+}
+
+TEST(KernelsGpu, DecodeAttentionMatchesReference) {
+  REQUIRE_CUDA_DEVICE();
+  for (const AttentionCase& c : attention_cases()) {
+    SCOPED_TRACE(std::string(dtype_name(c.dtype)) + " heads " + std::to_string(c.n_q_heads) + "/" +
+                 std::to_string(c.n_kv_heads) + " d " + std::to_string(c.head_dim));
+    TestCache cache(c.dtype, c.head_dim, c.lens, 42);
+    const int max_len = *std::max_element(c.lens.begin(), c.lens.end()) + 5;  // slack: grid sized past every head
+    const auto q = random_vector(static_cast<size_t>(c.n_q_heads) * c.head_dim, 7);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    const int stride = max_len + 3;
+    std::vector<float> want_out(q.size()), want_probs(static_cast<size_t>(c.n_kv_heads) * stride);
+    ref::attention_decode(c.dtype, c.n_q_heads, c.head_dim, cache.heads, q.data(), scale, want_out.data(),
+                          want_probs.data(), stride);
+
+    for (bool with_probs : {false, true}) {
+      DecodeShape shape{c.dtype, c.n_q_heads, c.n_kv_heads, c.head_dim, max_len, with_probs};
+      DeviceBuffer<uint8_t> ws(decode_workspace_bytes(shape));
+      auto d_q = to_device(q);
+      DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
+      DecodeArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
+                      d_out.get(), with_probs ? d_probs.get() : nullptr, stride};
+      attention_decode(shape, args, ws.get(), ws.bytes(), nullptr);
+      expect_close(to_host(d_out, q.size()), want_out, tolerance(c.dtype), "decode out");
+      if (with_probs) expect_close(to_host(d_probs, want_probs.size()), want_probs, tolerance(c.dtype), "decode probs");
+    }
+  }
+}
+
+TEST(KernelsGpu, PrefillAttentionMatchesReference) {
+  REQUIRE_CUDA_DEVICE();
+  const int T = 37;
+  for (AttentionCase c : attention_cases()) {
+    for (int& n : c.lens) n = std::min(n, 300) + T;  // n_old cached keys, then the chunk's own
+    SCOPED_TRACE(std::string(dtype_name(c.dtype)) + " heads " + std::to_string(c.n_q_heads) + "/" +
+                 std::to_string(c.n_kv_heads) + " d " + std::to_string(c.head_dim));
+    TestCache cache(c.dtype, c.head_dim, c.lens, 99);
+    const int max_len = *std::max_element(c.lens.begin(), c.lens.end());
+    const auto q = random_vector(static_cast<size_t>(T) * c.n_q_heads * c.head_dim, 8);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    const int stride = max_len + 1;
+    std::vector<float> want_out(q.size()), want_probs(static_cast<size_t>(c.n_kv_heads) * T * stride);
+    ref::attention_prefill(c.dtype, c.n_q_heads, c.head_dim, T, cache.heads, q.data(), scale, want_out.data(),
+                           want_probs.data(), stride);
+
+    for (bool with_probs : {false, true}) {
+      PrefillShape shape{c.dtype, c.n_q_heads, c.n_kv_heads, c.head_dim, T, max_len};
+      auto d_q = to_device(q);
+      DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
+      PrefillArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
+                       d_out.get(), with_probs ? d_probs.get() : nullptr, stride};
+      attention_prefill(shape, args, nullptr);
+      expect_close(to_host(d_out, q.size()), want_out, tolerance(c.dtype), "prefill out");
+      if (with_probs) expect_close(to_host(d_probs, want_probs.size()), want_probs, tolerance(c.dtype), "prefill probs");
+    }
+  }
+}
+
+TEST(KernelsGpu, KvCompactionMatchesReference) {
+  REQUIRE_CUDA_DEVICE();
+  const int D = 128, len = 300;
+  for (DType t : {DType::F32, DType::F16}) {
+    const auto keys = encode(t, random_vector(static_cast<size_t>(len) * D, 1));
+    const auto values = encode(t, random_vector(static_cast<size_t>(len) * D, 2));
+    std::vector<int32_t> positions(len);
+    std::iota(positions.begin(), positions.end(), 1000);
+    std::vector<int32_t> keep;
+    std::mt19937 rng(3);
+    for (int j = 0; j < len; ++j)
+      if (rng() % 3 != 0 || j == len - 1) keep.push_back(j);
+
+    auto d_keys = to_device(keys), d_values = to_device(values);
+    auto d_pos = to_device(positions);
+    DeviceBuffer<uint8_t> ws(kv_compact_workspace_bytes(t, D, static_cast<int>(keep.size())));
+    kv_compact_head(t, D, len, d_keys.get(), d_values.get(), d_pos.get(), keep, ws.get(), ws.bytes(), nullptr);
+
+    auto want_k = keys, want_v = values;
+    auto want_p = positions;
+    const size_t row = D * kv_element_bytes(t, "test");
+    ref::compact_rows(want_k.data(), row, len, keep);
+    ref::compact_rows(want_v.data(), row, len, keep);
+    ref::compact_rows(want_p.data(), sizeof(int32_t), len, keep);
+    EXPECT_EQ(to_host(d_keys, keys.size()), want_k);  // untouched tail rows included
+    EXPECT_EQ(to_host(d_values, values.size()), want_v);
+    EXPECT_EQ(to_host(d_pos, positions.size()), want_p);
+
+    const std::vector<int32_t> bad = {5, 5};
+    EXPECT_THROW(kv_compact_head(t, D, len, d_keys.get(), d_values.get(), d_pos.get(), bad, ws.get(), ws.bytes(), nullptr),
+                 Error);
+  }
+}
+
+// Causal attention rows: query t of the window spreads its mass over keys 0 .. n_old + t.
+std::vector<float> causal_attention(int Q, int N, uint32_t seed) {
+  auto a = random_vector(static_cast<size_t>(Q) * N, seed, 0.0f, 1.0f);
+  const int n_old = N - Q;
+  for (int t = 0; t < Q; ++t) {
+    float* row = a.data() + static_cast<size_t>(t) * N;
+    float sum = 0;
+    for (int j = 0; j < N; ++j) sum += (j <= n_old + t ? row[j] : (row[j] = 0.0f));
+    for (int j = 0; j < N; ++j) row[j] /= sum;
+  }
+  return a;
+}
+
+TEST(KernelsGpu, SpectrogramFeaturesMatchReference) {
+  REQUIRE_CUDA_DEVICE();
+  const SpectrogramConfig config;
+  const RecencyConfig recency;
+  std::vector<float> mean(config.n_bins()), var(config.n_bins());
+  for (int k = 0; k < config.n_bins(); ++k) {
+    mean[k] = 0.01f * k;
+    var[k] = 0.5f + 0.1f * k;
+  }
+  const FeatureNormalizer normalizer(mean, var);
+  const AttentionSpectrogram cpu(config);
+  SpectralState state;
+  // A small batch so frames span several cuFFT executions, the last one partly filled.
+  GpuSpectrogram gpu(config, recency, normalizer, 100);
+  const int F = gpu.n_features(), B = config.n_bins(), O = config.overlap();
+
+  DeviceBuffer<float> ema_old, tail_old;
+  int n_old = 0;
+  for (int Q : {64, 48}) {  // the second update carries the first one's EMA and tail
+    const int N = n_old + Q;
+    const auto attention = causal_attention(Q, N, 11 + Q);
+    std::vector<int32_t> positions(N);
+    for (int j = 0; j < N; ++j) positions[j] = 3 * j + 1;
+    std::vector<float> want(static_cast<size_t>(N) * F);
+    ref::spectrogram_features(cpu, recency, normalizer, attention.data(), Q, N, positions.data(), state, want.data());
+
+    auto d_att = to_device(attention);
+    auto d_pos = to_device(positions);
+    DeviceBuffer<float> ema_new(static_cast<size_t>(N) * B), tail_new(static_cast<size_t>(N) * O),
+        features(static_cast<size_t>(N) * F);
+    gpu.update(d_att.get(), Q, N, n_old, n_old ? ema_old.get() : nullptr, n_old ? tail_old.get() : nullptr,
+               d_pos.get(), ema_new.get(), tail_new.get(), features.get(), nullptr);
+    expect_close(to_host(ema_new, state.ema_NxB.size()), state.ema_NxB, 1e-5f, "ema");
+    expect_close(to_host(tail_new, state.tail_NxO.size()), state.tail_NxO, 0.0f, "tail");
+    expect_close(to_host(features, want.size()), want, 2e-5f, "features");
+    ema_old = std::move(ema_new);
+    tail_old = std::move(tail_new);
+    n_old = N;
+  }
+}
+
+TEST(KernelsGpu, BamBatchedMatchesReference) {
+  REQUIRE_CUDA_DEVICE();
+  const ScorerShape shape;
+  const int P = 3;
+  const std::vector<int32_t> offsets = {0, 70, 70, 170, 171, 1200};  // includes an empty and a 1-token sequence
+  const int total = offsets.back();
+  const auto params = random_vector(static_cast<size_t>(P) * shape.n_params(), 5, -0.3f, 0.3f);
+  const auto features = random_vector(static_cast<size_t>(total) * shape.n_features, 6, -2.0f, 2.0f);
+  std::vector<float> want(static_cast<size_t>(P) * total);
+  ref::bam_scores_batched(shape, params.data(), P, offsets, features.data(), want.data());
+
+  auto d_params = to_device(params), d_features = to_device(features);
+  DeviceBuffer<float> d_scores(want.size());
+  DeviceBuffer<uint8_t> ws(bam_workspace_bytes(shape, P, total, static_cast<int>(offsets.size()) - 1));
+  BamBatch batch{P, offsets, d_features.get(), d_params.get(), d_scores.get()};
+  bam_score_batched(shape, batch, ws.get(), ws.bytes(), nullptr);
+  expect_close(to_host(d_scores, want.size()), want, 1e-5f, "scores");
+}
+
+TEST(KernelsGpu, ErrorsNameTheCall) {
+  // Host-side validation needs no device: a bad shape is reported before any CUDA call.
+  DecodeShape shape{DType::Q8_0, 32, 8, 128, 16, false};
+  try {
+    decode_workspace_bytes(shape);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("decode_workspace_bytes"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cuda_check(cudaErrorInvalidValue, "cudaMemcpy"), Error);
+}
+
+}  // namespace
+}  // namespace nammkit::kernels
