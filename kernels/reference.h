@@ -1,6 +1,6 @@
 // CPU references of the CUDA kernels: plain C++ with the kernels' host-side layouts, used by the GPU
-// tests as ground truth and tested on their own by tests/test_kernels_reference.cpp (which runs on
-// every machine, CUDA or not). Header-only so that test needs no CUDA library.
+// tests as ground truth and tested on their own by tests/test_kernels_reference.cpp, which runs without
+// a GPU (it is built with the kernels, i.e. where nvcc exists). Header-only: it needs no CUDA library.
 //
 // Attention is computed in double from the dequantised KV values, so the only differences a kernel may
 // show are its own f32 rounding and summation order. The NAMM pieces reuse namm's CPU code.

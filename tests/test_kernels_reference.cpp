@@ -1,5 +1,5 @@
 // The CPU references of the CUDA kernels (kernels/reference.h). They are the ground truth of the GPU
-// tests (tests/test_kernels_gpu.cu), so they are checked here on every machine, with or without CUDA.
+// tests (tests/test_kernels_gpu.cpp), so they are checked here; no GPU is needed.
 #include <gtest/gtest.h>
 
 #include <cmath>

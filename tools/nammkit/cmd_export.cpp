@@ -354,7 +354,7 @@ int eval_bmojo(const Args& args) {
   std::printf("%-16s %10s", "task", "full");
   for (const auto& col : cols) std::printf(" %12s", col.name.c_str());
   std::printf("\n");
-  std::vector<double> mean_ratio(cols.size(), 0), mean_mem(cols.size(), 0);
+  std::vector<double> mean_ratio(cols.size(), 0), mean_mem(cols.size(), 0), ratio_tasks(cols.size(), 0);
   for (const Task& task : tasks) {
     std::vector<Outcome> full;
     for (const Sample& s : task.samples) full.push_back({run_sample(model, nullptr, s, full_run).score, 0});
@@ -372,18 +372,23 @@ int eval_bmojo(const Args& args) {
         const RunResult r = run_sample(model, &p, s, run);
         got.push_back({r.score, r.cache.mean});
       }
-      const TaskFitness tf = normalise_task(task.name, got, full, 0.01);
-      mean_ratio[ci] += tf.ratio / tasks.size();
+      // No floor: lm scores are exp(mean log-likelihood), so score / full = exp(ll - ll_full) even
+      // when both are small; a task the full cache scores 0 on has no ratio.
+      const TaskFitness tf = normalise_task(task.name, got, full, 1e-12);
+      if (full_mean > 0) mean_ratio[ci] += tf.ratio;
       mean_mem[ci] += tf.mean_cache / tasks.size();
-      std::printf(" %11.4f%s", tf.ratio, tf.floored ? "*" : " ");
+      if (full_mean > 0) std::printf(" %12.4f", tf.ratio);
+      else std::printf(" %12s", "n/a");
+      if (full_mean > 0) ratio_tasks[ci] += 1;
     }
     std::printf("\n");
   }
   std::printf("%-16s %10s", "mean ratio", "1");
-  for (double r : mean_ratio) std::printf(" %12.4f", r);
+  for (size_t ci = 0; ci < cols.size(); ++ci)
+    std::printf(" %12.4f", ratio_tasks[ci] > 0 ? mean_ratio[ci] / ratio_tasks[ci] : NAN);
   std::printf("\n%-16s %10s", "mean cache/head", "-");
   for (double m : mean_mem) std::printf(" %12.1f", m);
-  std::printf("\n\nratio = mean score / max(full-cache mean, 0.01); * = the full-cache mean is below 0.01 (floored).\n"
+  std::printf("\n\nratio = mean score / full-cache mean score (n/a: the full cache scores 0; left out of the mean).\n"
               "lm score = exp(mean log-likelihood of the last %d tokens); passkey = exact match.\n", ctx / 4);
   return 0;
 }

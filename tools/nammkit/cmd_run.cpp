@@ -7,6 +7,7 @@
 
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
+#include "namm/policy_file.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 
@@ -19,13 +20,16 @@ const char* kRunHelp =
     "  --prompt TEXT         prompt (default: empty, i.e. BOS only)\n"
     "  --max-new-tokens N    tokens to generate (default 64)\n"
     "  --chunk N             prefill chunk size (default 128)\n"
+    "  --policy FILE         manage the KV cache with a policy file (its update interval is used)\n"
+    "  --baseline SPEC       ... or with a baseline: streaming:256 | h2o:0.25 | l2:512 | random:0.5 | full\n"
     "  --interval N          memory-policy update interval in absolute tokens (default 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --no-bos              do not prepend BOS\n"
     "  --ignore-eos          keep generating after EOS\n";
 
 int run_command(const std::vector<std::string>& raw) {
-  Args args("run", raw, {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads"},
+  Args args("run", raw,
+            {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline"},
             {"--help", "--no-bos", "--ignore-eos"});
   if (args.has("--help")) {
     std::fputs(kRunHelp, stdout);
@@ -40,7 +44,15 @@ int run_command(const std::vector<std::string>& raw) {
   SessionOptions options;
   options.prefill_chunk = args.get_int("--chunk", options.prefill_chunk);
   options.update_interval = args.get_int("--interval", options.update_interval);
-  Session session(model, nullptr, options);
+  if (args.has("--policy") && args.has("--baseline")) fail("nammkit run", "--policy and --baseline exclude each other");
+  std::unique_ptr<MemoryPolicy> policy;
+  if (args.has("--policy") || args.has("--baseline")) {
+    PolicyFile file = args.has("--policy") ? load_policy(args.get("--policy")) : make_baseline_policy_file(args.get("--baseline"));
+    if (args.has("--interval") || args.has("--baseline")) file.set_update_interval(options.update_interval);
+    options.update_interval = file.update_interval();
+    policy = make_policy(file);
+  }
+  Session session(model, policy.get(), options);
 
   const std::vector<int32_t> prompt = model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
   if (prompt.empty()) fail("nammkit run", "--prompt: empty prompt and --no-bos leaves nothing to run");
@@ -75,6 +87,14 @@ int run_command(const std::vector<std::string>& raw) {
   std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
                prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9), std::max(0, produced - 1), decode_s,
                std::max(0, produced - 1) / std::max(decode_s, 1e-9));
+  if (policy) {
+    const KVCache& cache = session.cache();
+    std::fprintf(stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu of %lld tokens per head on average\n",
+                 policy->name().c_str(), static_cast<long long>(session.stats().policy_updates),
+                 static_cast<long long>(session.stats().tokens_evicted),
+                 cache.total_tokens() / size_t(model.config.n_layers * model.config.n_kv_heads),
+                 static_cast<long long>(session.position()));
+  }
   return 0;
 }
 

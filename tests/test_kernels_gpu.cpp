@@ -1,5 +1,5 @@
-// GPU kernels against their CPU references (kernels/reference.h). Host code only: it is compiled as C++
-// (see kernels/CMakeLists.txt) and skips every test when no CUDA device is present.
+// GPU kernels against their CPU references (kernels/reference.h). Host code only (the kernels are reached
+// through their headers' functions); every test skips when no CUDA device is present.
 #include <gtest/gtest.h>
 
 #include <algorithm>
