@@ -1,11 +1,10 @@
 // nammkit eval: policies side by side on a model and a task set (tools/nammkit/evaluation.h).
-#include <tbb/global_control.h>
-
 #include <cstdio>
 #include <memory>
 
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
+#include "tools/nammkit/thread_limit.h"
 #include "tools/nammkit/evaluation.h"
 #include "transformer/file_io.h"
 
@@ -32,10 +31,7 @@ int eval_command(const std::vector<std::string>& raw) {
     std::fputs(kEvalHelp, stdout);
     return 0;
   }
-  std::unique_ptr<tbb::global_control> threads;
-  if (args.has("--threads"))
-    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
-                                                    std::max(1, args.get_int("--threads", 1)));
+  const auto threads = thread_limit(args);
   EvalOptions options;
   options.model = args.require("--model");
   options.tasks_file = args.require("--tasks");

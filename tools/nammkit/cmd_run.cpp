@@ -1,12 +1,11 @@
 // nammkit run: greedy generation with the CPU runtime, streaming text and reporting tokens/s.
-#include <tbb/global_control.h>
-
 #include <chrono>
 #include <cstdio>
 #include <memory>
 
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
+#include "tools/nammkit/thread_limit.h"
 #include "namm/policy_file.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
@@ -35,10 +34,7 @@ int run_command(const std::vector<std::string>& raw) {
     std::fputs(kRunHelp, stdout);
     return 0;
   }
-  std::unique_ptr<tbb::global_control> threads;
-  if (args.has("--threads"))
-    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
-                                                    std::max(1, args.get_int("--threads", 1)));
+  const auto threads = thread_limit(args);
 
   Model model = load_model(args.require("--model"));
   SessionOptions options;
