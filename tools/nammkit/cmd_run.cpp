@@ -6,6 +6,7 @@
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
+#include "namm/export_bmojo.h"
 #include "namm/policy_file.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
@@ -21,6 +22,9 @@ const char* kRunHelp =
     "  --chunk N             prefill chunk size (default 128)\n"
     "  --policy FILE         manage the KV cache with a policy file (its update interval is used)\n"
     "  --baseline SPEC       ... or with a baseline: streaming:256 | h2o:0.25 | l2:512 | random:0.5 | full\n"
+    "  --memory bmojo:W,M[,interval=N][,scorer=namm|recency|h2o|random]\n"
+    "                        B'MOJO mode: sliding window W plus an eidetic memory of M tokens per head,\n"
+    "                        chosen by the --policy NAMM (scorer namm) or a baseline scorer\n"
     "  --interval N          memory-policy update interval in absolute tokens (default 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --no-bos              do not prepend BOS\n"
@@ -28,7 +32,8 @@ const char* kRunHelp =
 
 int run_command(const std::vector<std::string>& raw) {
   Args args("run", raw,
-            {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline"},
+            {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline",
+             "--memory"},
             {"--help", "--no-bos", "--ignore-eos"});
   if (args.has("--help")) {
     std::fputs(kRunHelp, stdout);
@@ -42,7 +47,14 @@ int run_command(const std::vector<std::string>& raw) {
   options.update_interval = args.get_int("--interval", options.update_interval);
   if (args.has("--policy") && args.has("--baseline")) fail("nammkit run", "--policy and --baseline exclude each other");
   std::unique_ptr<MemoryPolicy> policy;
-  if (args.has("--policy") || args.has("--baseline")) {
+  if (args.has("--memory")) {
+    if (args.has("--baseline")) fail("nammkit run", "--memory and --baseline exclude each other");
+    const MemoryMode mode = parse_memory_mode(args.get("--memory"), "nammkit run: --memory");
+    const PolicyFile file = args.has("--policy") ? load_policy(args.get("--policy")) : PolicyFile();
+    MemoryModeRuntime runtime = make_memory_mode(mode, args.has("--policy") ? &file : nullptr, options);
+    options = runtime.session;
+    policy = std::move(runtime.policy);
+  } else if (args.has("--policy") || args.has("--baseline")) {
     PolicyFile file = args.has("--policy") ? load_policy(args.get("--policy")) : make_baseline_policy_file(args.get("--baseline"));
     if (args.has("--interval") || args.has("--baseline")) file.set_update_interval(options.update_interval);
     options.update_interval = file.update_interval();
