@@ -85,7 +85,7 @@ __global__ void causal_softmax_kernel(const float* S, __half* P, int T, float sc
   for (int j = threadIdx.x; j < T; j += blockDim.x) p[j] = __float2half(j <= i ? expf(s[j] * scale - m) / l : 0.0f);
 }
 
-// Milliseconds per call of `fn`, the median-free simple mean over `reps` after `warmup` calls.
+// Milliseconds per call of `fn`: the mean over `reps` back-to-back calls after `warmup` calls.
 double time_ms(const std::function<void()>& fn, int warmup, int reps) {
   for (int i = 0; i < warmup; ++i) fn();
   cudaEvent_t start, stop;
@@ -97,8 +97,8 @@ double time_ms(const std::function<void()>& fn, int warmup, int reps) {
   cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
   float ms = 0;
   cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  cuda_check(cudaEventDestroy(start), "cudaEventDestroy");
+  cuda_check(cudaEventDestroy(stop), "cudaEventDestroy");
   return ms / reps;
 }
 
@@ -187,7 +187,7 @@ void bench_prefill() {
                  "cublasGemmStridedBatchedEx(PV)");
   };
   const double ms = time_ms(run, 2, 5);
-  cublasDestroy(handle);
+  cublas_check(cublasDestroy(handle), "cublasDestroy");
   emit({{"kernel", "prefill_unfused_cublas"}, {"tokens", T}, {"ms", ms},
         {"tflop_per_s", flops / (ms * 1e-3) / 1e12}, {"note", "same causal FLOP count; computes the full T x T"}});
 }

@@ -2,6 +2,7 @@
 
 #include <cufft.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -142,6 +143,7 @@ GpuSpectrogram::GpuSpectrogram(const SpectrogramConfig& spectrogram, const Recen
 }
 
 GpuSpectrogram::~GpuSpectrogram() {
+  // A destructor cannot report; a failure here would leave the context in error for the next checked call.
   if (impl_ && impl_->has_plan) cufftDestroy(impl_->plan);
 }
 

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "tests/shared_model.h"
 #include "evolution/checkpoint.h"
 #include "evolution/metrics_log.h"
 #include "namm/policy_file.h"
@@ -16,7 +17,8 @@
 namespace nammkit::cli {
 namespace {
 
-const std::string kStories = std::string(NAMMKIT_SHARED_DIR) + "/models/stories260K/stories260K.bin";
+using testing::kStories;
+using testing::stories;
 
 nlohmann::json tiny_config(const std::string& out, int generations) {
   nlohmann::json j = nlohmann::json::parse(R"({

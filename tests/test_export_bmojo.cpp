@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "tests/shared_model.h"
 #include "namm/export_bmojo.h"
 #include "namm/policy_file.h"
 #include "transformer/error.h"
@@ -14,15 +15,8 @@
 namespace nammkit {
 namespace {
 
-const std::string kStories = std::string(NAMMKIT_SHARED_DIR) + "/models/stories260K/stories260K.bin";
-
-const Model& stories() {
-  static Model m = load_model(kStories);
-  return m;
-}
-
-#define REQUIRE_STORIES() \
-  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories
+using testing::kStories;
+using testing::stories;
 
 std::vector<int32_t> text_tokens(int n) {
   const Tokenizer& tok = stories().tokenizer;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/shared_model.h"
 #include "namm/export_memory3.h"
 #include "namm/policy_file.h"
 #include "transformer/error.h"
@@ -16,15 +17,8 @@
 namespace nammkit {
 namespace {
 
-const std::string kStories = std::string(NAMMKIT_SHARED_DIR) + "/models/stories260K/stories260K.bin";
-
-const Model& stories() {
-  static Model m = load_model(kStories);
-  return m;
-}
-
-#define REQUIRE_STORIES() \
-  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories
+using testing::kStories;
+using testing::stories;
 
 std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("nammkit_test_export_" + std::to_string(::getpid()) + "_" + name)).string();

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "tests/shared_model.h"
 #include "tests/reference_forward.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
@@ -17,15 +18,8 @@
 namespace nammkit {
 namespace {
 
-const std::string kStories = std::string(NAMMKIT_SHARED_DIR) + "/models/stories260K/stories260K.bin";
-
-const Model& stories() {
-  static Model m = load_model(kStories);
-  return m;
-}
-
-#define REQUIRE_STORIES()                                                          \
-  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories
+using testing::kStories;
+using testing::stories;
 
 // max |a-b| / max |b| over a row: the "relative" error the fixtures are checked at.
 double rel_error(const float* a, const std::vector<double>& b) {

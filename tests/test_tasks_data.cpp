@@ -4,6 +4,7 @@
 
 #include <set>
 
+#include "tests/shared_model.h"
 #include "tasks/longbench.h"
 #include "tasks/registry.h"
 #include "tasks/shipped_sets.h"
@@ -15,16 +16,13 @@
 namespace nammkit {
 namespace {
 
+using testing::stories;
+
 const std::string kShared = NAMMKIT_SHARED_DIR;
 const std::string kLongBench = kShared + "/data/longbench";
 
 #define REQUIRE_FILE(path) \
   if (!file_exists(path)) GTEST_SKIP() << "shared file missing: " << (path)
-
-const Model& stories() {
-  static Model m = load_model(kShared + "/models/stories260K/stories260K.bin");
-  return m;
-}
 
 std::string error_of(const std::function<void()>& fn) {
   try {

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "tests/shared_model.h"
 #include "tasks/fitness.h"
 #include "tasks/lm_task.h"
 #include "tasks/reference_cache.h"
@@ -15,12 +16,9 @@
 namespace nammkit {
 namespace {
 
-const std::string kShared = NAMMKIT_SHARED_DIR;
+using testing::stories;
 
-const Model& stories() {
-  static Model m = load_model(kShared + "/models/stories260K/stories260K.bin");
-  return m;
-}
+const std::string kShared = NAMMKIT_SHARED_DIR;
 
 // StreamingLLM-like test policy: at each update keep the last `keep` tokens of every head.
 class KeepLast final : public MemoryPolicy {
