@@ -128,6 +128,18 @@ TEST(Experiment, TinyRunLogsCheckpointsAndWritesALoadablePolicy) {
     EXPECT_EQ(row.tasks[0].mean_cache_per_layer.size(), 5u);
   }
   EXPECT_NE(report.table().find("namm(policy.nammp)"), std::string::npos);
+
+  // Zero-shot transfer: the same policy on a model with other layer/head counts, head size,
+  // tokenizer and weight format (the tiny Q8_0 Llama: 2 layers, 2 KV heads, head_dim 16).
+  eval.model = std::string(NAMMKIT_SOURCE_DIR) + "/tests/fixtures/tiny_llama_q8_0.gguf";
+  eval.baselines = {"l2"};
+  eval.max_context = 0;
+  write_file_atomic(tasks, R"([{"name": "lm", "split": "heldout", "samples": 2, "context_tokens": 200,
+                                "score_tokens": 64, "text": "tinystories"}])");
+  const EvalReport transfer = run_eval(eval);
+  ASSERT_EQ(transfer.rows.size(), 3u);
+  EXPECT_EQ(transfer.rows[1].tasks[0].mean_cache_per_layer.size(), 2u);
+  EXPECT_GT(transfer.rows[1].mean_normalised, 0.0);
   std::filesystem::remove_all(out);
 }
 
