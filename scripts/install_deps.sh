@@ -2,7 +2,7 @@
 # Installs the Debian packages nammkit builds against, if any are missing. Idempotent and silent
 # when everything is already there. CUDA is optional and comes from /usr/local/cuda when present.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libeigen3-dev nlohmann-json3-dev libtbb-dev libprotobuf-dev
+packages=(build-essential cmake pkg-config zlib1g-dev libeigen3-dev nlohmann-json3-dev libtbb-dev libprotobuf-dev
           protobuf-compiler libgtest-dev libfftw3-dev)
 missing=()
 for p in "${packages[@]}"; do

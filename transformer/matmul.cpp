@@ -36,7 +36,16 @@ inline float hsum(__m256 v) {
 float dot_f16(const uint16_t* w, const float* x, int64_t n) {
   int64_t i = 0;
   float sum = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if defined(__AVX512F__)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))),
+                           _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))),
+                           _mm512_loadu_ps(x + i + 16), acc1);
+  }
+  sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   for (; i + 16 <= n; i += 16) {
     __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
@@ -68,7 +77,24 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
 
 float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
   const int64_t n_blocks = n / kQ8BlockSize;
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if defined(__AVX512F__) && defined(__F16C__)
+  // Two 16-wide steps per block: half the instructions of the AVX2 loop, which matters because
+  // widening int8 -> f32 is what limits this kernel, not memory.
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = w + b * kQ8BlockBytes;
+    uint16_t d_bits;
+    std::memcpy(&d_bits, block, 2);
+    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
+    const float* xb = x + b * kQ8BlockSize;
+    const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
+    const __m512 q1 =
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
+    const __m512 part = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(xb)));
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(d_bits)), part, acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
   // One horizontal sum at the end: each block's 8-wide partial sums are scaled by its d and
   // accumulated, which keeps the loop free of shuffles.
   __m256 acc = _mm256_setzero_ps();

@@ -148,6 +148,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
     add_bias(s.q.data(), L.bq, T);
     add_bias(s.k.data(), L.bk, T);
     add_bias(s.v.data(), L.bv, T);
+    if (projection_observer_) projection_observer_(l, T, position_, s.q.data(), s.k.data(), s.v.data());
     for (int t = 0; t < T; ++t) {
       apply_rope(s.q.data() + size_t(t) * c.q_dim(), c.n_heads, d, position_ + t, s.inv_freq, c.rope_style);
       apply_rope(s.k.data() + size_t(t) * c.kv_dim(), c.n_kv_heads, d, position_ + t, s.inv_freq, c.rope_style);

@@ -53,6 +53,13 @@ class Session {
   // Sets the absolute position of the next token (e.g. after the positions injected memories use).
   void set_position(int64_t position);
 
+  // Sees every layer's projections of each chunk before RoPE: q [n][q_dim], k and v [n][kv_dim]
+  // (biases added), for the tokens at positions first_position .. first_position + n - 1. For tools
+  // that need pre-RoPE queries and keys (Memory3's selection rule). Called on the caller's thread.
+  using ProjectionObserver = std::function<void(int layer, int n, int64_t first_position, const float* q,
+                                                const float* k, const float* v)>;
+  void set_projection_observer(ProjectionObserver observer) { projection_observer_ = std::move(observer); }
+
   int64_t position() const { return position_; }  // absolute tokens processed so far
   const KVCache& cache() const { return cache_; }
   const SessionStats& stats() const { return stats_; }
@@ -74,6 +81,7 @@ class Session {
   SessionStats stats_;
   std::shared_ptr<Scratch> scratch_;
   std::shared_ptr<AttentionLog> attn_log_;
+  ProjectionObserver projection_observer_;
 };
 
 struct GenerateOptions {
