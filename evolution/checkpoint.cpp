@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "checkpoint.pb.h"  // generated into the build root (protobuf_generate drops the folder)
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
 
@@ -16,31 +17,7 @@ namespace nammkit::evo {
 namespace {
 
 constexpr char kMagic[8] = {'N', 'A', 'M', 'M', 'C', 'K', 'P', 'T'};
-constexpr size_t kHeaderSize = 28;
-
-uint64_t checksum(const char* data, size_t size) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t word;
-    std::memcpy(&word, data + i, 8);
-    h = (h ^ word) * 0x100000001b3ULL;
-  }
-  for (; i < size; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 0x100000001b3ULL;
-  return h;
-}
-
-template <typename T>
-void put_le(std::string& out, T value) {
-  for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-template <typename T>
-T get_le(const std::string& in, size_t offset) {
-  T v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(static_cast<unsigned char>(in[offset + i])) << (8 * i);
-  return v;
-}
+constexpr size_t kHeaderSize = 24;  // magic 8 + version 4 + payload length 8 + CRC-32 4
 
 template <typename Field>
 void put_vector(Field* field, const Eigen::VectorXd& v) {
@@ -191,7 +168,7 @@ std::string serialize_checkpoint(const Checkpoint& c) {
   std::string out(kMagic, sizeof(kMagic));
   put_le<uint32_t>(out, kCheckpointFormatVersion);
   put_le<uint64_t>(out, payload.size());
-  put_le<uint64_t>(out, checksum(payload.data(), payload.size()));
+  put_le<uint32_t>(out, crc32(payload));
   out += payload;
   return out;
 }
@@ -201,17 +178,18 @@ Checkpoint parse_checkpoint(const std::string& bytes, const std::string& where) 
     fail(where, "header: truncated (" + std::to_string(bytes.size()) + " bytes, the header alone is " +
                     std::to_string(kHeaderSize) + ")");
   if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) fail(where, "header: not a nammkit checkpoint (bad magic)");
-  const uint32_t version = get_le<uint32_t>(bytes, 8);
+  const uint32_t version = get_le<uint32_t>(bytes.data() + 8);
   if (version != kCheckpointFormatVersion)
     fail(where, "format_version: " + std::to_string(version) + " is not supported (this build reads version " +
                     std::to_string(kCheckpointFormatVersion) + ")");
-  const uint64_t length = get_le<uint64_t>(bytes, 12);
+  const uint64_t length = get_le<uint64_t>(bytes.data() + 12);
   const uint64_t have = bytes.size() - kHeaderSize;
   if (have < length)
     fail(where, "payload: truncated (" + std::to_string(have) + " of " + std::to_string(length) + " bytes)");
   if (have > length) fail(where, "payload: " + std::to_string(have - length) + " unexpected trailing bytes");
   const char* payload = bytes.data() + kHeaderSize;
-  if (checksum(payload, length) != get_le<uint64_t>(bytes, 20)) fail(where, "payload: checksum mismatch (corrupted)");
+  if (crc32(std::string_view(payload, length)) != get_le<uint32_t>(bytes.data() + 20))
+    fail(where, "payload: checksum mismatch (corrupted)");
 
   if (length > static_cast<uint64_t>(INT_MAX)) fail(where, "payload: larger than Protobuf's 2 GiB limit");
   nammkit::CheckpointProto proto;

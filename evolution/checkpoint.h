@@ -4,8 +4,8 @@
 //   bytes 0..7   magic "NAMMCKPT"
 //   bytes 8..11  format version, uint32 little-endian (also repeated inside the message)
 //   bytes 12..19 payload length, uint64 little-endian
-//   bytes 20..27 checksum of the payload, uint64 little-endian (FNV-1a over 64-bit words)
-//   bytes 28..   the serialised nammkit.CheckpointProto
+//   bytes 20..23 CRC-32 (zlib's) of the payload, uint32 little-endian
+//   bytes 24..   the serialised nammkit.CheckpointProto
 //
 // The frame turns a truncated or corrupted file into a precise error instead of a silently shorter
 // message (Protobuf happily parses a prefix that ends on a field boundary). Loading validates the

@@ -4,6 +4,7 @@
 #include <numbers>
 #include <sstream>
 
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 
 namespace nammkit::evo {
@@ -49,11 +50,8 @@ void Rng::restore(const std::string& state, const std::string& where) {
   engine_ = engine;
 }
 
-uint64_t derive_seed(uint64_t seed, uint64_t stream) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (stream + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+// The splitmix64 sequence started at `seed`, element `stream` (splitmix64 adds the golden-ratio
+// increment itself): the same values as the former hand-written mix.
+uint64_t derive_seed(uint64_t seed, uint64_t stream) { return splitmix64(seed + 0x9E3779B97F4A7C15ull * stream); }
 
 }  // namespace nammkit::evo

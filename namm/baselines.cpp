@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "namm/selection.h"
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 
 namespace nammkit {
@@ -38,13 +39,6 @@ KeepLists apply_budget(const LayerWindow& w, const Budget& budget, Select select
   return keep;
 }
 
-// splitmix64: a well-mixed 64-bit hash, used as a counter-based random generator.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 }  // namespace
 
 Budget Budget::parse(const std::string& text, const std::string& where) {

@@ -8,17 +8,11 @@
 
 #include "namm/policy_file.h"
 #include "namm/selection.h"
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 
 namespace nammkit {
 namespace {
-
-uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 int parse_int(const std::string& s, const std::string& where, const std::string& field) {
   size_t used = 0;
@@ -122,8 +116,8 @@ std::vector<float> BmojoPolicy::score_head(const LayerWindow& w, int h, HeadStat
       break;
     case BmojoScorer::Random:
       for (int j = 0; j < n; ++j) {
-        const uint64_t r = mix64(options_.seed ^ mix64((uint64_t(w.layer) << 48) ^ (uint64_t(h) << 40) ^
-                                                       uint64_t(uint32_t(hw.positions[j]))));
+        const uint64_t r = splitmix64(options_.seed ^ splitmix64((uint64_t(w.layer) << 48) ^ (uint64_t(h) << 40) ^
+                                                             uint64_t(uint32_t(hw.positions[j]))));
         scores[j] = static_cast<float>((r >> 40) * (1.0 / 16777216.0));
       }
       break;

@@ -1,10 +1,6 @@
 #include "namm/export_memory3.h"
 
-#include <tbb/parallel_for.h>
-
 #include <algorithm>
-#include <array>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,6 +9,7 @@
 #include <sstream>
 
 #include "namm/policy_file.h"
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 #include "transformer/rope.h"
 
@@ -21,66 +18,10 @@ namespace {
 
 constexpr char kBankMagic[8] = {'N', 'A', 'M', 'M', 'B', 'A', 'N', 'K'};
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-uint32_t crc32(const uint8_t* p, size_t n) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-template <typename T>
-void put_le(std::string& out, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xFF));
-}
-template <typename T>
-T get_le(const uint8_t* p) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v |= uint64_t{p[i]} << (8 * i);
-  return static_cast<T>(v);
-}
+// `n` raw bytes at `p` (tensor blocks, token ids) as a view for crc32() and fnv1a64().
+std::string_view byte_view(const void* p, size_t n) { return {static_cast<const char*>(p), n}; }
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-
-// x[t] / rms(x[t]) * weight, as transformer/session.cpp does it (double sum of squares).
-void rms_norm(const float* x, const std::vector<float>& w, float eps, int T, int dim, float* out) {
-  for (int t = 0; t < T; ++t) {
-    const float* xt = x + size_t(t) * dim;
-    double ss = 0;
-    for (int i = 0; i < dim; ++i) ss += double(xt[i]) * xt[i];
-    const float scale = 1.0f / std::sqrt(float(ss / dim) + eps);
-    for (int i = 0; i < dim; ++i) out[size_t(t) * dim + i] = xt[i] * scale * w[i];
-  }
-}
-
-void add_bias(std::vector<float>& x, const std::vector<float>& b, int T) {
-  if (b.empty()) return;
-  for (int t = 0; t < T; ++t)
-    for (size_t i = 0; i < b.size(); ++i) x[t * b.size() + i] += b[i];
-}
-
-float dot(const float* a, const float* b, int d) {
-  float s = 0;
-  for (int i = 0; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
-
-// Little-endian host assumed by the raw tensor layout (checked once, at build time).
-static_assert(std::endian::native == std::endian::little, "memory banks store little-endian f32");
 
 }  // namespace
 
@@ -191,111 +132,76 @@ std::string sha256_hex(std::string_view bytes) {
   return std::string(out, 64);
 }
 
+// FNV-1a over the ids' little-endian bytes (the host's layout: byte_io.h checks it is little-endian).
 std::string token_hash_hex(std::span<const int32_t> tokens) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (int32_t t : tokens)
-    for (int i = 0; i < 4; ++i) {
-      h ^= (uint32_t(t) >> (8 * i)) & 0xFF;
-      h *= 0x100000001b3ull;
-    }
-  char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
+  return hex64(fnv1a64(byte_view(tokens.data(), tokens.size_bytes())));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Encoding one reference
 
+namespace {
+
+// A MemoryPolicy that keeps everything and copies, per KV head, the GQA-averaged causal attention
+// the runtime hands to policies: with the whole sequence in one update window it is [T][T].
+class AttentionCapture final : public MemoryPolicy {
+ public:
+  explicit AttentionCapture(std::vector<std::vector<std::vector<float>>>& out) : out_(out) {}
+  std::string name() const override { return "attention-capture"; }
+  bool needs_attention() const override { return true; }
+  KeepLists update(const LayerWindow& w) override {
+    auto& layer = out_.at(w.layer);
+    layer.resize(w.heads.size());
+    for (size_t g = 0; g < w.heads.size(); ++g) {
+      const HeadWindow& h = w.heads[g];
+      if (h.n_keys != w.n_queries)  // a fresh sequence in one window: every key is one of its queries
+        fail("encode_reference", "attention window: " + std::to_string(w.n_queries) + " queries, " +
+                                     std::to_string(h.n_keys) + " keys");
+      layer[g].assign(h.attention, h.attention + size_t(w.n_queries) * h.n_keys);
+    }
+    return {};
+  }
+
+ private:
+  std::vector<std::vector<std::vector<float>>>& out_;
+};
+
+}  // namespace
+
+// The runtime's own forward pass (Session), observed: pre-RoPE projections from the projection
+// observer, RoPE applied with the Session's functions, attention from a capturing policy that runs
+// once, right after the single chunk.
 ReferenceForward encode_reference(const Model& model, std::span<const int32_t> tokens, bool with_attention) {
   const ModelConfig& c = model.config;
   const int T = static_cast<int>(tokens.size());
   if (T < 1) fail("encode_reference", "tokens: empty sequence");
-  const int d = c.head_dim, group = c.group_size(), qd = c.q_dim(), kvd = c.kv_dim();
-  const std::vector<double> inv_freq = rope_inverse_frequencies(c);
   ReferenceForward f;
   f.n_tokens = T;
-  f.q_pre.resize(c.n_layers), f.q_rope.resize(c.n_layers), f.k_pre.resize(c.n_layers), f.k_rope.resize(c.n_layers);
-  f.v.resize(c.n_layers);
+  f.q_pre.resize(c.n_layers), f.k_pre.resize(c.n_layers), f.v.resize(c.n_layers);
   if (with_attention) f.attention.resize(c.n_layers);
 
-  std::vector<float> x(size_t(T) * c.dim), xn(x.size()), attn_out(size_t(T) * qd), proj(x.size());
-  std::vector<float> gate(size_t(T) * c.hidden_dim), up(gate.size());
-  for (int t = 0; t < T; ++t) {
-    if (tokens[t] < 0 || tokens[t] >= c.vocab_size)
-      fail("encode_reference", "token id " + std::to_string(tokens[t]) + " outside the vocabulary");
-    dequantize(model.token_embedding.dtype, model.token_embedding.row(tokens[t]), x.data() + size_t(t) * c.dim, c.dim);
-  }
-  const float scale = 1.0f / std::sqrt(float(d));
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = model.layers[l];
-    rms_norm(x.data(), L.attn_norm, c.norm_eps, T, c.dim, xn.data());
-    auto& q = f.q_pre[l];
-    auto& k = f.k_pre[l];
-    auto& v = f.v[l];
-    q.resize(size_t(T) * qd), k.resize(size_t(T) * kvd), v.resize(size_t(T) * kvd);
-    matmul(L.wq, xn.data(), T, q.data());
-    matmul(L.wk, xn.data(), T, k.data());
-    matmul(L.wv, xn.data(), T, v.data());
-    add_bias(q, L.bq, T), add_bias(k, L.bk, T), add_bias(v, L.bv, T);
-    f.q_rope[l] = q;
-    f.k_rope[l] = k;
+  AttentionCapture capture(f.attention);
+  SessionOptions options;
+  options.prefill_chunk = T;    // one chunk: every observer call covers the whole sequence
+  options.update_interval = T;  // one policy update, right after it, over all T queries
+  options.attention_bf16 = false;
+  Session session(model, with_attention ? &capture : nullptr, options);
+  session.set_projection_observer([&](int l, int n, int64_t first, const float* q, const float* k, const float* v) {
+    if (n != T || first != 0) fail("encode_reference", "expected the sequence as one chunk from position 0");
+    f.q_pre[l].assign(q, q + size_t(T) * c.q_dim());
+    f.k_pre[l].assign(k, k + size_t(T) * c.kv_dim());
+    f.v[l].assign(v, v + size_t(T) * c.kv_dim());
+  });
+  f.last_logits = session.feed(tokens);
+
+  const std::vector<double> inv_freq = rope_inverse_frequencies(c);
+  f.q_rope = f.q_pre;
+  f.k_rope = f.k_pre;
+  for (int l = 0; l < c.n_layers; ++l)
     for (int t = 0; t < T; ++t) {
-      apply_rope(f.q_rope[l].data() + size_t(t) * qd, c.n_heads, d, t, inv_freq, c.rope_style);
-      apply_rope(f.k_rope[l].data() + size_t(t) * kvd, c.n_kv_heads, d, t, inv_freq, c.rope_style);
+      apply_rope(f.q_rope[l].data() + size_t(t) * c.q_dim(), c.n_heads, c.head_dim, t, inv_freq, c.rope_style);
+      apply_rope(f.k_rope[l].data() + size_t(t) * c.kv_dim(), c.n_kv_heads, c.head_dim, t, inv_freq, c.rope_style);
     }
-    if (with_attention) f.attention[l].assign(c.n_kv_heads, std::vector<float>(size_t(T) * T, 0.0f));
-    const auto& qr = f.q_rope[l];
-    const auto& kr = f.k_rope[l];
-    tbb::parallel_for(0, c.n_heads, [&](int h) {
-      const int g = h / group;
-      std::vector<float> p(T);
-      for (int t = 0; t < T; ++t) {
-        float mx = -INFINITY;
-        for (int j = 0; j <= t; ++j) {
-          p[j] = dot(qr.data() + size_t(t) * qd + h * d, kr.data() + size_t(j) * kvd + g * d, d) * scale;
-          mx = std::max(mx, p[j]);
-        }
-        float sum = 0;
-        for (int j = 0; j <= t; ++j) sum += p[j] = std::exp(p[j] - mx);
-        float* o = attn_out.data() + size_t(t) * qd + h * d;
-        std::fill(o, o + d, 0.0f);
-        for (int j = 0; j <= t; ++j) {
-          p[j] /= sum;
-          const float* vj = v.data() + size_t(j) * kvd + g * d;
-          for (int i = 0; i < d; ++i) o[i] += p[j] * vj[i];
-        }
-      }
-    });
-    if (with_attention) {
-      // GQA average, recomputed per KV head so that the parallel loop above writes no shared rows.
-      tbb::parallel_for(0, c.n_kv_heads, [&](int g) {
-        auto& A = f.attention[l][g];
-        std::vector<float> p(T);
-        for (int h = g * group; h < (g + 1) * group; ++h)
-          for (int t = 0; t < T; ++t) {
-            float mx = -INFINITY;
-            for (int j = 0; j <= t; ++j) {
-              p[j] = dot(qr.data() + size_t(t) * qd + h * d, kr.data() + size_t(j) * kvd + g * d, d) * scale;
-              mx = std::max(mx, p[j]);
-            }
-            float sum = 0;
-            for (int j = 0; j <= t; ++j) sum += p[j] = std::exp(p[j] - mx);
-            for (int j = 0; j <= t; ++j) A[size_t(t) * T + j] += p[j] / sum / float(group);
-          }
-      });
-    }
-    matmul(L.wo, attn_out.data(), T, proj.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-    rms_norm(x.data(), L.ffn_norm, c.norm_eps, T, c.dim, xn.data());
-    matmul(L.w_gate, xn.data(), T, gate.data());
-    matmul(L.w_up, xn.data(), T, up.data());
-    for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-    matmul(L.w_down, gate.data(), T, proj.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-  }
-  rms_norm(x.data() + size_t(T - 1) * c.dim, model.final_norm, c.norm_eps, 1, c.dim, xn.data());
-  f.last_logits.resize(c.vocab_size);
-  matmul(model.output, xn.data(), 1, f.last_logits.data());
   return f;
 }
 
@@ -602,7 +508,7 @@ void MemoryBankWriter::add(const EncodedReference& r, const NammScoring* namm) {
         }
     }
   }
-  ch->set_block_crc(crc32(reinterpret_cast<const uint8_t*>(block.data()), block.size() * sizeof(float)));
+  ch->set_block_crc(crc32(byte_view(block.data(), block.size() * sizeof(float))));
   blocks_.push_back(std::move(block));
 }
 
@@ -627,7 +533,7 @@ std::string MemoryBankWriter::serialize() const {
   std::string out;
   out.append(kBankMagic, sizeof kBankMagic);
   put_le<uint32_t>(out, kBankFormatVersion);
-  put_le<uint32_t>(out, crc32(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+  put_le<uint32_t>(out, crc32(payload));
   put_le<uint64_t>(out, payload.size());
   out += payload;
   if (out.size() > idx.prefix_offset()) fail("memory bank", "index: layout did not converge");
@@ -677,7 +583,7 @@ void MemoryBank::parse_and_validate() {
   if (len > size - kBankHeaderBytes)
     fail(w, "index: " + std::to_string(len) + " bytes declared, " + std::to_string(size - kBankHeaderBytes) +
                 " present (truncated file?)");
-  if (crc32(p + kBankHeaderBytes, len) != crc) fail(w, "index: CRC-32 mismatch (corrupted file)");
+  if (crc32(byte_view(p + kBankHeaderBytes, len)) != crc) fail(w, "index: CRC-32 mismatch (corrupted file)");
   if (!index_.ParseFromArray(p + kBankHeaderBytes, static_cast<int>(len))) fail(w, "index: not a valid BankIndex");
   const bank::BankIndex& x = index_;
   if (x.format_version() != version) fail(w, "index.format_version: differs from the header");
@@ -765,8 +671,7 @@ int64_t inject_memories(Session& session, const MemoryBank& bank, std::span<cons
     if (ci < 0 || ci >= bank.n_chunks()) fail(bank.name(), "chunk index " + std::to_string(ci) + " out of range");
     // The index CRC does not cover the tensors (they are mapped lazily); check the ones used.
     const bank::BankChunk& ch = x.chunks(ci);
-    const uint8_t* block = reinterpret_cast<const uint8_t*>(bank.chunk_vector(ci, 0, 0, 0, 0));
-    if (crc32(block, x.chunk_bytes()) != ch.block_crc())
+    if (crc32(byte_view(bank.chunk_vector(ci, 0, 0, 0, 0), x.chunk_bytes())) != ch.block_crc())
       fail(bank.name(), "chunks[" + std::to_string(ci) + "] ('" + ch.id() + "'): tensor block CRC-32 mismatch (corrupted)");
   }
   session.reset();

@@ -27,10 +27,11 @@
 //   first / last the k oldest / newest chunk tokens.
 //
 // Pre-RoPE q and k are not in the runtime's cache (it stores post-RoPE keys only), so the chunk is
-// encoded by encode_reference(), a small dense forward over one sequence that keeps q/k before and
-// after RoPE, v and the causal attention per layer. It follows transformer/session.cpp step by step
-// (same matmul, RMSNorm, apply_rope); tests check its keys/values against a Session's cache and the
-// read path against feeding the chunk in context.
+// encoded by encode_reference(): the chunk runs through a Session as one prefill chunk, its
+// projection observer records q/k (before RoPE) and v per layer, RoPE is applied with the Session's
+// own functions, and a capturing policy, updated once right after the chunk, records the causal
+// attention the runtime hands to memory policies. Tests check its keys/values against a Session's
+// cache and the read path against feeding the chunk in context.
 //
 // Read path: inject_memories() puts the prefix KV (all layers) and the selected KV of the chosen
 // chunks (memory layers) into a freshly reset Session as memory entries, at their stored positions

@@ -2,13 +2,13 @@
 
 #include <google/protobuf/util/json_util.h>
 
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <ctime>
 #include <sstream>
 
 #include "namm/baselines.h"
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
 
@@ -21,32 +21,6 @@ namespace nammkit {
 namespace {
 constexpr char kMagic[8] = {'N', 'A', 'M', 'M', 'P', 'L', 'C', 'Y'};
 constexpr size_t kHeaderBytes = 8 + 8 + 4;
-
-uint32_t crc32(std::string_view bytes) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t c = 0xFFFFFFFFu;
-  for (unsigned char b : bytes) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-template <typename T>
-void put_le(std::string& out, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-template <typename T>
-T get_le(const char* p) {
-  T v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
 
 std::string utc_now_iso8601() {
   const std::time_t t = std::time(nullptr);

@@ -6,6 +6,7 @@
 
 #include "tasks/data_paths.h"
 #include "tasks/jsonl.h"
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
 
@@ -120,7 +121,7 @@ std::vector<size_t> choose_records(IndexRange range, int samples, uint64_t seed)
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = range.begin + i;
   if (samples <= 0 || static_cast<size_t>(samples) >= idx.size()) return idx;
   // Partial Fisher-Yates with our own draws (std::shuffle's algorithm is implementation-defined).
-  std::mt19937_64 rng(mix64(seed ^ 0x10ADEDull));
+  std::mt19937_64 rng(splitmix64(seed ^ 0x10ADEDull));
   for (size_t i = 0; i < static_cast<size_t>(samples); ++i) {
     const size_t j = i + static_cast<size_t>(rng() % (idx.size() - i));
     std::swap(idx[i], idx[j]);

@@ -3,10 +3,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 #include <vector>
 
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
 
@@ -15,16 +15,10 @@ namespace {
 
 constexpr const char* kFormat = "nammkit-full-cache-reference/1";
 
-// FNV-1a 64 over a byte stream; fields are length-prefixed so concatenations cannot collide.
+// FNV-1a 64 fed field by field; fields are length-prefixed so concatenations cannot collide.
 struct Hasher {
-  uint64_t h = 0xcbf29ce484222325ull;
-  void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= b[i];
-      h *= 0x100000001b3ull;
-    }
-  }
+  uint64_t h = kFnvOffset;
+  void bytes(const void* p, size_t n) { h = fnv1a64(std::string_view(static_cast<const char*>(p), n), h); }
   template <class T>
   void value(const T& v) { bytes(&v, sizeof(v)); }
   void str(const std::string& s) {
@@ -32,12 +26,6 @@ struct Hasher {
     bytes(s.data(), s.size());
   }
 };
-
-std::string hex(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 std::string file_stamp(const std::string& path) {
   struct stat st {};
@@ -94,7 +82,7 @@ std::string model_identity(const Model& model) {
     h.value(v);
   for (float v : {c.norm_eps, c.rope_theta, c.rope_factor, c.rope_ntk_alpha, c.rope_low_freq_factor, c.rope_high_freq_factor})
     h.value(v);
-  return std::filesystem::absolute(model.path).lexically_normal().string() + "|" + stamp + "|" + hex(h.h);
+  return std::filesystem::absolute(model.path).lexically_normal().string() + "|" + stamp + "|" + hex64(h.h);
 }
 
 uint64_t sample_fingerprint(const Sample& s, const RunOptions& options) {
@@ -130,14 +118,14 @@ std::optional<ReferenceEntry> ReferenceCache::find(const std::string& model_id, 
   auto t = m->find(task);
   if (t == m->end()) return std::nullopt;
   auto e = t->find(sample_id);
-  if (e == t->end() || (*e)["fingerprint"].get<std::string>() != hex(fingerprint)) return std::nullopt;
+  if (e == t->end() || (*e)["fingerprint"].get<std::string>() != hex64(fingerprint)) return std::nullopt;
   return ReferenceEntry{fingerprint, (*e)["score"].get<double>(), (*e)["log_likelihood"].get<double>(),
                         (*e)["mean_cache"].get<double>()};
 }
 
 void ReferenceCache::put(const std::string& model_id, const std::string& task, const std::string& sample_id,
                          const ReferenceEntry& e) {
-  models_[model_id][task][sample_id] = {{"fingerprint", hex(e.fingerprint)},
+  models_[model_id][task][sample_id] = {{"fingerprint", hex64(e.fingerprint)},
                                         {"score", e.score},
                                         {"log_likelihood", e.log_likelihood},
                                         {"mean_cache", e.mean_cache}};

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 
 namespace nammkit {
@@ -32,16 +33,9 @@ IndexRange split_records(size_t n, Split split) {
   return {0, n};
 }
 
-uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 uint64_t sample_seed(uint64_t seed, Split split, uint64_t index) {
-  const uint64_t stream = mix64(seed) ^ mix64(0x5EED0000ull + static_cast<uint64_t>(split));
-  return mix64(stream + mix64(index));
+  const uint64_t stream = splitmix64(seed) ^ splitmix64(0x5EED0000ull + static_cast<uint64_t>(split));
+  return splitmix64(stream + splitmix64(index));
 }
 
 }  // namespace nammkit

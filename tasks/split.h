@@ -30,8 +30,6 @@ struct IndexRange {
 };
 IndexRange split_records(size_t n, Split split);
 
-// splitmix64: a statistically good 64-bit mix, used for all seed derivation.
-uint64_t mix64(uint64_t x);
 // The RNG seed of sample `index` of a generator: distinct streams per split.
 uint64_t sample_seed(uint64_t seed, Split split, uint64_t index);
 

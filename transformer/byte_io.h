@@ -39,4 +39,13 @@ uint64_t fnv1a64(std::string_view bytes, uint64_t hash = kFnvOffset);
 // 16 lower-case hex digits.
 std::string hex64(uint64_t value);
 
+// splitmix64's output function: a well-mixed 64-bit hash of a counter or seed, for seed derivation
+// and counter-based random numbers. Values are part of reproducible outputs: never change it.
+inline constexpr uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 }  // namespace nammkit

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "transformer/byte_io.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
 
@@ -13,35 +14,28 @@ namespace nammkit {
 
 namespace {
 
-template <class T>
-void put(std::string& out, T v) {
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &v, sizeof(T));
-  out.append(bytes, sizeof(T));
-}
-
 void put_string(std::string& out, const std::string& s) {
-  put<uint64_t>(out, s.size());
+  put_le<uint64_t>(out, s.size());
   out += s;
 }
 
 void put_value(std::string& out, const GgufValue& v) {
   switch (v.type) {
-    case GgufType::Uint8: put<uint8_t>(out, static_cast<uint8_t>(v.integer)); break;
-    case GgufType::Int8: put<int8_t>(out, static_cast<int8_t>(v.integer)); break;
-    case GgufType::Uint16: put<uint16_t>(out, static_cast<uint16_t>(v.integer)); break;
-    case GgufType::Int16: put<int16_t>(out, static_cast<int16_t>(v.integer)); break;
-    case GgufType::Uint32: put<uint32_t>(out, static_cast<uint32_t>(v.integer)); break;
-    case GgufType::Int32: put<int32_t>(out, static_cast<int32_t>(v.integer)); break;
-    case GgufType::Uint64: put<uint64_t>(out, std::bit_cast<uint64_t>(v.integer)); break;
-    case GgufType::Int64: put<int64_t>(out, v.integer); break;
-    case GgufType::Float32: put<float>(out, static_cast<float>(v.number)); break;
-    case GgufType::Float64: put<double>(out, v.number); break;
-    case GgufType::Bool: put<uint8_t>(out, v.integer ? 1 : 0); break;
+    case GgufType::Uint8: put_le<uint8_t>(out, static_cast<uint8_t>(v.integer)); break;
+    case GgufType::Int8: put_le<int8_t>(out, static_cast<int8_t>(v.integer)); break;
+    case GgufType::Uint16: put_le<uint16_t>(out, static_cast<uint16_t>(v.integer)); break;
+    case GgufType::Int16: put_le<int16_t>(out, static_cast<int16_t>(v.integer)); break;
+    case GgufType::Uint32: put_le<uint32_t>(out, static_cast<uint32_t>(v.integer)); break;
+    case GgufType::Int32: put_le<int32_t>(out, static_cast<int32_t>(v.integer)); break;
+    case GgufType::Uint64: put_le<uint64_t>(out, std::bit_cast<uint64_t>(v.integer)); break;
+    case GgufType::Int64: put_le<int64_t>(out, v.integer); break;
+    case GgufType::Float32: put_le<float>(out, static_cast<float>(v.number)); break;
+    case GgufType::Float64: put_le<double>(out, v.number); break;
+    case GgufType::Bool: put_le<uint8_t>(out, v.integer ? 1 : 0); break;
     case GgufType::String: put_string(out, v.text); break;
     case GgufType::Array:
-      put<uint32_t>(out, static_cast<uint32_t>(v.element_type));
-      put<uint64_t>(out, v.items.size());
+      put_le<uint32_t>(out, static_cast<uint32_t>(v.element_type));
+      put_le<uint64_t>(out, v.items.size());
       for (const GgufValue& item : v.items) {
         if (item.type != v.element_type) fail("gguf writer", "array element of type " + std::string(gguf_type_name(item.type)) + " in an array of " + gguf_type_name(v.element_type));
         put_value(out, item);
@@ -64,10 +58,10 @@ std::string encode_f32(const float* values, int64_t n, DType type) {
       out.assign(reinterpret_cast<const char*>(values), static_cast<size_t>(n) * 4);
       break;
     case DType::F16:
-      for (int64_t i = 0; i < n; ++i) put<uint16_t>(out, f32_to_f16(values[i]));
+      for (int64_t i = 0; i < n; ++i) put_le<uint16_t>(out, f32_to_f16(values[i]));
       break;
     case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) put<uint16_t>(out, f32_to_bf16(values[i]));
+      for (int64_t i = 0; i < n; ++i) put_le<uint16_t>(out, f32_to_bf16(values[i]));
       break;
     case DType::Q8_0:
       for (int64_t b = 0; b < n / kQ8BlockSize; ++b) {
@@ -76,8 +70,8 @@ std::string encode_f32(const float* values, int64_t n, DType type) {
         for (int i = 0; i < kQ8BlockSize; ++i) amax = std::max(amax, std::fabs(x[i]));
         const float d = amax / 127.0f;
         const float inv = d != 0 ? 1.0f / d : 0.0f;
-        put<uint16_t>(out, f32_to_f16(d));
-        for (int i = 0; i < kQ8BlockSize; ++i) put<int8_t>(out, static_cast<int8_t>(std::lround(x[i] * inv)));
+        put_le<uint16_t>(out, f32_to_f16(d));
+        for (int i = 0; i < kQ8BlockSize; ++i) put_le<int8_t>(out, static_cast<int8_t>(std::lround(x[i] * inv)));
       }
       break;
   }
@@ -130,21 +124,21 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> ne, DT
 std::string GgufWriter::serialize() const {
   std::string out;
   out += "GGUF";
-  put<uint32_t>(out, 3);
-  put<uint64_t>(out, tensors_.size());
-  put<uint64_t>(out, metadata_.size());
+  put_le<uint32_t>(out, 3);
+  put_le<uint64_t>(out, tensors_.size());
+  put_le<uint64_t>(out, metadata_.size());
   for (const auto& [key, value] : metadata_) {
     put_string(out, key);
-    put<uint32_t>(out, static_cast<uint32_t>(value.type));
+    put_le<uint32_t>(out, static_cast<uint32_t>(value.type));
     put_value(out, value);
   }
   uint64_t offset = 0;
   for (const Tensor& t : tensors_) {
     put_string(out, t.name);
-    put<uint32_t>(out, static_cast<uint32_t>(t.ne.size()));
-    for (int64_t d : t.ne) put<uint64_t>(out, static_cast<uint64_t>(d));
-    put<uint32_t>(out, t.type);
-    put<uint64_t>(out, offset);
+    put_le<uint32_t>(out, static_cast<uint32_t>(t.ne.size()));
+    for (int64_t d : t.ne) put_le<uint64_t>(out, static_cast<uint64_t>(d));
+    put_le<uint32_t>(out, t.type);
+    put_le<uint64_t>(out, offset);
     offset += t.bytes.size();
     offset += (alignment_ - offset % alignment_) % alignment_;
   }

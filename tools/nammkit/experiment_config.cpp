@@ -1,10 +1,9 @@
 #include "tools/nammkit/experiment_config.h"
 
-#include <cstdio>
-
 #include "namm/bam_scorer.h"
 #include "tasks/data_paths.h"
 #include "tools/nammkit/json_reader.h"
+#include "transformer/byte_io.h"
 #include "transformer/file_io.h"
 
 namespace nammkit::cli {
@@ -15,13 +14,7 @@ std::string expand_shared(const std::string& path) {
   return path;
 }
 
-std::string ExperimentConfig::hash() const {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : canonical) h = (h ^ ch) * 1099511628211ull;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
+std::string ExperimentConfig::hash() const { return hex64(fnv1a64(canonical)); }
 
 ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::string& file) {
   ExperimentConfig c;
