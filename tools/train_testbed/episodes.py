@@ -128,7 +128,7 @@ class Texts:
         self.lm_weights = list(np.sqrt(lm) / np.sqrt(lm).sum())
         words = set()
         for n in ("books", "pg_essays"):
-            words.update(w.lower() for w in re.findall(rb"[A-Za-z]{3,9}", self.text[n]))
+            words.update(w.lower() for w in re.findall(rb"\b[A-Za-z]{3,9}\b", self.text[n]))
         self.words = sorted(w for w in words if w.decode() not in HELDOUT_ADJ)
 
 
@@ -306,7 +306,7 @@ class Generator:
         if kind == "lines":
             lines, seen = [], set()
             q_tail = b"\nNow the record is over. Tell me what is the <REGISTER_CONTENT> in line "
-            budget = n_tokens - 2 - len(LINES_PREFIX) - len(q_tail) - 80
+            budget = n_tokens - 2 - len(LINES_PREFIX) - len(q_tail) - 170
             used = 0
             while True:
                 k = rng.choice(words) + b"-" + rng.choice(words)

@@ -141,7 +141,7 @@ def main():
     md = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{os.path.relpath(nk, ROOT)} eval` "
           f"(scale `{a.scale}`, baselines' interval {a.interval}, {secs:.0f} s). Synthetic scores: RULER "
           f"string_match_all (fraction of answers contained in the greedy output). `lm_*` columns: held-out "
-          f"NLL in nats per token (= per byte) over the last 256 tokens of a window of that length "
+          f"NLL in nats per token (= per byte) over the last score_tokens (256; smoke 64) tokens of a window of that length "
           f"(-ln of the lm task's score). GGUF size {size_mb:.1f} MB (target <= 30 MB).", ""]
     if checks:
         md += ["| target | measured | wanted | |", "|---|---|---|---|"] + checks + [""]
