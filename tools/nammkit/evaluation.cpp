@@ -43,6 +43,7 @@ PolicyRow run_row(const Model& model, const std::vector<Task>& tasks, const Row&
     const int n_layers = model.config.n_layers;
     t.mean_cache_per_layer.assign(n_layers, 0.0);
     t.max_cache_per_layer.assign(n_layers, 0);
+    double task_seconds = 0, task_tokens = 0;
     for (const RunResult& r : results) {
       t.score += r.score;
       t.mean_cache += r.cache.mean;
@@ -51,18 +52,16 @@ PolicyRow run_row(const Model& model, const std::vector<Task>& tasks, const Row&
         t.mean_cache_per_layer[l] += r.cache.mean_per_layer[l];
         t.max_cache_per_layer[l] = std::max(t.max_cache_per_layer[l], r.cache.max_per_layer[l]);
       }
-      const double s = r.prefill_seconds + r.decode_seconds;
-      seconds += s;
-      tokens += r.prompt_tokens + r.generated_tokens;
-      t.tokens_per_second += r.prompt_tokens + r.generated_tokens;
+      task_seconds += r.prefill_seconds + r.decode_seconds;
+      task_tokens += r.prompt_tokens + r.generated_tokens;
     }
-    double task_seconds = 0;
-    for (const RunResult& r : results) task_seconds += r.prefill_seconds + r.decode_seconds;
     const double n = std::max<size_t>(1, results.size());
     t.score /= n;
     t.mean_cache /= n;
     for (double& v : t.mean_cache_per_layer) v /= n;
-    t.tokens_per_second = task_seconds > 0 ? t.tokens_per_second / task_seconds : 0;
+    t.tokens_per_second = task_seconds > 0 ? task_tokens / task_seconds : 0;
+    seconds += task_seconds;
+    tokens += task_tokens;
     out.tasks.push_back(std::move(t));
   }
   out.tokens_per_second = seconds > 0 ? tokens / seconds : 0;
