@@ -132,7 +132,9 @@ TEST(ExportBmojo, BudgetHeldAfterEveryUpdate) {
           }
       }
       // Baseline scores are all >= 0, so they fill the budget; NAMM admits only scores >= 0.
-      if (sc != BmojoScorer::Namm) EXPECT_EQ(max_memory, o.memory) << bmojo_scorer_name(sc);
+      if (sc != BmojoScorer::Namm) {
+        EXPECT_EQ(max_memory, o.memory) << bmojo_scorer_name(sc);
+      }
     }
 }
 

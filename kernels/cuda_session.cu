@@ -1,0 +1,487 @@
+// The GPU forward pass and policy hook; see cuda_session.h. Mirrors transformer/session.cpp step by step.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+
+#include "kernels/attention_decode.h"
+#include "kernels/attention_prefill.h"
+#include "kernels/cuda_session.h"
+#include "kernels/kv_compact.h"
+#include "kernels/layer_ops.h"
+
+namespace nammkit::kernels {
+
+// One (layer, KV head) of the device cache: capacity rows allocated, len used.
+struct CudaSession::Head {
+  DeviceBuffer<uint8_t> keys, values;  // [capacity][head_dim] of kv_dtype
+  DeviceBuffer<int32_t> positions;     // [capacity] (device copy, kept by append and compaction)
+  int capacity = 0;
+  int len = 0;
+  std::vector<int32_t> host_positions;  // [len], authoritative
+};
+
+// Activations for the largest chunk so far, the per-layer pointer / length arrays the attention
+// kernels read, and scratch.
+struct CudaSession::Buffers {
+  int tokens_capacity = 0;
+  DeviceBuffer<float> x, xn, q, k, v, attn, proj, gate, up, logits;
+  DeviceBuffer<uint16_t> xh;  // GEMM input in the weights' type
+  DeviceBuffer<int32_t> tokens;
+  DeviceBuffer<void*> key_ptrs, value_ptrs;  // [n_layers * n_kv]
+  DeviceBuffer<int32_t*> pos_ptrs;           // [n_layers * n_kv]
+  DeviceBuffer<int> lens;                    // [n_layers * n_kv]
+  std::vector<void*> key_ptrs_host, value_ptrs_host;
+  std::vector<int32_t*> pos_ptrs_host;
+  std::vector<int> lens_host;
+  DeviceBuffer<float> probs;
+  DeviceBuffer<uint8_t> decode_ws, compact_ws;
+  std::vector<float> probs_host;
+  std::vector<uint8_t> kv_host;
+};
+
+namespace {
+
+constexpr const char* kWhere = "cuda session";
+
+// Grows a scratch buffer to hold at least n elements (contents lost), after the stream has finished
+// with the old allocation.
+template <typename T>
+void grow(DeviceBuffer<T>& b, size_t n, cudaStream_t stream) {
+  if (n <= b.size()) return;
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  b.resize(std::max(n, b.size() * 2));
+}
+
+}  // namespace
+
+CudaSession::CudaSession(const CudaModel& model, MemoryPolicy* policy, CudaSessionOptions options)
+    : model_(model), policy_(policy), options_(options), buf_(std::make_unique<Buffers>()) {
+  const ModelConfig& c = model_.config();
+  const SessionOptions& so = options_.session;
+  if (so.prefill_chunk < 1) fail(kWhere, "prefill_chunk must be >= 1");
+  if (so.update_interval < 1) fail(kWhere, "update_interval must be >= 1");
+  if (so.sliding_window != 0) fail(kWhere, "sliding_window is not supported on the GPU (use the CPU Session)");
+  if (options_.reserve_tokens < 0) fail(kWhere, "reserve_tokens must be >= 0");
+  kv_element_bytes(options_.kv_dtype, kWhere);
+  if (c.head_dim > 256 || c.head_dim % 2 != 0) fail(kWhere, "head_dim must be even and <= 256");
+  if (c.n_kv_heads < 1 || c.n_heads % c.n_kv_heads != 0 || c.group_size() > 32)
+    fail(kWhere, "n_heads must be a multiple of n_kv_heads with at most 32 query heads per KV head");
+  cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  const cublasStatus_t created = cublasCreate(&cublas_);
+  if (created != CUBLAS_STATUS_SUCCESS) {
+    cudaStreamDestroy(stream_);
+    cublas_check(created, "cublasCreate");
+  }
+  try {
+    cublas_check(cublasSetStream(cublas_, stream_), "cublasSetStream");
+    allocate();
+  } catch (...) {  // the destructor does not run for a constructor that throws
+    cublasDestroy(cublas_);
+    cudaStreamDestroy(stream_);
+    throw;
+  }
+}
+
+void CudaSession::allocate() {
+  const ModelConfig& c = model_.config();
+  const size_t n_heads = size_t(c.n_layers) * c.n_kv_heads;
+  heads_.resize(n_heads);
+  Buffers& b = *buf_;
+  b.key_ptrs.resize(n_heads);
+  b.value_ptrs.resize(n_heads);
+  b.pos_ptrs.resize(n_heads);
+  b.lens.resize(n_heads);
+  b.key_ptrs_host.assign(n_heads, nullptr);
+  b.value_ptrs_host.assign(n_heads, nullptr);
+  b.pos_ptrs_host.assign(n_heads, nullptr);
+  b.lens_host.assign(n_heads, 0);
+  if (options_.reserve_tokens > 0)
+    for (int l = 0; l < c.n_layers; ++l) ensure_capacity(l, options_.reserve_tokens);
+  reset();
+}
+
+CudaSession::~CudaSession() {
+  // Nothing to report from a destructor; buffers are freed after this by their own destructors.
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaSession::reset() {
+  const ModelConfig& c = model_.config();
+  for (Head& h : heads_) {
+    h.len = 0;
+    h.host_positions.clear();
+  }
+  std::fill(buf_->lens_host.begin(), buf_->lens_host.end(), 0);
+  log_rows_.assign(heads_.size(), {});
+  log_offsets_.assign(heads_.size(), {});
+  query_positions_.clear();
+  position_ = 0;
+  stats_ = {};
+  last_logits_.assign(c.vocab_size, 0.0f);
+  if (policy_) policy_->begin_sequence(c);
+}
+
+void CudaSession::set_position(int64_t position) {
+  if (position < 0) fail(kWhere, "set_position: negative position");
+  position_ = position;
+}
+
+int CudaSession::head_len(int layer, int kv_head) const {
+  const ModelConfig& c = model_.config();
+  if (layer < 0 || layer >= c.n_layers || kv_head < 0 || kv_head >= c.n_kv_heads)
+    fail(kWhere, "head_len: layer " + std::to_string(layer) + " / KV head " + std::to_string(kv_head) + " out of range");
+  return heads_[size_t(layer) * c.n_kv_heads + kv_head].len;
+}
+
+const std::vector<int32_t>& CudaSession::head_positions(int layer, int kv_head) const {
+  head_len(layer, kv_head);  // range check
+  return heads_[size_t(layer) * model_.config().n_kv_heads + kv_head].host_positions;
+}
+
+size_t CudaSession::total_tokens() const {
+  size_t n = 0;
+  for (const Head& h : heads_) n += size_t(h.len);
+  return n;
+}
+
+size_t CudaSession::cache_bytes() const {
+  size_t n = 0;
+  for (const Head& h : heads_) n += h.keys.bytes() + h.values.bytes();
+  return n;
+}
+
+const std::vector<float>& CudaSession::feed(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
+  const int vocab = model_.config().vocab_size;
+  for (int32_t id : tokens)
+    if (id < 0 || id >= vocab)
+      fail(kWhere, "token id " + std::to_string(id) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  if (all_logits) all_logits->assign(tokens.size() * size_t(vocab), 0.0f);
+
+  const SessionOptions& so = options_.session;
+  size_t done = 0;
+  while (done < tokens.size()) {
+    // Chunks end at absolute multiples of the prefill chunk and of the update interval (Session::feed).
+    const int64_t to_chunk = so.prefill_chunk - position_ % so.prefill_chunk;
+    const int64_t to_update = so.update_interval - position_ % so.update_interval;
+    const size_t n = std::min<size_t>({tokens.size() - done, size_t(to_chunk), size_t(to_update)});
+    const bool last = done + n == tokens.size();
+    float* out = all_logits ? all_logits->data() + done * vocab : (last ? last_logits_.data() : nullptr);
+    forward_chunk(tokens.subspan(done, n), out, all_logits != nullptr);
+    done += n;
+    if (policy_ && position_ % so.update_interval == 0) run_policy();
+  }
+  if (all_logits && !tokens.empty())
+    std::copy_n(all_logits->data() + (tokens.size() - 1) * vocab, vocab, last_logits_.data());
+  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (feed)");
+  return last_logits_;
+}
+
+// Makes room for `needed` rows in every KV head of `layer`: doubling, old rows copied over.
+void CudaSession::ensure_capacity(int layer, int needed) {
+  const ModelConfig& c = model_.config();
+  const size_t row_bytes = size_t(c.head_dim) * kv_element_bytes(options_.kv_dtype, kWhere);
+  Buffers& b = *buf_;
+  bool changed = false;
+  for (int g = 0; g < c.n_kv_heads; ++g) {
+    const size_t idx = size_t(layer) * c.n_kv_heads + g;
+    Head& h = heads_[idx];
+    if (needed <= h.capacity) continue;
+    const int cap = std::max({needed, 2 * h.capacity, options_.reserve_tokens, 64});
+    DeviceBuffer<uint8_t> keys(size_t(cap) * row_bytes), values(size_t(cap) * row_bytes);
+    DeviceBuffer<int32_t> positions{size_t(cap)};
+    if (h.len > 0) {
+      cuda_check(cudaMemcpyAsync(keys.get(), h.keys.get(), size_t(h.len) * row_bytes, cudaMemcpyDeviceToDevice, stream_),
+                 "cudaMemcpyAsync (grow keys)");
+      cuda_check(cudaMemcpyAsync(values.get(), h.values.get(), size_t(h.len) * row_bytes, cudaMemcpyDeviceToDevice,
+                                 stream_),
+                 "cudaMemcpyAsync (grow values)");
+      cuda_check(cudaMemcpyAsync(positions.get(), h.positions.get(), size_t(h.len) * sizeof(int32_t),
+                                 cudaMemcpyDeviceToDevice, stream_),
+                 "cudaMemcpyAsync (grow positions)");
+    }
+    // The old buffers are freed below: wait until the copies (and earlier kernels) are done with them.
+    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (grow)");
+    h.keys = std::move(keys);
+    h.values = std::move(values);
+    h.positions = std::move(positions);
+    h.capacity = cap;
+    b.key_ptrs_host[idx] = h.keys.get();
+    b.value_ptrs_host[idx] = h.values.get();
+    b.pos_ptrs_host[idx] = h.positions.get();
+    changed = true;
+  }
+  if (!changed) return;
+  const size_t off = size_t(layer) * c.n_kv_heads;
+  const size_t n = size_t(c.n_kv_heads);
+  cuda_check(cudaMemcpyAsync(b.key_ptrs.get() + off, b.key_ptrs_host.data() + off, n * sizeof(void*),
+                             cudaMemcpyHostToDevice, stream_),
+             "cudaMemcpyAsync (key pointers)");
+  cuda_check(cudaMemcpyAsync(b.value_ptrs.get() + off, b.value_ptrs_host.data() + off, n * sizeof(void*),
+                             cudaMemcpyHostToDevice, stream_),
+             "cudaMemcpyAsync (value pointers)");
+  cuda_check(cudaMemcpyAsync(b.pos_ptrs.get() + off, b.pos_ptrs_host.data() + off, n * sizeof(int32_t*),
+                             cudaMemcpyHostToDevice, stream_),
+             "cudaMemcpyAsync (position pointers)");
+}
+
+void CudaSession::forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all) {
+  const ModelConfig& c = model_.config();
+  const int T = static_cast<int>(tokens.size());
+  const int d = c.head_dim, n_kv = c.n_kv_heads;
+  const DType wdt = model_.matrix_dtype();
+  Buffers& b = *buf_;
+  const bool log_attention = policy_ && policy_->needs_attention();
+
+  if (T > b.tokens_capacity) {
+    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    const size_t Ts = size_t(T);
+    b.x.resize(Ts * c.dim);
+    b.xn.resize(Ts * c.dim);
+    b.q.resize(Ts * c.q_dim());
+    b.k.resize(Ts * c.kv_dim());
+    b.v.resize(Ts * c.kv_dim());
+    b.attn.resize(Ts * c.q_dim());
+    b.proj.resize(Ts * c.dim);
+    b.gate.resize(Ts * c.hidden_dim);
+    b.up.resize(Ts * c.hidden_dim);
+    b.xh.resize(Ts * std::max({c.dim, c.q_dim(), c.hidden_dim}));
+    b.tokens.resize(Ts);
+    b.tokens_capacity = T;
+  }
+  cuda_check(cudaMemcpyAsync(b.tokens.get(), tokens.data(), sizeof(int32_t) * T, cudaMemcpyHostToDevice, stream_),
+             "cudaMemcpyAsync (tokens)");
+  embedding_gather(model_.token_embedding().data.get(), model_.token_embedding().dtype, b.tokens.get(), T, c.dim,
+                   b.x.get(), stream_);
+  for (int t = 0; t < T; ++t) query_positions_.push_back(int32_t(position_ + t));
+
+  const float scale = 1.0f / std::sqrt(float(d));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const DeviceLayer& L = model_.layers()[l];
+    rms_norm_rows(b.x.get(), L.attn_norm.get(), c.norm_eps, T, c.dim, b.xn.get(), stream_);
+    convert_from_f32(b.xn.get(), wdt, b.xh.get(), size_t(T) * c.dim, stream_);
+    linear(cublas_, L.wq, b.xh.get(), T, b.q.get());
+    linear(cublas_, L.wk, b.xh.get(), T, b.k.get());
+    linear(cublas_, L.wv, b.xh.get(), T, b.v.get());
+    if (c.qkv_bias) {
+      add_bias_rows(b.q.get(), L.bq.get(), T, c.q_dim(), stream_);
+      add_bias_rows(b.k.get(), L.bk.get(), T, c.kv_dim(), stream_);
+      add_bias_rows(b.v.get(), L.bv.get(), T, c.kv_dim(), stream_);
+    }
+    rope_rows(b.q.get(), T, c.n_heads, d, c.q_dim(), position_, model_.inv_freq(), c.rope_style, stream_);
+    rope_rows(b.k.get(), T, n_kv, d, c.kv_dim(), position_, model_.inv_freq(), c.rope_style, stream_);
+
+    // Append the chunk's keys and values to every head of this layer.
+    const size_t off = size_t(l) * n_kv;
+    int max_len = 0;
+    for (int g = 0; g < n_kv; ++g) max_len = std::max(max_len, heads_[off + g].len + T);
+    ensure_capacity(l, max_len);
+    for (int g = 0; g < n_kv; ++g) {
+      Head& h = heads_[off + g];
+      for (int t = 0; t < T; ++t) h.host_positions.push_back(int32_t(position_ + t));
+      h.len += T;
+      b.lens_host[off + g] = h.len;
+    }
+    cuda_check(cudaMemcpyAsync(b.lens.get() + off, b.lens_host.data() + off, sizeof(int) * n_kv,
+                               cudaMemcpyHostToDevice, stream_),
+               "cudaMemcpyAsync (lens)");
+    append_kv(b.k.get(), b.v.get(), T, n_kv, d, options_.kv_dtype, b.key_ptrs.get() + off, b.value_ptrs.get() + off,
+              b.pos_ptrs.get() + off, b.lens.get() + off, position_, stream_);
+
+    // Attention over the cache (max_len now includes the chunk).
+    const size_t probs_n = size_t(n_kv) * T * max_len;
+    if (log_attention) grow(b.probs, probs_n, stream_);
+    float* probs = log_attention ? b.probs.get() : nullptr;
+    if (T == 1) {
+      DecodeShape shape;
+      shape.kv_dtype = options_.kv_dtype;
+      shape.n_q_heads = c.n_heads;
+      shape.n_kv_heads = n_kv;
+      shape.head_dim = d;
+      shape.max_len = max_len;
+      shape.with_probs = log_attention;
+      const size_t ws = decode_workspace_bytes(shape);
+      grow(b.decode_ws, ws, stream_);
+      DecodeArgs args;
+      args.q_HxD = b.q.get();
+      args.keys = b.key_ptrs.get() + off;
+      args.values = b.value_ptrs.get() + off;
+      args.lens = b.lens.get() + off;
+      args.scale = scale;
+      args.out_HxD = b.attn.get();
+      args.probs_KVxS = probs;
+      args.probs_stride = log_attention ? max_len : 0;
+      attention_decode(shape, args, b.decode_ws.get(), b.decode_ws.size(), stream_);
+    } else {
+      PrefillShape shape;
+      shape.kv_dtype = options_.kv_dtype;
+      shape.n_q_heads = c.n_heads;
+      shape.n_kv_heads = n_kv;
+      shape.head_dim = d;
+      shape.n_queries = T;
+      shape.max_len = max_len;
+      PrefillArgs args;
+      args.q_TxHxD = b.q.get();
+      args.keys = b.key_ptrs.get() + off;
+      args.values = b.value_ptrs.get() + off;
+      args.lens = b.lens.get() + off;
+      args.scale = scale;
+      args.out_TxHxD = b.attn.get();
+      args.probs_KVxTxS = probs;
+      args.probs_stride = log_attention ? max_len : 0;
+      attention_prefill(shape, args, stream_);
+    }
+    if (log_attention) {
+      // Row t of head g: the keys query t could see (n_old + t + 1), as the CPU's AttentionLog.
+      b.probs_host.resize(probs_n);
+      cuda_check(cudaMemcpyAsync(b.probs_host.data(), b.probs.get(), probs_n * sizeof(float), cudaMemcpyDeviceToHost,
+                                 stream_),
+                 "cudaMemcpyAsync (attention probabilities)");
+      cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (attention probabilities)");
+      for (int g = 0; g < n_kv; ++g) {
+        const int n_old = heads_[off + g].len - T;
+        std::vector<float>& rows = log_rows_[off + g];
+        std::vector<size_t>& offsets = log_offsets_[off + g];
+        for (int t = 0; t < T; ++t) {
+          offsets.push_back(rows.size());
+          const float* src = b.probs_host.data() + (size_t(g) * T + t) * max_len;
+          const int visible = n_old + t + 1;
+          for (int j = 0; j < visible; ++j)
+            rows.push_back(options_.session.attention_bf16 ? round_to_bf16(src[j]) : src[j]);
+        }
+      }
+    }
+
+    convert_from_f32(b.attn.get(), wdt, b.xh.get(), size_t(T) * c.q_dim(), stream_);
+    linear(cublas_, L.wo, b.xh.get(), T, b.proj.get());
+    add_inplace(b.x.get(), b.proj.get(), size_t(T) * c.dim, stream_);
+
+    rms_norm_rows(b.x.get(), L.ffn_norm.get(), c.norm_eps, T, c.dim, b.xn.get(), stream_);
+    convert_from_f32(b.xn.get(), wdt, b.xh.get(), size_t(T) * c.dim, stream_);
+    linear(cublas_, L.w_gate, b.xh.get(), T, b.gate.get());
+    linear(cublas_, L.w_up, b.xh.get(), T, b.up.get());
+    swiglu(b.gate.get(), b.up.get(), size_t(T) * c.hidden_dim, stream_);
+    convert_from_f32(b.gate.get(), wdt, b.xh.get(), size_t(T) * c.hidden_dim, stream_);
+    linear(cublas_, L.w_down, b.xh.get(), T, b.proj.get());
+    add_inplace(b.x.get(), b.proj.get(), size_t(T) * c.dim, stream_);
+  }
+  position_ += T;
+
+  if (!logits_out) return;
+  // Only the rows someone reads go through the (vocabulary-sized) output layer.
+  const int first = logits_for_all ? 0 : T - 1;
+  const int rows = T - first;
+  const size_t n_logits = size_t(rows) * c.vocab_size;
+  grow(b.logits, n_logits, stream_);
+  rms_norm_rows(b.x.get() + size_t(first) * c.dim, model_.final_norm(), c.norm_eps, rows, c.dim, b.xn.get(), stream_);
+  convert_from_f32(b.xn.get(), wdt, b.xh.get(), size_t(rows) * c.dim, stream_);
+  linear(cublas_, model_.output(), b.xh.get(), rows, b.logits.get());
+  cuda_check(cudaMemcpyAsync(logits_out, b.logits.get(), n_logits * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+             "cudaMemcpyAsync (logits)");
+  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (logits)");
+}
+
+void CudaSession::run_policy() {
+  const auto start = std::chrono::steady_clock::now();
+  const ModelConfig& c = model_.config();
+  const int d = c.head_dim, n_kv = c.n_kv_heads;
+  const bool with_attention = policy_->needs_attention();
+  const size_t elem = kv_element_bytes(options_.kv_dtype, kWhere);
+  const int n_q = static_cast<int>(query_positions_.size());
+  Buffers& b = *buf_;
+  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (policy)");
+
+  std::vector<std::vector<float>> keys(n_kv), values(n_kv), dense(n_kv);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const size_t off = size_t(l) * n_kv;
+    LayerWindow window;
+    window.layer = l;
+    window.head_dim = d;
+    window.n_queries = n_q;
+    window.query_positions = query_positions_.data();
+    for (int g = 0; g < n_kv; ++g) {
+      const Head& h = heads_[off + g];
+      const size_t n = size_t(h.len) * d;
+      keys[g].resize(n);
+      values[g].resize(n);
+      b.kv_host.resize(n * elem);
+      if (n > 0) {
+        cuda_check(cudaMemcpy(b.kv_host.data(), h.keys.get(), n * elem, cudaMemcpyDeviceToHost), "cudaMemcpy (keys)");
+        dequantize(options_.kv_dtype, b.kv_host.data(), keys[g].data(), int64_t(n));
+        cuda_check(cudaMemcpy(b.kv_host.data(), h.values.get(), n * elem, cudaMemcpyDeviceToHost),
+                   "cudaMemcpy (values)");
+        dequantize(options_.kv_dtype, b.kv_host.data(), values[g].data(), int64_t(n));
+      }
+      HeadWindow hw;
+      hw.n_keys = h.len;
+      hw.keys = keys[g].data();
+      hw.values = values[g].data();
+      hw.positions = h.host_positions.data();
+      if (with_attention) {
+        const std::vector<float>& rows = log_rows_[off + g];
+        const std::vector<size_t>& offsets = log_offsets_[off + g];
+        if (int(offsets.size()) != n_q) fail(kWhere, "attention log out of step with the query positions");
+        dense[g].assign(size_t(n_q) * h.len, 0.0f);
+        for (int t = 0; t < n_q; ++t) {
+          const size_t begin = offsets[t];
+          const size_t end = t + 1 < n_q ? offsets[t + 1] : rows.size();
+          if (end - begin > size_t(h.len)) fail(kWhere, "attention row longer than the cache");
+          std::copy(rows.begin() + begin, rows.begin() + end, dense[g].begin() + size_t(t) * h.len);
+        }
+        hw.attention = dense[g].data();
+      }
+      window.heads.push_back(hw);
+    }
+    KeepLists keep = policy_->update(window);
+    if (keep.empty()) continue;
+    if (int(keep.size()) != n_kv)
+      fail("policy " + policy_->name(), "layer " + std::to_string(l) + ": returned " + std::to_string(keep.size()) +
+                                            " keep lists for " + std::to_string(n_kv) + " KV heads");
+    for (int g = 0; g < n_kv; ++g) {
+      Head& h = heads_[off + g];
+      const std::vector<int32_t>& kg = keep[g];
+      const int n_keep = static_cast<int>(kg.size());
+      if (n_keep > 0) {
+        const size_t ws = kv_compact_workspace_bytes(options_.kv_dtype, d, n_keep);
+        grow(b.compact_ws, ws, stream_);
+        // Validates the list (ascending, unique, in range) before anything changes.
+        kv_compact_head(options_.kv_dtype, d, h.len, h.keys.get(), h.values.get(), h.positions.get(), kg,
+                        b.compact_ws.get(), b.compact_ws.size(), stream_);
+      }
+      std::vector<int32_t> kept(static_cast<size_t>(n_keep));
+      for (int i = 0; i < n_keep; ++i) kept[i] = h.host_positions[size_t(kg[i])];
+      stats_.tokens_evicted += h.len - n_keep;
+      h.host_positions = std::move(kept);
+      h.len = n_keep;
+      b.lens_host[off + g] = n_keep;
+    }
+  }
+  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (compaction)");
+  for (auto& r : log_rows_) r.clear();
+  for (auto& o : log_offsets_) o.clear();
+  query_positions_.clear();
+  ++stats_.policy_updates;
+  stats_.policy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::vector<int32_t> generate_greedy_cuda(CudaSession& session, std::span<const int32_t> prompt,
+                                          const GenerateOptions& options, int32_t eos_id,
+                                          const std::function<void(int32_t)>& on_token) {
+  std::vector<int32_t> generated;
+  if (options.max_new_tokens <= 0) return generated;
+  const std::vector<float>* logits = &session.feed(prompt);
+  for (int i = 0; i < options.max_new_tokens; ++i) {
+    const int32_t next = argmax(*logits);
+    if (options.stop_at_eos && eos_id >= 0 && next == eos_id) break;
+    generated.push_back(next);
+    if (on_token) on_token(next);
+    if (i + 1 == options.max_new_tokens) break;
+    const int32_t one[1] = {next};
+    logits = &session.feed(one);
+  }
+  return generated;
+}
+
+}  // namespace nammkit::kernels

@@ -1,0 +1,101 @@
+// CudaSession: nammkit::Session on the GPU. One sequence through a CudaModel with a device KV cache
+// per (layer, KV head), each with its own length, managed by a MemoryPolicy exactly as the CPU
+// Session does it (transformer/session.h, transformer/memory_policy.h).
+//
+// Forward pass: embedding gather, RMSNorm, Q/K/V/O and the SwiGLU MLP through cuBLAS (f16/bf16 inputs,
+// f32 accumulation; activations are f32 and rounded to the weights' type before each product), RoPE,
+// bias and residual kernels (kernels/layer_ops.h); attention through attention_prefill (chunks of more
+// than one token) and attention_decode (one token) over the device cache.
+//
+// Policy hook: feed() splits its input at absolute multiples of prefill_chunk and update_interval,
+// like Session::feed. When the token count reaches a multiple of update_interval, every layer's
+// keys, values, positions and (only if policy->needs_attention()) the GQA-averaged attention rows of
+// the queries since the last update are copied to the host, policy->update(LayerWindow) runs, and the
+// KeepLists are applied on the device with kv_compact_head. Between updates the host keeps the
+// attention rows, as the CPU's AttentionLog does.
+//
+// Not supported (Error at construction / call): sliding_window > 0 and inject() (B'MOJO / Memory3
+// entries). attention_bf16 rounds the GQA average to bf16 (the CPU rounds each head's probability
+// before averaging, then the average): a difference of at most one bf16 ulp.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kernels/cuda_model.h"
+#include "kernels/cuda_util.h"
+#include "transformer/memory_policy.h"
+#include "transformer/session.h"
+
+namespace nammkit::kernels {
+
+struct CudaSessionOptions {
+  SessionOptions session;      // prefill_chunk, update_interval, attention_bf16 (sliding_window must be 0)
+  DType kv_dtype = DType::F16;  // device KV cache: F32, F16 or BF16
+  int reserve_tokens = 0;      // initial capacity of each head's cache (it grows by doubling)
+};
+
+class CudaSession {
+ public:
+  // `model` and `policy` (may be null: full cache) must outlive the session. Uses the current device.
+  CudaSession(const CudaModel& model, MemoryPolicy* policy = nullptr, CudaSessionOptions options = {});
+  ~CudaSession();
+  CudaSession(const CudaSession&) = delete;
+  CudaSession& operator=(const CudaSession&) = delete;
+
+  // Forgets the sequence: empty cache, position 0, policy->begin_sequence().
+  void reset();
+
+  // As Session::feed: runs `tokens`, returns the logits after the last one ([vocab]); `all_logits`, when
+  // given, receives [tokens.size()][vocab]. Synchronises with the device before returning.
+  const std::vector<float>& feed(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
+
+  // Sets the absolute position of the next token.
+  void set_position(int64_t position);
+
+  int64_t position() const { return position_; }
+  const SessionStats& stats() const { return stats_; }
+  const ModelConfig& config() const { return model_.config(); }
+  const CudaSessionOptions& options() const { return options_; }
+
+  // The cache as the policy sees it: lengths and absolute positions per (layer, KV head), host copies.
+  int head_len(int layer, int kv_head) const;
+  const std::vector<int32_t>& head_positions(int layer, int kv_head) const;
+  size_t total_tokens() const;  // summed over layers and KV heads
+  size_t cache_bytes() const;   // device bytes allocated for keys and values (capacity, not length)
+
+ private:
+  struct Head;
+  struct Buffers;
+  void forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all);
+  void allocate();  // cache bookkeeping, initial capacity, reset(); part of the constructor
+  void ensure_capacity(int layer, int needed);
+  void run_policy();
+
+  const CudaModel& model_;
+  MemoryPolicy* policy_;
+  CudaSessionOptions options_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::vector<Head> heads_;            // [layer * n_kv + kv_head]
+  std::unique_ptr<Buffers> buf_;
+  int64_t position_ = 0;
+  std::vector<float> last_logits_;
+  SessionStats stats_;
+  // Attention rows since the last update, per (layer, KV head): concatenated rows, each as long as
+  // the head's cache was when it was computed (the cache only grows between updates).
+  std::vector<std::vector<float>> log_rows_;
+  std::vector<std::vector<size_t>> log_offsets_;
+  std::vector<int32_t> query_positions_;
+};
+
+// Greedy decoding on the GPU, as nammkit::generate_greedy (eos_id < 0: never stop early).
+std::vector<int32_t> generate_greedy_cuda(CudaSession& session, std::span<const int32_t> prompt,
+                                          const GenerateOptions& options, int32_t eos_id,
+                                          const std::function<void(int32_t)>& on_token = {});
+
+}  // namespace nammkit::kernels

@@ -1,0 +1,243 @@
+// CudaSession (kernels/cuda_session.h) against the CPU Session on real checkpoints: stories260K (shared
+// folder), tests/fixtures/tiny_llama_q8_0.gguf and tiny_qwen2_f16.gguf. Weights are f16 on the GPU, so
+// logits agree to ~1e-2 relative; greedy text must be the same up to near-ties; under evicting policies
+// the cache lengths per (layer, KV head) must match after every update. Every test skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda_model.h"
+#include "kernels/cuda_session.h"
+#include "kernels/cuda_util.h"
+#include "namm/policy_file.h"
+#include "tests/shared_model.h"
+#include "transformer/loader.h"
+#include "transformer/session.h"
+
+namespace nammkit::kernels {
+namespace {
+
+#define REQUIRE_CUDA_DEVICE()   \
+  if (!cuda_device_available()) \
+  GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or found 0): GPU test not run"
+
+constexpr double kLogitTolerance = 2e-2;  // f16 weights and KV, f32 accumulation
+
+const std::string kFixtures = std::string(NAMMKIT_SOURCE_DIR) + "/tests/fixtures/";
+
+// max |a - b| / max |b| over one row.
+double relative_error(const float* a, const float* b, int n) {
+  double diff = 0, ref = 0;
+  for (int i = 0; i < n; ++i) {
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    ref = std::max(ref, double(std::fabs(b[i])));
+  }
+  return diff / std::max(ref, 1e-12);
+}
+
+std::vector<int32_t> random_tokens(const Model& m, int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> u(1, m.config.vocab_size - 1);
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = u(rng);
+  return t;
+}
+
+const Model& load_cached(const std::string& path) {
+  static std::vector<std::pair<std::string, std::unique_ptr<Model>>> cache;
+  for (auto& [p, m] : cache)
+    if (p == path) return *m;
+  cache.emplace_back(path, std::make_unique<Model>(load_model(path)));
+  return *cache.back().second;
+}
+
+void check_logits(const std::string& path) {
+  {
+    const Model& model = load_cached(path);
+    const int vocab = model.config.vocab_size;
+    SessionOptions so;
+    so.prefill_chunk = 16;  // 40 tokens: chunks 16 + 16 + 8
+    Session cpu(model, nullptr, so);
+    CudaModel gpu_model(model);
+    CudaSessionOptions go;
+    go.session = so;
+    CudaSession gpu(gpu_model, nullptr, go);
+
+    const std::vector<int32_t> prompt = random_tokens(model, 40, 7);
+    std::vector<float> cpu_all, gpu_all;
+    cpu.feed(prompt, &cpu_all);
+    gpu.feed(prompt, &gpu_all);
+    ASSERT_EQ(cpu_all.size(), gpu_all.size());
+    for (size_t t = 0; t < prompt.size(); ++t)
+      EXPECT_LT(relative_error(gpu_all.data() + t * vocab, cpu_all.data() + t * vocab, vocab), kLogitTolerance)
+          << "prefill row " << t;
+    // Decode path (attention_decode): three single tokens.
+    for (int i = 0; i < 3; ++i) {
+      const int32_t one[1] = {prompt[size_t(i)]};
+      const std::vector<float>& a = cpu.feed(one);
+      const std::vector<float>& b = gpu.feed(one);
+      EXPECT_LT(relative_error(b.data(), a.data(), vocab), kLogitTolerance) << "decode step " << i;
+    }
+    EXPECT_EQ(gpu.position(), cpu.position());
+    EXPECT_EQ(gpu.total_tokens(), cpu.cache().total_tokens());
+  }
+}
+
+void check_greedy(const std::string& path) {
+  {
+    const Model& model = load_cached(path);
+    Session cpu(model);
+    CudaModel gpu_model(model);
+    CudaSession gpu(gpu_model);
+    const std::vector<int32_t> prompt = random_tokens(model, 8, 11);
+    // CPU greedy, remembering how clear each choice was (top-1 minus top-2, relative to max |logit|).
+    std::vector<int32_t> cpu_tokens;
+    std::vector<double> margins;
+    const std::vector<float>* logits = &cpu.feed(prompt);
+    for (int i = 0; i < 32; ++i) {
+      std::vector<float> sorted(logits->begin(), logits->end());
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
+      double maxabs = 0;
+      for (float x : *logits) maxabs = std::max(maxabs, double(std::fabs(x)));
+      margins.push_back((sorted[0] - sorted[1]) / std::max(maxabs, 1e-12));
+      cpu_tokens.push_back(argmax(*logits));
+      const int32_t one[1] = {cpu_tokens.back()};
+      logits = &cpu.feed(one);
+    }
+    GenerateOptions opt;
+    opt.max_new_tokens = 32;
+    opt.stop_at_eos = false;
+    const std::vector<int32_t> gpu_tokens = generate_greedy_cuda(gpu, prompt, opt, -1);
+    ASSERT_EQ(gpu_tokens.size(), cpu_tokens.size());
+    for (size_t i = 0; i < cpu_tokens.size(); ++i) {
+      if (gpu_tokens[i] == cpu_tokens[i]) continue;
+      // Only a near-tie may make the two pick differently; after that the texts legitimately differ.
+      EXPECT_LT(margins[i], 2 * kLogitTolerance) << "token " << i << ": cpu " << cpu_tokens[i] << ", gpu "
+                                                 << gpu_tokens[i] << " with a clear margin " << margins[i];
+      break;
+    }
+  }
+}
+
+struct PolicyCase {
+  std::string name;
+  // Builds a fresh policy (one for the CPU, one for the GPU).
+  std::function<std::unique_ptr<MemoryPolicy>()> make;
+  // Fraction of kept positions both caches hold. Baselines with a token budget have exact lengths; which
+  // tokens they keep may differ where scores tie (f16 weights and KV move attention by ~1e-3), and the
+  // difference then carries over to later updates.
+  double min_position_agreement;
+  int length_slack;       // allowed |len_cpu - len_gpu| per head: length_slack + length_slack_rel * len_cpu
+  double length_slack_rel;
+  bool must_evict;        // the CPU run must evict something (else the case checks nothing)
+};
+
+std::vector<PolicyCase> policy_cases() {
+  std::vector<PolicyCase> cases;
+  cases.push_back({"streaming:24", [] { return make_baseline_policy("streaming:24"); }, 1.0, 0, 0.0, true});
+  cases.push_back({"h2o:24", [] { return make_baseline_policy("h2o:24"); }, 0.5, 0, 0.0, true});
+  cases.push_back({"namm(random)",
+                   [] {
+                     PolicyFile f = make_namm_policy_file(ScorerKind::Bam);
+                     f.set_update_interval(16);
+                     std::mt19937 rng(3);
+                     std::normal_distribution<float> n(0.0f, 0.5f);
+                     for (int i = 0; i < f.params_size(); ++i) f.set_params(i, n(rng));
+                     return make_policy(f);
+                   },
+                   // Scores near 0 may fall on either side of the eviction threshold.
+                   0.5, 3, 0.15, false});
+  return cases;
+}
+
+void check_eviction(const std::string& path) {
+  {
+    const Model& model = load_cached(path);
+    const ModelConfig& c = model.config;
+    CudaModel gpu_model(model);
+    for (const PolicyCase& pc : policy_cases()) {
+      SCOPED_TRACE(path + " / " + pc.name);
+      SessionOptions so;
+      so.prefill_chunk = 8;
+      so.update_interval = 16;
+      std::unique_ptr<MemoryPolicy> cpu_policy = pc.make(), gpu_policy = pc.make();
+      Session cpu(model, cpu_policy.get(), so);
+      CudaSessionOptions go;
+      go.session = so;
+      CudaSession gpu(gpu_model, gpu_policy.get(), go);
+      const std::vector<int32_t> tokens = random_tokens(model, 96, 5);
+      // A 50-token prompt, then single tokens: updates after prefill chunks and after decode steps.
+      for (size_t done = 0; done < tokens.size();) {
+        const size_t n = done == 0 ? 50 : 1;
+        std::span<const int32_t> piece(tokens.data() + done, n);
+        cpu.feed(piece);
+        gpu.feed(piece);
+        done += n;
+        ASSERT_EQ(gpu.stats().policy_updates, cpu.stats().policy_updates);
+        for (int l = 0; l < c.n_layers; ++l)
+          for (int g = 0; g < c.n_kv_heads; ++g) {
+            const HeadCache& h = cpu.cache().head(l, g);
+            const int gpu_len = gpu.head_len(l, g);
+            ASSERT_LE(std::abs(gpu_len - h.len), pc.length_slack + int(pc.length_slack_rel * h.len))
+                << "after " << done << " tokens, layer " << l << " head " << g << ": cpu " << h.len << ", gpu "
+                << gpu_len;
+            const std::vector<int32_t>& gp = gpu.head_positions(l, g);
+            ASSERT_EQ(int(gp.size()), gpu_len);
+            ASSERT_TRUE(std::is_sorted(gp.begin(), gp.end()));
+            int common = 0;
+            for (int j = 0; j < h.len; ++j)
+              common += std::binary_search(gp.begin(), gp.end(), h.positions[size_t(j)]) ? 1 : 0;
+            EXPECT_GE(common, int(std::floor(pc.min_position_agreement * std::min(h.len, gpu_len))))
+                << "after " << done << " tokens, layer " << l << " head " << g;
+          }
+      }
+      if (pc.must_evict) {
+        EXPECT_GT(cpu.stats().tokens_evicted, 0) << "the policy never evicted: the test checks nothing";
+      }
+    }
+  }
+}
+
+// One test per (model, check): stories260K needs the shared folder, the fixtures are in the tree.
+#define MODEL_TESTS(Name, path_expr, require)        \
+  TEST(KernelSession, Logits##Name) {                \
+    require;                                         \
+    REQUIRE_CUDA_DEVICE();                           \
+    check_logits(path_expr);                         \
+  }                                                  \
+  TEST(KernelSession, GreedyText##Name) {            \
+    require;                                         \
+    REQUIRE_CUDA_DEVICE();                           \
+    check_greedy(path_expr);                         \
+  }                                                  \
+  TEST(KernelSession, Eviction##Name) {              \
+    require;                                         \
+    REQUIRE_CUDA_DEVICE();                           \
+    check_eviction(path_expr);                       \
+  }
+
+MODEL_TESTS(Stories260K, testing::kStories, REQUIRE_STORIES())
+MODEL_TESTS(TinyLlamaQ8_0, kFixtures + "tiny_llama_q8_0.gguf", (void)0)
+MODEL_TESTS(TinyQwen2F16, kFixtures + "tiny_qwen2_f16.gguf", (void)0)
+
+TEST(KernelSession, RejectsUnsupportedOptions) {
+  REQUIRE_CUDA_DEVICE();
+  const Model& model = load_cached(kFixtures + "tiny_qwen2_f16.gguf");
+  CudaModel gpu_model(model);
+  CudaSessionOptions go;
+  go.session.sliding_window = 8;
+  EXPECT_THROW(CudaSession(gpu_model, nullptr, go), Error);
+  CudaSession ok(gpu_model);
+  const int32_t bad[1] = {model.config.vocab_size};
+  EXPECT_THROW(ok.feed(bad), Error);
+}
+
+}  // namespace
+}  // namespace nammkit::kernels
