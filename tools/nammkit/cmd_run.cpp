@@ -6,6 +6,10 @@
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
+#if defined(NAMMKIT_HAVE_CUDA)
+#include "kernels/cuda_session.h"
+#include "kernels/cuda_util.h"
+#endif
 #include "namm/export_bmojo.h"
 #include "namm/policy_file.h"
 #include "transformer/loader.h"
@@ -27,13 +31,14 @@ const char* kRunHelp =
     "                        chosen by the --policy NAMM (scorer namm) or a baseline scorer\n"
     "  --interval N          memory-policy update interval in absolute tokens (default 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
+    "  --device auto|cpu|cuda  where to run (default auto: CUDA when built with it and a GPU is present)\n"
     "  --no-bos              do not prepend BOS\n"
     "  --ignore-eos          keep generating after EOS\n";
 
 int run_command(const std::vector<std::string>& raw) {
   Args args("run", raw,
             {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline",
-             "--memory"},
+             "--memory", "--device"},
             {"--help", "--no-bos", "--ignore-eos"});
   if (args.has("--help")) {
     std::fputs(kRunHelp, stdout);
@@ -62,6 +67,18 @@ int run_command(const std::vector<std::string>& raw) {
   }
   Session session(model, policy.get(), options);
 
+  const std::string device = args.get("--device", "auto");
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    fail("nammkit run", "--device: expected auto, cpu or cuda, got '" + device + "'");
+#if defined(NAMMKIT_HAVE_CUDA)
+  const bool use_cuda = device == "cuda" || (device == "auto" && kernels::cuda_device_available());
+#else
+  if (device == "cuda") fail("nammkit run", "--device cuda: this build has no CUDA backend (configure with -DNAMMKIT_CUDA=ON)");
+  const bool use_cuda = false;
+#endif
+  if (use_cuda && options.sliding_window > 0)
+    fail("nammkit run", "--memory bmojo: the CUDA backend has no sliding window yet; use --device cpu");
+
   const std::vector<int32_t> prompt = model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
   if (prompt.empty()) fail("nammkit run", "--prompt: empty prompt and --no-bos leaves nothing to run");
   GenerateOptions gen;
@@ -84,7 +101,22 @@ int run_command(const std::vector<std::string>& raw) {
     std::fflush(stdout);
     prev = id;
   };
-  generate_greedy(session, prompt, gen, on_token);
+  if (use_cuda) {
+#if defined(NAMMKIT_HAVE_CUDA)
+    std::fprintf(stderr, "device: cuda\n");
+    kernels::CudaModel gpu_model(model);
+    kernels::CudaSessionOptions gpu_options;
+    gpu_options.session = options;
+    kernels::CudaSession gpu_session(gpu_model, policy.get(), gpu_options);
+    kernels::generate_greedy_cuda(gpu_session, prompt, gen, model.tokenizer.eos_id(), on_token);
+    if (policy)
+      std::fprintf(stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu tokens on the GPU\n",
+                   policy->name().c_str(), static_cast<long long>(gpu_session.stats().policy_updates),
+                   static_cast<long long>(gpu_session.stats().tokens_evicted), gpu_session.total_tokens());
+#endif
+  } else {
+    generate_greedy(session, prompt, gen, on_token);
+  }
   const auto t_end = clock::now();
   if (produced == 0) t_first = t_end;
 
@@ -95,7 +127,7 @@ int run_command(const std::vector<std::string>& raw) {
   std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
                prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9), std::max(0, produced - 1), decode_s,
                std::max(0, produced - 1) / std::max(decode_s, 1e-9));
-  if (policy) {
+  if (policy && !use_cuda) {
     const KVCache& cache = session.cache();
     std::fprintf(stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu of %lld tokens per head on average\n",
                  policy->name().c_str(), static_cast<long long>(session.stats().policy_updates),
