@@ -155,23 +155,14 @@ size_t CudaSession::cache_bytes() const {
 
 const std::vector<float>& CudaSession::feed(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
   const int vocab = model_.config().vocab_size;
-  for (int32_t id : tokens)
-    if (id < 0 || id >= vocab)
-      fail(kWhere, "token id " + std::to_string(id) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  check_token_ids(tokens, vocab, kWhere);
   if (all_logits) all_logits->assign(tokens.size() * size_t(vocab), 0.0f);
 
-  const SessionOptions& so = options_.session;
-  size_t done = 0;
-  while (done < tokens.size()) {
-    // Chunks end at absolute multiples of the prefill chunk and of the update interval (Session::feed).
-    const int64_t to_chunk = so.prefill_chunk - position_ % so.prefill_chunk;
-    const int64_t to_update = so.update_interval - position_ % so.update_interval;
-    const size_t n = std::min<size_t>({tokens.size() - done, size_t(to_chunk), size_t(to_update)});
-    const bool last = done + n == tokens.size();
-    float* out = all_logits ? all_logits->data() + done * vocab : (last ? last_logits_.data() : nullptr);
-    forward_chunk(tokens.subspan(done, n), out, all_logits != nullptr);
-    done += n;
-    if (policy_ && position_ % so.update_interval == 0) run_policy();
+  for (const ChunkSpan& chunk : plan_chunks(position_, tokens.size(), options_.session)) {
+    const bool last = chunk.begin + chunk.size == tokens.size();
+    float* out = all_logits ? all_logits->data() + chunk.begin * vocab : (last ? last_logits_.data() : nullptr);
+    forward_chunk(tokens.subspan(chunk.begin, chunk.size), out, all_logits != nullptr);
+    if (policy_ && chunk.ends_at_update) run_policy();
   }
   if (all_logits && !tokens.empty())
     std::copy_n(all_logits->data() + (tokens.size() - 1) * vocab, vocab, last_logits_.data());

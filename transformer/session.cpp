@@ -98,25 +98,35 @@ void Session::reset() {
   if (policy_) policy_->begin_sequence(c);
 }
 
+std::vector<ChunkSpan> plan_chunks(int64_t position, size_t n_tokens, const SessionOptions& options) {
+  std::vector<ChunkSpan> plan;
+  size_t done = 0;
+  while (done < n_tokens) {
+    const int64_t to_chunk = options.prefill_chunk - position % options.prefill_chunk;
+    const int64_t to_update = options.update_interval - position % options.update_interval;
+    const size_t n = std::min<size_t>({n_tokens - done, size_t(to_chunk), size_t(to_update)});
+    position += int64_t(n);
+    plan.push_back({done, n, position % options.update_interval == 0});
+    done += n;
+  }
+  return plan;
+}
+
+void check_token_ids(std::span<const int32_t> tokens, int vocab_size, const std::string& where) {
+  for (int32_t id : tokens)
+    if (id < 0 || id >= vocab_size)
+      fail(where, "token id " + std::to_string(id) + " outside the vocabulary [0, " + std::to_string(vocab_size) + ")");
+}
+
 const std::vector<float>& Session::feed(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
   const int vocab = model_.config.vocab_size;
-  for (int32_t id : tokens)
-    if (id < 0 || id >= vocab)
-      fail("session", "token id " + std::to_string(id) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  check_token_ids(tokens, vocab, "session");
   if (all_logits) all_logits->assign(tokens.size() * size_t(vocab), 0.0f);
-
-  size_t done = 0;
-  while (done < tokens.size()) {
-    // Chunks end at absolute multiples of the prefill chunk and of the update interval, so the
-    // policy always runs after exactly `update_interval` tokens, however the input is split.
-    const int64_t to_chunk = options_.prefill_chunk - position_ % options_.prefill_chunk;
-    const int64_t to_update = options_.update_interval - position_ % options_.update_interval;
-    const size_t n = std::min<size_t>({tokens.size() - done, size_t(to_chunk), size_t(to_update)});
-    const bool last = done + n == tokens.size();
-    float* out = all_logits ? all_logits->data() + done * vocab : (last ? last_logits_.data() : nullptr);
-    forward_chunk(tokens.subspan(done, n), out, all_logits != nullptr);
-    done += n;
-    if (policy_ && position_ % options_.update_interval == 0) run_policy();
+  for (const ChunkSpan& chunk : plan_chunks(position_, tokens.size(), options_)) {
+    const bool last = chunk.begin + chunk.size == tokens.size();
+    float* out = all_logits ? all_logits->data() + chunk.begin * vocab : (last ? last_logits_.data() : nullptr);
+    forward_chunk(tokens.subspan(chunk.begin, chunk.size), out, all_logits != nullptr);
+    if (policy_ && chunk.ends_at_update) run_policy();
   }
   if (all_logits && !tokens.empty())
     std::copy_n(all_logits->data() + (tokens.size() - 1) * vocab, vocab, last_logits_.data());

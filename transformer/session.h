@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "transformer/kv_cache.h"
@@ -83,6 +84,20 @@ class Session {
   std::shared_ptr<AttentionLog> attn_log_;
   ProjectionObserver projection_observer_;
 };
+
+// How a Session (and the CUDA backend) cuts a token stream into forward passes: chunks end at
+// absolute multiples of prefill_chunk and of update_interval, so a policy always runs after exactly
+// update_interval tokens however the input is split. ends_at_update marks the chunks after which
+// the policy runs.
+struct ChunkSpan {
+  size_t begin = 0;
+  size_t size = 0;
+  bool ends_at_update = false;
+};
+std::vector<ChunkSpan> plan_chunks(int64_t position, size_t n_tokens, const SessionOptions& options);
+
+// Throws Error("<where>: token id ... outside the vocabulary ...") for the first bad id.
+void check_token_ids(std::span<const int32_t> tokens, int vocab_size, const std::string& where);
 
 struct GenerateOptions {
   int max_new_tokens = 64;
