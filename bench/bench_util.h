@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "transformer/gguf_writer.h"
 #include "transformer/model.h"
 
 namespace nammkit::bench {
@@ -79,27 +80,7 @@ inline Model synthetic_model(int dim, int hidden, int layers, int heads, int kv_
   auto matrix = [&](int64_t rows, int64_t cols) {
     std::vector<float> f(size_t(rows * cols));
     for (float& v : f) v = normal(rng);
-    auto bytes = std::make_shared<std::vector<uint8_t>>(dtype_bytes(type, rows * cols));
-    uint8_t* p = bytes->data();
-    for (size_t i = 0; i < f.size(); ++i) {
-      if (type == DType::F32) std::memcpy(p + 4 * i, &f[i], 4);
-      if (type == DType::F16 || type == DType::BF16) {
-        const uint16_t h = type == DType::F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
-        std::memcpy(p + 2 * i, &h, 2);
-      }
-    }
-    if (type == DType::Q8_0) {
-      for (size_t b = 0; b < f.size() / kQ8BlockSize; ++b) {
-        float amax = 0;
-        for (int j = 0; j < kQ8BlockSize; ++j) amax = std::max(amax, std::abs(f[b * kQ8BlockSize + j]));
-        const float d = amax / 127.0f;
-        const uint16_t dh = f32_to_f16(d);
-        uint8_t* block = p + b * kQ8BlockBytes;
-        std::memcpy(block, &dh, 2);
-        for (int j = 0; j < kQ8BlockSize; ++j)
-          block[2 + j] = uint8_t(int8_t(d == 0 ? 0 : std::lround(f[b * kQ8BlockSize + j] / d)));
-      }
-    }
+    auto bytes = std::make_shared<std::string>(encode_f32(f.data(), rows * cols, type));
     m.storage.push_back(bytes);
     return WeightMatrix{type, rows, cols, bytes->data()};
   };

@@ -6,8 +6,12 @@
 
 namespace nammkit {
 
+double normalisation_denominator(double full_score, SampleKind kind, double epsilon) {
+  return kind == SampleKind::LogLikelihood ? full_score : std::max(full_score, epsilon);
+}
+
 TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
-                           double epsilon) {
+                           double epsilon, SampleKind kind) {
   if (policy.size() != full.size())
     fail(task, "fitness: " + std::to_string(policy.size()) + " policy results for " + std::to_string(full.size()) +
                    " full-cache results");
@@ -27,8 +31,9 @@ TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& 
   t.full_score /= n;
   t.mean_cache /= n;
   t.full_mean_cache /= n;
-  t.floored = t.full_score < epsilon;
-  t.ratio = t.score / std::max(t.full_score, epsilon);
+  const double denominator = normalisation_denominator(t.full_score, kind, epsilon);
+  t.floored = denominator != t.full_score;
+  t.ratio = t.score / denominator;
   return t;
 }
 
@@ -82,7 +87,7 @@ FitnessReport evaluate_fitness(const Model& model, MemoryPolicy* policy, const s
       const RunResult r = run_sample(model, policy, s, options.run);
       mine.push_back({r.score, r.cache.mean});
     }
-    results.push_back(normalise_task(task.name, mine, full, options.epsilon));
+    results.push_back(normalise_task(task.name, mine, full, options.epsilon, task.samples.front().kind));
   }
   return combine_tasks(std::move(results), options.cache_weight, options.epsilon);
 }

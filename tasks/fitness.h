@@ -57,8 +57,13 @@ struct FitnessReport {
 };
 
 // The pure normalisation (no model): policy and full outcomes of the same samples, in order.
+// The denominator of a task's normalised score: the full-cache mean score, floored at epsilon for
+// generated-text metrics (which can be 0 with a full cache). Log-likelihood scores exp(mean log p)
+// are strictly positive and can lie far below any sensible floor (out-of-domain text): never floored.
+double normalisation_denominator(double full_score, SampleKind kind, double epsilon);
+
 TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
-                           double epsilon);
+                           double epsilon, SampleKind kind = SampleKind::Generate);
 FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon);
 
 // Full-cache outcomes of a task's samples: read from `cache`, computing (and saving) the missing ones.

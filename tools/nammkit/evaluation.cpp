@@ -8,9 +8,9 @@
 #include <sstream>
 
 #include "namm/policy_file.h"
+#include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
-#include "tools/nammkit/experiment.h"
 #include "transformer/error.h"
 #include "transformer/loader.h"
 
@@ -72,7 +72,7 @@ void normalise(PolicyRow& row, const PolicyRow& full, const std::vector<Task>& t
   row.mean_normalised = row.mean_cache = 0;
   double full_cache = 0;
   for (size_t t = 0; t < row.tasks.size(); ++t) {
-    row.tasks[t].normalised = row.tasks[t].score / normalisation_denominator(full.tasks[t].score, *tasks[t].samples.data(), epsilon);
+    row.tasks[t].normalised = row.tasks[t].score / normalisation_denominator(full.tasks[t].score, tasks[t].samples.front().kind, epsilon);
     row.mean_normalised += row.tasks[t].normalised;
     row.mean_cache += row.tasks[t].mean_cache;
     full_cache += full.tasks[t].mean_cache;

@@ -52,16 +52,6 @@ FeatureStats stats_from_json(const std::string& text, const std::string& where) 
   }
 }
 
-}  // namespace
-
-double normalisation_denominator(double full_score, const Sample& sample, double epsilon) {
-  // Log-likelihood scores exp(mean log p) are strictly positive and can be far below any sensible
-  // floor (an out-of-domain text), so only generated-text metrics, which can be exactly 0 with a
-  // full cache, are floored (spec §9.8).
-  return sample.kind == SampleKind::LogLikelihood ? full_score : std::max(full_score, epsilon);
-}
-
-namespace {
 
 std::vector<float> to_floats(std::span<const double> v) { return std::vector<float>(v.begin(), v.end()); }
 
@@ -124,7 +114,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
     weight_.assign(pool.entries.size(), 0.0);
     for (int p : chosen) {
       const int t = pool.entries[p].task;
-      const double denom = normalisation_denominator(full_sum[t] / count[t], *pool.entries[p].sample, config_.epsilon);
+      const double denom = normalisation_denominator(full_sum[t] / count[t], pool.entries[p].sample->kind, config_.epsilon);
       weight_[p] = double(chosen.size()) / (double(count.size()) * count[t] * denom);
     }
     full_cache_mean_ = std::max(full_cache, 1e-9);

@@ -14,7 +14,6 @@
 #pragma once
 #include <string>
 
-#include "tasks/sample.h"
 #include "tools/nammkit/experiment_config.h"
 
 namespace nammkit::cli {
@@ -23,10 +22,6 @@ struct EvolveOptions {
   bool resume = false;  // continue from OUTPUT_DIR/latest.ckpt, bit-for-bit
   int stop_after = 0;   // > 0: stop (as on Ctrl-C, checkpoint written) after this many generations
 };
-
-// The denominator of a task's normalised score: the full-cache mean score, floored at epsilon for
-// generated-text metrics (which can be 0 with a full cache); log-likelihood scores are never floored.
-double normalisation_denominator(double full_score, const Sample& sample, double epsilon);
 
 // Returns the process exit code: 0 completed (or CMA-ES stopped), 130 interrupted (checkpoint written).
 int run_evolution(const ExperimentConfig& config, const EvolveOptions& options);
