@@ -10,8 +10,15 @@
 // after it, mean cached tokens per head at the end, policy updates and the seconds spent in them
 // (host NAMM scoring + copies + compaction).
 //
+// With --model PATH it instead runs one real checkpoint (GGUF, safetensors or llama2.c) through the CPU
+// Session (--threads N, default all cores) and the CudaSession on the same random prompt: one JSON line
+// per (backend, context) with prefill and decode tokens/s, then one with the GPU/CPU ratios. Contexts
+// are capped at the model's own.
+//
 // Usage: bench_gpu_model [--layers N] [--contexts 4096,16384,32768] [--decode 64]
+//        bench_gpu_model --model PATH [--contexts 512,2048] [--decode 64] [--threads N]
 // Without a CUDA device it prints {"bench":"gpu_model","skipped":"no CUDA device"} and exits 0.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,12 +29,15 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <tbb/global_control.h>
 #include <vector>
 
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
 #include "namm/policy_file.h"
+#include "transformer/loader.h"
+#include "transformer/session.h"
 
 using namespace nammkit;
 using namespace nammkit::kernels;
@@ -115,6 +125,68 @@ void run(const CudaModel& model, int context, int decode, const std::string& pol
         {"tokens_evicted", session.stats().tokens_evicted}});
 }
 
+struct Throughput {
+  double prefill_tokens_per_s, decode_tokens_per_s;
+};
+
+// Prefill `context` tokens in one feed, then `decode` greedy steps; works for Session and CudaSession.
+template <typename S>
+Throughput time_session(S& session, std::span<const int32_t> tokens, int context, int decode) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<float>* logits = &session.feed(tokens.first(size_t(context)));
+  const double prefill_s = seconds_since(t0);
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < decode; ++i) {
+    const int32_t one[1] = {argmax(*logits)};
+    logits = &session.feed(one);
+  }
+  const double decode_s = seconds_since(t1);
+  return {context / prefill_s, decode > 0 ? decode / decode_s : 0.0};
+}
+
+void run_real_model(const std::string& path, const std::vector<int>& contexts, int decode, int threads) {
+  const Model model = load_model(path);
+  const CudaModel gpu_model(model);
+  const int max_context = model.config.max_seq_len - decode;
+  for (int asked : contexts) {
+    const int context = std::min(asked, max_context);
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int32_t> u(1, model.config.vocab_size - 1);
+    std::vector<int32_t> tokens(size_t(context) + decode);
+    for (int32_t& t : tokens) t = u(rng);
+    SessionOptions so;
+    so.prefill_chunk = 512;
+    Throughput cpu{}, gpu{};
+    {
+      Session warm(model, nullptr, so);  // first-touch of the weights and the thread pool stay out of the timing
+      warm.feed(std::span<const int32_t>(tokens).first(8));
+      Session session(model, nullptr, so);
+      cpu = time_session(session, tokens, context, decode);
+    }
+    {
+      CudaSessionOptions go;
+      go.session = so;
+      CudaSession warm(gpu_model, nullptr, go);  // module load, cuBLAS handles
+      warm.feed(std::span<const int32_t>(tokens).first(8));
+      CudaSession session(gpu_model, nullptr, go);
+      gpu = time_session(session, tokens, context, decode);
+    }
+    const nlohmann::json common = {{"model", model.config.name.empty() ? path : model.config.name},
+                                   {"context", context},
+                                   {"decode_tokens", decode}};
+    nlohmann::json c = common, g = common, r = common;
+    c.update({{"backend", "cpu"}, {"threads", threads}, {"prefill_tokens_per_s", cpu.prefill_tokens_per_s},
+              {"decode_tokens_per_s", cpu.decode_tokens_per_s}});
+    g.update({{"backend", "cuda"}, {"prefill_tokens_per_s", gpu.prefill_tokens_per_s},
+              {"decode_tokens_per_s", gpu.decode_tokens_per_s}});
+    r.update({{"ratio", "cuda/cpu"}, {"prefill", gpu.prefill_tokens_per_s / cpu.prefill_tokens_per_s},
+              {"decode", gpu.decode_tokens_per_s / cpu.decode_tokens_per_s}});
+    emit(c);
+    emit(g);
+    emit(r);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -123,7 +195,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    int layers = 8, decode = 64;
+    int layers = 8, decode = 64, threads = 0;
+    std::string model_path;
     std::vector<int> contexts = {4096, 16384, 32768};
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -131,7 +204,15 @@ int main(int argc, char** argv) {
       if (a == "--layers") layers = std::stoi(argv[++i]);
       else if (a == "--decode") decode = std::stoi(argv[++i]);
       else if (a == "--contexts") contexts = parse_list(argv[++i]);
+      else if (a == "--model") model_path = argv[++i];
+      else if (a == "--threads") threads = std::stoi(argv[++i]);
       else throw Error("bench_gpu_model: unknown option " + a);
+    }
+    if (!model_path.empty()) {
+      if (threads <= 0) threads = static_cast<int>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+      tbb::global_control limit(tbb::global_control::max_allowed_parallelism, size_t(threads));
+      run_real_model(model_path, contexts, decode, threads);
+      return 0;
     }
     const CudaModel model = CudaModel::synthetic(llama3_8b_shape(layers), DType::F16, 1);
     emit({{"model", model.config().name}, {"layers", layers}, {"weight_bytes", model.bytes()}});

@@ -1,7 +1,9 @@
 // bench_kernels: the CUDA kernels on a Llama-3-8B layer shape (32 query heads, 8 KV heads, head_dim 128,
 // f16 KV). One JSON object per line:
-//   decode attention bandwidth (K and V bytes read / time) at 4K, 16K and 32K context, and its share
-//     of the H100 SXM's 3.35 TB/s;
+//   the device's copy bandwidth (a 2 GiB device-to-device copy, bytes read + written), the ceiling
+//     the decode figures are compared with, beside the datasheet bandwidth of an H100 / H200;
+//   decode attention bandwidth (K and V bytes read / time) at 4K, 16K and 32K context, rotating over
+//     enough caches that they do not stay in L2, and its share of the measured copy bandwidth;
 //   prefill attention of a 4K chunk (causal, no cache before it), TFLOP/s counting only the visible
 //     (causal) products, against an unfused cuBLAS f16 GEMM + softmax kernel + GEMM doing the same;
 //   one NAMM update of one layer (8 KV heads, 4K keys, 512 new queries): STFT features and BAM scores.
@@ -9,9 +11,11 @@
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -26,7 +30,6 @@ using namespace nammkit;
 using namespace nammkit::kernels;
 
 namespace {
-constexpr double kH100Bandwidth = 3.35e12;  // bytes/s, H100 SXM HBM3
 constexpr int kQHeads = 32, kKvHeads = 8, kHeadDim = 128;
 
 void emit(nlohmann::json line) {
@@ -127,22 +130,49 @@ struct Cache {
   }
 };
 
-void bench_decode() {
+// Datasheet HBM bandwidth of the chips nammkit is tuned for (bytes/s), 0 when unknown.
+double datasheet_bandwidth(const std::string& name) {
+  if (name.find("H200") != std::string::npos) return 4.8e12;
+  if (name.find("H100") != std::string::npos) return 3.35e12;  // SXM (HBM3)
+  return 0.0;
+}
+
+// Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written.
+double copy_bandwidth() {
+  const size_t bytes = size_t(1) << 31;
+  DeviceBuffer<uint8_t> a(bytes), b(bytes);
+  cuda_check(cudaMemset(a.get(), 1, bytes), "cudaMemset");
+  const double ms = time_ms([&] { cuda_check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync"); }, 3, 20);
+  return 2.0 * bytes / (ms * 1e-3);
+}
+
+void bench_decode(double copy_bw, double datasheet_bw, size_t l2_bytes) {
   for (int ctx : {4096, 16384, 32768}) {
-    Cache cache(ctx);
+    const double bytes = 2.0 * kKvHeads * ctx * kHeadDim * sizeof(__half);  // K and V, each read once
+    // Enough caches that one pass over them is 4x the L2: every call reads its K and V from HBM.
+    const int copies = std::max(1, static_cast<int>(std::ceil(4.0 * double(l2_bytes) / bytes)));
+    std::vector<std::unique_ptr<Cache>> caches;
+    for (int i = 0; i < copies; ++i) caches.push_back(std::make_unique<Cache>(ctx));
     for (bool with_probs : {false, true}) {
       DecodeShape shape{DType::F16, kQHeads, kKvHeads, kHeadDim, ctx, with_probs};
       DeviceBuffer<uint8_t> ws(decode_workspace_bytes(shape));
       DeviceBuffer<float> q(kQHeads * kHeadDim), out(kQHeads * kHeadDim), probs(static_cast<size_t>(kKvHeads) * ctx);
       fill(q, 7, 1.0f);
-      DecodeArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(),
-                      1.0f / std::sqrt(float(kHeadDim)), out.get(), with_probs ? probs.get() : nullptr, ctx};
-      const double ms = time_ms([&] { attention_decode(shape, args, ws.get(), ws.bytes(), nullptr); }, 5, 50);
-      const double bytes = 2.0 * kKvHeads * ctx * kHeadDim * sizeof(__half);  // K and V, each read once
+      int next = 0;
+      const double ms = time_ms(
+          [&] {
+            const Cache& cache = *caches[size_t(next)];
+            next = (next + 1) % copies;
+            DecodeArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(),
+                            1.0f / std::sqrt(float(kHeadDim)), out.get(), with_probs ? probs.get() : nullptr, ctx};
+            attention_decode(shape, args, ws.get(), ws.bytes(), nullptr);
+          },
+          2 * copies, std::max(50, 4 * copies));
       const double bw = bytes / (ms * 1e-3);
       emit({{"kernel", "attention_decode"}, {"context", ctx}, {"with_probs", with_probs}, {"ms", ms},
-            {"gb_per_s", bw / 1e9}, {"pct_of_3350_gb_per_s", 100.0 * bw / kH100Bandwidth},
-            {"splits", shape.n_splits()}});
+            {"gb_per_s", bw / 1e9}, {"pct_of_copy_bandwidth", 100.0 * bw / copy_bw},
+            {"pct_of_datasheet", datasheet_bw > 0 ? nlohmann::json(100.0 * bw / datasheet_bw) : nlohmann::json()},
+            {"caches_rotated", copies}, {"splits", shape.n_splits()}});
     }
   }
 }
@@ -156,9 +186,16 @@ void bench_prefill() {
     DeviceBuffer<float> q(static_cast<size_t>(T) * kQHeads * kHeadDim), out(q.size());
     fill(q, 9, 1.0f);
     PrefillShape shape{DType::F16, kQHeads, kKvHeads, kHeadDim, T, T};
-    PrefillArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(), scale, out.get(), nullptr, 0};
-    const double ms = time_ms([&] { attention_prefill(shape, args, nullptr); }, 2, 5);
-    emit({{"kernel", "attention_prefill"}, {"tokens", T}, {"ms", ms}, {"tflop_per_s", flops / (ms * 1e-3) / 1e12}});
+    // with_probs: also the GQA-averaged probabilities [8][T][T] f32 (512 MiB; a memset, a second QK^T
+    // sweep and the writes), as every NAMM update chunk asks for; tflop_per_s still counts QK^T + PV once.
+    for (bool with_probs : {false, true}) {
+      DeviceBuffer<float> probs(with_probs ? static_cast<size_t>(kKvHeads) * T * T : 0);
+      PrefillArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(), scale, out.get(),
+                       with_probs ? probs.get() : nullptr, with_probs ? T : 0};
+      const double ms = time_ms([&] { attention_prefill(shape, args, nullptr); }, 2, 5);
+      emit({{"kernel", "attention_prefill"}, {"tokens", T}, {"with_probs", with_probs}, {"ms", ms},
+            {"tflop_per_s", flops / (ms * 1e-3) / 1e12}});
+    }
   }
   // Unfused baseline: per query head (K and V repeated over the group), S = Q K^T in f32 from f16
   // tensor-core GEMMs, causal softmax to f16 P, O = P V. It computes the full T x T product.
@@ -241,8 +278,11 @@ int main() {
   try {
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-    emit({{"device", prop.name}});
-    bench_decode();
+    const double copy_bw = copy_bandwidth(), datasheet_bw = datasheet_bandwidth(prop.name);
+    emit({{"device", prop.name}, {"sms", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize},
+          {"copy_gb_per_s", copy_bw / 1e9},
+          {"datasheet_gb_per_s", datasheet_bw > 0 ? nlohmann::json(datasheet_bw / 1e9) : nlohmann::json()}});
+    bench_decode(copy_bw, datasheet_bw, static_cast<size_t>(prop.l2CacheSize));
     bench_prefill();
     bench_namm_update();
     cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");

@@ -10,9 +10,15 @@
 //                 query heads of each KV head (query head h uses KV head h / group); 0 where a key is not
 //                 visible to the query. nullptr skips the second pass that computes them.
 //
-// Flash-attention style: one block takes 32 rows, a row being one (query, query head of the group), and
-// streams the visible keys through shared memory in tiles of 32 with an online softmax, so the T x len
-// logits are never stored. Arithmetic is f32 on CUDA cores. Enqueued on `stream`; nothing synchronises.
+// Flash-attention style: a block takes a tile of rows, a row being one (query, query head of the group),
+// and streams the visible keys through shared memory with an online softmax, so the T x len logits are
+// never stored. Two kernels (kernels/NOTES_prefill.md):
+//   - tensor cores (f16 / bf16 KV, head_dim a multiple of 16, sm_80+): 64 rows per block, mma.sync
+//     m16n8k16 with f32 accumulators; Q (pre-scaled) and P are rounded to the KV type, so results differ
+//     from f32 math by O(2^-11) (f16) or O(2^-8) (bf16) relative to the output's scale;
+//   - general (f32 KV, any other head_dim): 32 rows per block, f32 arithmetic on CUDA cores.
+// Both compute probs in a second sweep over the keys with the final row max and sum. Enqueued on
+// `stream`; nothing synchronises.
 #pragma once
 #include <cuda_runtime_api.h>
 

@@ -379,6 +379,7 @@ void CudaSession::run_policy() {
   const ModelConfig& c = model_.config();
   const int d = c.head_dim, n_kv = c.n_kv_heads;
   const bool with_attention = policy_->needs_attention();
+  const bool with_kv = policy_->needs_keys_values();  // a copy of the whole cache to the host: only on request
   const size_t elem = kv_element_bytes(options_.kv_dtype, kWhere);
   const int n_q = static_cast<int>(query_positions_.size());
   Buffers& b = *buf_;
@@ -394,7 +395,7 @@ void CudaSession::run_policy() {
     window.query_positions = query_positions_.data();
     for (int g = 0; g < n_kv; ++g) {
       const Head& h = heads_[off + g];
-      const size_t n = size_t(h.len) * d;
+      const size_t n = with_kv ? size_t(h.len) * d : 0;
       keys[g].resize(n);
       values[g].resize(n);
       b.kv_host.resize(n * elem);
@@ -407,8 +408,8 @@ void CudaSession::run_policy() {
       }
       HeadWindow hw;
       hw.n_keys = h.len;
-      hw.keys = keys[g].data();
-      hw.values = values[g].data();
+      hw.keys = with_kv ? keys[g].data() : nullptr;
+      hw.values = with_kv ? values[g].data() : nullptr;
       hw.positions = h.host_positions.data();
       if (with_attention) {
         const std::vector<float>& rows = log_rows_[off + g];

@@ -38,6 +38,7 @@ struct Budget {
 class KeepAllPolicy final : public RecordingPolicy {
  public:
   std::string name() const override { return "full"; }
+  bool needs_keys_values() const override { return false; }
   void begin_sequence(const ModelConfig&) override { note_sequence_start(); }
   KeepLists update(const LayerWindow& window) override;
 };
@@ -47,6 +48,7 @@ class StreamingLlmPolicy final : public RecordingPolicy {
   // With a budget smaller than sinks + 1, the sinks shrink so the newest token still fits.
   StreamingLlmPolicy(Budget budget, int sinks = 4);
   std::string name() const override { return "streaming"; }
+  bool needs_keys_values() const override { return false; }
   void begin_sequence(const ModelConfig&) override { note_sequence_start(); }
   KeepLists update(const LayerWindow& window) override;
 
@@ -61,6 +63,7 @@ class H2oPolicy final : public RecordingPolicy {
   H2oPolicy(Budget budget, double heavy_ratio = 0.5);
   std::string name() const override { return "h2o"; }
   bool needs_attention() const override { return true; }
+  bool needs_keys_values() const override { return false; }
   void begin_sequence(const ModelConfig& config) override;
   KeepLists update(const LayerWindow& window) override;
 
@@ -85,6 +88,7 @@ class RandomPolicy final : public RecordingPolicy {
  public:
   RandomPolicy(Budget budget, uint64_t seed);
   std::string name() const override { return "random"; }
+  bool needs_keys_values() const override { return false; }
   void begin_sequence(const ModelConfig&) override { note_sequence_start(); }
   KeepLists update(const LayerWindow& window) override;
 

@@ -48,6 +48,7 @@ class NammPolicy final : public RecordingPolicy {
 
   std::string name() const override;  // "namm_bam" / "namm_mlp"
   bool needs_attention() const override { return true; }
+  bool needs_keys_values() const override { return false; }
   void begin_sequence(const ModelConfig& config) override;
   KeepLists update(const LayerWindow& window) override;
 

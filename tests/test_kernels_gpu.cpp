@@ -113,6 +113,7 @@ std::vector<AttentionCase> attention_cases() {
     cases.push_back({t, 32, 8, 128, {4096, 0, 1, 257, 1000, 64, 3000, 2}});  // Llama-3-8B layer
     cases.push_back({t, 6, 2, 40, {3, 70}});                                 // group 3, odd head_dim
     cases.push_back({t, 16, 1, 64, {777}});                                  // multi-query
+    cases.push_back({t, 4, 2, 20, {5, 130}});  // 16-bit rows of 40 bytes: the scalar (not 16-byte) loads
   }
   return cases;
 }
@@ -145,31 +146,180 @@ TEST(KernelsGpu, DecodeAttentionMatchesReference) {
   }
 }
 
+// Which prefill kernel runs (kernels/attention_prefill.cu): the tensor-core one (mma.sync, sm_80+) for
+// f16 / bf16 KV with head_dim a multiple of 16, the f32 CUDA-core one otherwise.
+bool prefill_uses_tensor_cores(DType dtype, int head_dim) {
+  int device = 0, major = 0;
+  cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  return dtype != DType::F32 && head_dim % 16 == 0 && major >= 8;
+}
+
+// Tolerance of the tensor-core path. It rounds Q (pre-scaled) and P to the KV type, unit roundoff
+// u = 2^-11 (f16) or 2^-8 (bf16), and accumulates in f32; K and V are the reference's own values. A
+// logit then moves by about u * sum_d |q_d k_d| (O(u) for these inputs, whose logits are O(1)), so each
+// probability moves by O(u) relative and each output by O(u) * max|v|. A CPU emulation of the kernel's
+// rounding points on these cases gave at most 0.65u * max|ref| for out, and 0.4u * max|ref| absolute or
+// 1.5u relative for a probability. The bound eps * (|ref| + max|ref|) with eps = 4u keeps a margin of
+// more than 2.5x, while a wrong key, row or mask costs O(p) or O(|v|) (and masked keys are checked to
+// be exactly 0 separately).
+float tensor_core_eps(DType dtype) { return 4.0f * std::ldexp(1.0f, dtype == DType::F16 ? -11 : -8); }
+
+void expect_close_scaled(const std::vector<float>& got, const std::vector<float>& want, float eps, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  float max_ref = 0.0f;
+  for (float w : want) max_ref = std::max(max_ref, std::fabs(w));
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= eps * (std::fabs(want[i]) + max_ref)) && bad++ < 10)
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i] << " (max |ref| " << max_ref
+                    << ")";
+  EXPECT_EQ(bad, 0u) << what << ": elements out of tolerance " << eps << " * (|ref| + max |ref|)";
+}
+
+// Probabilities the reference leaves at 0 (keys a query cannot see, columns past a head's length) must
+// be exactly 0: a leak through the causal mask shows up here whatever its size.
+void expect_zeros_where_zero(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (want[i] == 0.0f && got[i] != 0.0f && bad++ < 10) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want 0";
+  EXPECT_EQ(bad, 0u) << what << ": nonzero probabilities where the reference has 0";
+}
+
+struct PrefillCase {
+  DType dtype;
+  int n_q_heads, n_kv_heads, head_dim;
+  std::vector<int> n_old;  // cached keys per KV head before the chunk (capped at 300), the chunk's T added
+};
+
+// Tensor-core path: head_dim 32, 64, 80, 128, 256 with f16 / bf16, GQA groups 1, 2, 3, 4, 8, 16, ragged
+// heads with n_old 0 and > 0. General path: every f32 case, and head_dim 40 for all types.
+std::vector<PrefillCase> prefill_cases() {
+  std::vector<PrefillCase> cases;
+  for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+    cases.push_back({t, 32, 8, 128, {4096, 0, 1, 257, 1000, 64, 3000, 2}});  // Llama-3-8B layer, group 4
+    cases.push_back({t, 6, 2, 40, {3, 70}});                                 // group 3, head_dim 40
+    cases.push_back({t, 16, 1, 64, {777}});                                  // multi-query, group 16
+    cases.push_back({t, 4, 4, 64, {0, 5, 100, 300}});                        // group 1
+    cases.push_back({t, 16, 2, 128, {10, 250}});                             // group 8
+    cases.push_back({t, 8, 1, 256, {90}});                                   // head_dim 256, group 8
+    cases.push_back({t, 6, 3, 80, {33, 0, 1}});                              // head_dim 80, group 2
+    cases.push_back({t, 3, 1, 32, {17}});                                    // head_dim 32, group 3
+  }
+  return cases;
+}
+
 TEST(KernelsGpu, PrefillAttentionMatchesReference) {
   REQUIRE_CUDA_DEVICE();
-  const int T = 37;
-  for (AttentionCase c : attention_cases()) {
-    for (int& n : c.lens) n = std::min(n, 300) + T;  // n_old cached keys, then the chunk's own
-    SCOPED_TRACE(std::string(dtype_name(c.dtype)) + " heads " + std::to_string(c.n_q_heads) + "/" +
-                 std::to_string(c.n_kv_heads) + " d " + std::to_string(c.head_dim));
-    TestCache cache(c.dtype, c.head_dim, c.lens, 99);
-    const int max_len = *std::max_element(c.lens.begin(), c.lens.end());
-    const auto q = random_vector(static_cast<size_t>(T) * c.n_q_heads * c.head_dim, 8);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    const int stride = max_len + 1;
-    std::vector<float> want_out(q.size()), want_probs(static_cast<size_t>(c.n_kv_heads) * T * stride);
-    ref::attention_prefill(c.dtype, c.n_q_heads, c.head_dim, T, cache.heads, q.data(), scale, want_out.data(),
-                           want_probs.data(), stride);
+  for (const int T : {37, 200}) {  // neither a multiple of the tiles (64 rows, 32 / 64 keys)
+    for (PrefillCase c : prefill_cases()) {
+      std::vector<int> lens = c.n_old;
+      for (int& n : lens) n = std::min(n, 300) + T;  // n_old cached keys, then the chunk's own
+      const bool tc = prefill_uses_tensor_cores(c.dtype, c.head_dim);
+      SCOPED_TRACE(std::string(dtype_name(c.dtype)) + " T " + std::to_string(T) + " heads " +
+                   std::to_string(c.n_q_heads) + "/" + std::to_string(c.n_kv_heads) + " d " +
+                   std::to_string(c.head_dim) + (tc ? " (tensor cores)" : " (general kernel)"));
+      TestCache cache(c.dtype, c.head_dim, lens, 99);
+      const int max_len = *std::max_element(lens.begin(), lens.end());
+      const auto q = random_vector(static_cast<size_t>(T) * c.n_q_heads * c.head_dim, 8);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      const int stride = max_len + 1;
+      std::vector<float> want_out(q.size()), want_probs(static_cast<size_t>(c.n_kv_heads) * T * stride);
+      ref::attention_prefill(c.dtype, c.n_q_heads, c.head_dim, T, cache.heads, q.data(), scale, want_out.data(),
+                             want_probs.data(), stride);
+      auto check = [&](const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+        if (tc) {
+          expect_close_scaled(got, want, tensor_core_eps(c.dtype), what);
+        } else {
+          expect_close(got, want, tolerance(c.dtype), what);
+        }
+      };
 
-    for (bool with_probs : {false, true}) {
-      PrefillShape shape{c.dtype, c.n_q_heads, c.n_kv_heads, c.head_dim, T, max_len};
+      for (bool with_probs : {false, true}) {
+        PrefillShape shape{c.dtype, c.n_q_heads, c.n_kv_heads, c.head_dim, T, max_len};
+        auto d_q = to_device(q);
+        DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
+        PrefillArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
+                         d_out.get(), with_probs ? d_probs.get() : nullptr, stride};
+        attention_prefill(shape, args, nullptr);
+        check(to_host(d_out, q.size()), want_out, "prefill out");
+        if (with_probs) {
+          const auto got_probs = to_host(d_probs, want_probs.size());
+          check(got_probs, want_probs, "prefill probs");
+          expect_zeros_where_zero(got_probs, want_probs, "prefill probs");
+        }
+      }
+    }
+  }
+}
+
+// A wrong causal mask, caught sharply: logits grow with the key index (keys (j + 1) / len + noise,
+// queries positive), so a leaked future key would carry more weight than any visible one. Every
+// probability of a key the query can see must be > 0, every other one exactly 0 (also the columns past
+// each head's length, up to the stride), and out / probs must match the reference. T = 70 crosses a
+// key tile and spans several row blocks.
+TEST(KernelsGpu, PrefillCausalMaskIsExact) {
+  REQUIRE_CUDA_DEVICE();
+  const int T = 70;
+  const std::vector<PrefillCase> shapes = {{DType::F16, 4, 2, 64, {0, 45}}, {DType::F16, 8, 1, 128, {3}}};
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    for (PrefillCase c : shapes) {
+      c.dtype = dtype;
+      std::vector<int> lens = c.n_old;
+      for (int& n : lens) n += T;
+      const bool tc = prefill_uses_tensor_cores(c.dtype, c.head_dim);
+      SCOPED_TRACE(std::string(dtype_name(c.dtype)) + " heads " + std::to_string(c.n_q_heads) + "/" +
+                   std::to_string(c.n_kv_heads) + " d " + std::to_string(c.head_dim) +
+                   (tc ? " (tensor cores)" : " (general kernel)"));
+      const int D = c.head_dim;
+      TestCache cache(c.dtype, D, lens, 5);
+      for (size_t h = 0; h < lens.size(); ++h) {  // overwrite the random keys in place (heads point at them)
+        auto k = random_vector(static_cast<size_t>(lens[h]) * D, 300 + static_cast<uint32_t>(h), -0.5f, 0.5f);
+        for (int j = 0; j < lens[h]; ++j)
+          for (int d = 0; d < D; ++d) k[static_cast<size_t>(j) * D + d] += (j + 1.0f) / lens[h];
+        const auto bytes = encode(c.dtype, k);
+        std::copy(bytes.begin(), bytes.end(), cache.keys[h].begin());
+        cuda_check(cudaMemcpy(cache.d_keys[h].get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+      }
+      const int max_len = *std::max_element(lens.begin(), lens.end());
+      const auto q = random_vector(static_cast<size_t>(T) * c.n_q_heads * D, 6, 0.0f, 1.0f);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+      const int stride = max_len + 3;
+      std::vector<float> want_out(q.size()), want_probs(static_cast<size_t>(c.n_kv_heads) * T * stride);
+      ref::attention_prefill(c.dtype, c.n_q_heads, D, T, cache.heads, q.data(), scale, want_out.data(),
+                             want_probs.data(), stride);
+
+      PrefillShape shape{c.dtype, c.n_q_heads, c.n_kv_heads, D, T, max_len};
       auto d_q = to_device(q);
       DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
+      cuda_check(cudaMemset(d_probs.get(), 0x7f, d_probs.bytes()), "cudaMemset");  // garbage the kernel must clear
       PrefillArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
-                       d_out.get(), with_probs ? d_probs.get() : nullptr, stride};
+                       d_out.get(), d_probs.get(), stride};
       attention_prefill(shape, args, nullptr);
-      expect_close(to_host(d_out, q.size()), want_out, tolerance(c.dtype), "prefill out");
-      if (with_probs) expect_close(to_host(d_probs, want_probs.size()), want_probs, tolerance(c.dtype), "prefill probs");
+      const auto got_out = to_host(d_out, q.size());
+      const auto got_probs = to_host(d_probs, want_probs.size());
+
+      size_t bad = 0;
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        const int n_old = lens[h] - T;
+        for (int t = 0; t < T; ++t)
+          for (int j = 0; j < stride; ++j) {
+            const float p = got_probs[(static_cast<size_t>(h) * T + t) * stride + j];
+            const bool visible = j <= n_old + t;  // < len, as n_old + t < len
+            if ((visible ? !(p > 0.0f) : p != 0.0f) && bad++ < 10)
+              ADD_FAILURE() << "probs[head " << h << "][t " << t << "][key " << j << "] = " << p << ": key "
+                            << (visible ? "visible, expected > 0" : "masked, expected exactly 0");
+          }
+      }
+      EXPECT_EQ(bad, 0u) << "causal mask violations";
+      if (tc) {
+        expect_close_scaled(got_out, want_out, tensor_core_eps(c.dtype), "causal out");
+        expect_close_scaled(got_probs, want_probs, tensor_core_eps(c.dtype), "causal probs");
+      } else {
+        expect_close(got_out, want_out, tolerance(c.dtype), "causal out");
+        expect_close(got_probs, want_probs, tolerance(c.dtype), "causal probs");
+      }
     }
   }
 }

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <random>
@@ -223,7 +225,18 @@ void check_eviction(const std::string& path) {
     check_eviction(path_expr);                       \
   }
 
+// The testbed model (tools/train_testbed): $NAMMKIT_TESTBED_MODEL, else models/testbed/testbed.gguf in the tree.
+std::string testbed_path() {
+  const char* env = std::getenv("NAMMKIT_TESTBED_MODEL");
+  return env && *env ? std::string(env) : std::string(NAMMKIT_SOURCE_DIR) + "/models/testbed/testbed.gguf";
+}
+#define REQUIRE_TESTBED()                                  \
+  if (!std::filesystem::exists(testbed_path()))            \
+  GTEST_SKIP() << "no testbed model at " << testbed_path() \
+               << " (train it with tools/train_testbed or set NAMMKIT_TESTBED_MODEL)"
+
 MODEL_TESTS(Stories260K, testing::kStories, REQUIRE_STORIES())
+MODEL_TESTS(Testbed, testbed_path(), REQUIRE_TESTBED())
 MODEL_TESTS(TinyLlamaQ8_0, kFixtures + "tiny_llama_q8_0.gguf", (void)0)
 MODEL_TESTS(TinyQwen2F16, kFixtures + "tiny_qwen2_f16.gguf", (void)0)
 

@@ -21,6 +21,7 @@ namespace {
 // builds causal random attention and asks the policy; evictions are applied like the Session does.
 struct SimulatedCache {
   int n_layers, n_heads, nq;
+  bool with_kv = true;  // false: keys and values are nullptr, as the GPU session gives policies that do not ask
   int64_t seen = 0;
   std::vector<std::vector<std::vector<int32_t>>> pos;  // [layer][head][token]
   std::mt19937 rng{42};
@@ -51,7 +52,8 @@ struct SimulatedCache {
           for (int j = 0; j <= n_old + t; ++j) att[h][static_cast<size_t>(t) * n + j] /= s;
         }
         keys[h].assign(static_cast<size_t>(n) * 4, 1.0f);
-        w.heads.push_back(HeadWindow{n, keys[h].data(), keys[h].data(), p.data(), att[h].data()});
+        const float* kv = with_kv ? keys[h].data() : nullptr;
+        w.heads.push_back(HeadWindow{n, kv, kv, p.data(), att[h].data()});
       }
       KeepLists keep = policy.update(w);
       if (!keep.empty())
@@ -131,6 +133,29 @@ TEST(NammPolicy, RandomParametersEvictAndStateFollowsTheCache) {
     for (int l = 0; l < 2; ++l)
       for (int h = 0; h < 3; ++h) EXPECT_EQ(static_cast<int>(sim.pos[l][h].size()), st.last_update(l)->kept[h]);
   }
+}
+
+// The GPU session copies the cache to the host only for policies that say they read it; the others must
+// decide the same without it.
+TEST(NammPolicy, PoliciesThatDeclineKeysAndValuesDecideTheSameWithout) {
+  for (const std::string spec : {"full", "streaming:40", "h2o:40", "random:40", "namm"}) {
+    SCOPED_TRACE(spec);
+    auto make = [&]() -> std::unique_ptr<MemoryPolicy> {
+      if (spec != "namm") return make_baseline_policy(spec);
+      NammConfig cfg = NammConfig::reference();
+      std::vector<float> p = random_params(cfg.scorer.n_params(), 0.5f, 3);
+      p.back() = -2.0f;
+      return std::make_unique<NammPolicy>(cfg, p, FeatureNormalizer::identity(17));
+    };
+    std::unique_ptr<MemoryPolicy> with = make(), without = make();
+    ASSERT_FALSE(without->needs_keys_values());
+    with->begin_sequence(tiny_config(2, 3));
+    without->begin_sequence(tiny_config(2, 3));
+    SimulatedCache a(2, 3, 32), b(2, 3, 32);
+    b.with_kv = false;
+    for (int round = 0; round < 4; ++round) EXPECT_EQ(a.step(*with), b.step(*without)) << "round " << round;
+  }
+  EXPECT_TRUE(make_baseline_policy("l2:40")->needs_keys_values());
 }
 
 TEST(NammPolicy, PerHeadModeAndCap) {

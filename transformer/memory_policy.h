@@ -20,8 +20,8 @@ namespace nammkit {
 // One KV head of one layer at an update. Pointers are valid only during the update() call.
 struct HeadWindow {
   int n_keys = 0;                      // N: cached tokens of this head, including the new ones
-  const float* keys = nullptr;         // [N][head_dim], post-RoPE
-  const float* values = nullptr;       // [N][head_dim]
+  const float* keys = nullptr;         // [N][head_dim], post-RoPE; may be nullptr unless needs_keys_values()
+  const float* values = nullptr;       // [N][head_dim]; likewise
   const int32_t* positions = nullptr;  // [N] absolute positions, ascending
   // [n_queries][N] GQA-averaged post-softmax attention; row t is the t-th query since the previous
   // update. Entries a query could not see (keys newer than it) are 0. nullptr unless the policy
@@ -48,6 +48,10 @@ class MemoryPolicy {
   // Whether update() reads HeadWindow::attention. Recording it costs memory and time, so policies
   // that do not need it (full cache, StreamingLLM, L2, random) leave this false.
   virtual bool needs_attention() const { return false; }
+  // Whether update() reads HeadWindow::keys and values. The CPU Session hands them over for free; the
+  // GPU session must copy the whole cache to the host for them, so policies that score from attention
+  // and positions alone (NAMM, H2O, StreamingLLM, random, full) say false and get nullptr there.
+  virtual bool needs_keys_values() const { return true; }
   // A new sequence starts: drop all per-sequence state.
   virtual void begin_sequence(const ModelConfig& config) {}
   virtual KeepLists update(const LayerWindow& window) = 0;
@@ -57,6 +61,7 @@ class MemoryPolicy {
 class FullCachePolicy final : public MemoryPolicy {
  public:
   std::string name() const override { return "full"; }
+  bool needs_keys_values() const override { return false; }
   KeepLists update(const LayerWindow&) override { return {}; }
 };
 
