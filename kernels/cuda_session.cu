@@ -9,6 +9,7 @@
 #include "kernels/cuda_session.h"
 #include "kernels/kv_compact.h"
 #include "kernels/layer_ops.h"
+#include "transformer/session.h"
 
 namespace nammkit::kernels {
 
@@ -456,24 +457,6 @@ void CudaSession::run_policy() {
   query_positions_.clear();
   ++stats_.policy_updates;
   stats_.policy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-std::vector<int32_t> generate_greedy_cuda(CudaSession& session, std::span<const int32_t> prompt,
-                                          const GenerateOptions& options, int32_t eos_id,
-                                          const std::function<void(int32_t)>& on_token) {
-  std::vector<int32_t> generated;
-  if (options.max_new_tokens <= 0) return generated;
-  const std::vector<float>* logits = &session.feed(prompt);
-  for (int i = 0; i < options.max_new_tokens; ++i) {
-    const int32_t next = argmax(*logits);
-    if (options.stop_at_eos && eos_id >= 0 && next == eos_id) break;
-    generated.push_back(next);
-    if (on_token) on_token(next);
-    if (i + 1 == options.max_new_tokens) break;
-    const int32_t one[1] = {next};
-    logits = &session.feed(one);
-  }
-  return generated;
 }
 
 }  // namespace nammkit::kernels

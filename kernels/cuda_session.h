@@ -22,14 +22,15 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_util.h"
+#include "transformer/backend.h"
 #include "transformer/memory_policy.h"
-#include "transformer/session.h"
 
 namespace nammkit::kernels {
 
@@ -39,33 +40,33 @@ struct CudaSessionOptions {
   int reserve_tokens = 0;      // initial capacity of each head's cache (it grows by doubling)
 };
 
-class CudaSession {
+class CudaSession final : public InferenceSession {
  public:
   // `model` and `policy` (may be null: full cache) must outlive the session. Uses the current device.
   CudaSession(const CudaModel& model, MemoryPolicy* policy = nullptr, CudaSessionOptions options = {});
-  ~CudaSession();
+  ~CudaSession() override;
   CudaSession(const CudaSession&) = delete;
   CudaSession& operator=(const CudaSession&) = delete;
 
   // Forgets the sequence: empty cache, position 0, policy->begin_sequence().
-  void reset();
+  void reset() override;
 
   // As Session::feed: runs `tokens`, returns the logits after the last one ([vocab]); `all_logits`, when
   // given, receives [tokens.size()][vocab]. Synchronises with the device before returning.
-  const std::vector<float>& feed(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
+  const std::vector<float>& feed(std::span<const int32_t> tokens, std::vector<float>* all_logits = nullptr) override;
 
   // Sets the absolute position of the next token.
-  void set_position(int64_t position);
+  void set_position(int64_t position) override;
 
-  int64_t position() const { return position_; }
-  const SessionStats& stats() const { return stats_; }
-  const ModelConfig& config() const { return model_.config(); }
+  int64_t position() const override { return position_; }
+  const SessionStats& stats() const override { return stats_; }
+  const ModelConfig& config() const override { return model_.config(); }
   const CudaSessionOptions& options() const { return options_; }
 
   // The cache as the policy sees it: lengths and absolute positions per (layer, KV head), host copies.
-  int head_len(int layer, int kv_head) const;
+  int head_len(int layer, int kv_head) const override;
   const std::vector<int32_t>& head_positions(int layer, int kv_head) const;
-  size_t total_tokens() const;  // summed over layers and KV heads
+  size_t total_tokens() const override;  // summed over layers and KV heads
   size_t cache_bytes() const;   // device bytes allocated for keys and values (capacity, not length)
 
  private:
@@ -92,10 +93,5 @@ class CudaSession {
   std::vector<std::vector<size_t>> log_offsets_;
   std::vector<int32_t> query_positions_;
 };
-
-// Greedy decoding on the GPU, as nammkit::generate_greedy (eos_id < 0: never stop early).
-std::vector<int32_t> generate_greedy_cuda(CudaSession& session, std::span<const int32_t> prompt,
-                                          const GenerateOptions& options, int32_t eos_id,
-                                          const std::function<void(int32_t)>& on_token = {});
 
 }  // namespace nammkit::kernels

@@ -57,9 +57,9 @@ FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight,
   return r;
 }
 
-std::vector<Outcome> full_cache_outcomes(const Model& model, const Task& task, ReferenceCache& cache,
+std::vector<Outcome> full_cache_outcomes(const Backend& backend, const Task& task, ReferenceCache& cache,
                                          const RunOptions& options) {
-  const std::string model_id = model_identity(model);
+  const std::string model_id = model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : "@" + backend.name());
   std::vector<Outcome> out;
   bool added = false;
   for (const Sample& s : task.samples) {
@@ -68,7 +68,7 @@ std::vector<Outcome> full_cache_outcomes(const Model& model, const Task& task, R
       out.push_back({e->score, e->mean_cache});
       continue;
     }
-    const RunResult r = run_sample(model, nullptr, s, options);
+    const RunResult r = run_sample(backend, nullptr, s, options);
     cache.put(model_id, task.name, s.id, {fp, r.score, r.log_likelihood, r.cache.mean});
     out.push_back({r.score, r.cache.mean});
     added = true;
@@ -77,14 +77,14 @@ std::vector<Outcome> full_cache_outcomes(const Model& model, const Task& task, R
   return out;
 }
 
-FitnessReport evaluate_fitness(const Model& model, MemoryPolicy* policy, const std::vector<Task>& tasks,
+FitnessReport evaluate_fitness(const Backend& backend, MemoryPolicy* policy, const std::vector<Task>& tasks,
                                ReferenceCache& cache, const FitnessOptions& options) {
   std::vector<TaskFitness> results;
   for (const Task& task : tasks) {
-    const std::vector<Outcome> full = full_cache_outcomes(model, task, cache, options.run);
+    const std::vector<Outcome> full = full_cache_outcomes(backend, task, cache, options.run);
     std::vector<Outcome> mine;
     for (const Sample& s : task.samples) {
-      const RunResult r = run_sample(model, policy, s, options.run);
+      const RunResult r = run_sample(backend, policy, s, options.run);
       mine.push_back({r.score, r.cache.mean});
     }
     results.push_back(normalise_task(task.name, mine, full, options.epsilon, task.samples.front().kind));

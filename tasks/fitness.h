@@ -67,11 +67,12 @@ TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& 
 FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon);
 
 // Full-cache outcomes of a task's samples: read from `cache`, computing (and saving) the missing ones.
-std::vector<Outcome> full_cache_outcomes(const Model& model, const Task& task, ReferenceCache& cache,
+// The cache is keyed by the model and, off the CPU, the device (GPU arithmetic differs in the last bits).
+std::vector<Outcome> full_cache_outcomes(const Backend& backend, const Task& task, ReferenceCache& cache,
                                          const RunOptions& options);
 
-// Runs every sample of every task under `policy` (reset per sample via the Session) and normalises.
-FitnessReport evaluate_fitness(const Model& model, MemoryPolicy* policy, const std::vector<Task>& tasks,
+// Runs every sample of every task under `policy` (a fresh session per sample) and normalises.
+FitnessReport evaluate_fitness(const Backend& backend, MemoryPolicy* policy, const std::vector<Task>& tasks,
                                ReferenceCache& cache, const FitnessOptions& options = {});
 
 }  // namespace nammkit

@@ -44,7 +44,7 @@ Task make_lm_task(const LmTaskOptions& options, const Tokenizer& tokenizer, int 
   return task;
 }
 
-double mean_log_likelihood(Session& session, std::span<const int32_t> tokens, int score_tokens) {
+double mean_log_likelihood(InferenceSession& session, std::span<const int32_t> tokens, int score_tokens) {
   const size_t n = tokens.size();
   if (score_tokens < 1 || static_cast<size_t>(score_tokens) >= n)
     fail("lm", "score_tokens: " + std::to_string(score_tokens) + " does not fit a window of " + std::to_string(n));
@@ -53,7 +53,7 @@ double mean_log_likelihood(Session& session, std::span<const int32_t> tokens, in
   // The logits after token t predict token t + 1: feed up to first_scored - 1 without logits, then
   // the rest with one row per fed token.
   const std::vector<float>* last = &session.feed(tokens.subspan(0, first_scored));
-  const int vocab = session.model().config.vocab_size;
+  const int vocab = session.config().vocab_size;
   double total = 0;
   auto log_prob = [vocab](const float* logits, int32_t target) {
     const float mx = *std::max_element(logits, logits + vocab);

@@ -18,7 +18,7 @@
 
 #include "tasks/sample.h"
 #include "tasks/split.h"
-#include "transformer/session.h"
+#include "transformer/backend.h"
 #include "transformer/tokenizer.h"
 
 namespace nammkit {
@@ -39,6 +39,6 @@ Task make_lm_task(const LmTaskOptions& options, const Tokenizer& tokenizer, int 
 // Runs tokens[0 .. n - score_tokens) through the session, then the scored part with all logits, and
 // returns the mean log-probability (natural log) of tokens[n - score_tokens .. n). The session is
 // reset first. Scored logits are requested in chunks so memory stays [chunk][vocab].
-double mean_log_likelihood(Session& session, std::span<const int32_t> tokens, int score_tokens);
+double mean_log_likelihood(InferenceSession& session, std::span<const int32_t> tokens, int score_tokens);
 
 }  // namespace nammkit

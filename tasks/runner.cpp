@@ -17,22 +17,23 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-CacheStats cache_stats(const KVCache& cache) {
+CacheStats cache_stats(const InferenceSession& session) {
+  const ModelConfig& c = session.config();
   CacheStats s;
   size_t total = 0, heads = 0;
-  for (int l = 0; l < cache.n_layers(); ++l) {
+  for (int l = 0; l < c.n_layers; ++l) {
     size_t sum = 0;
     int mx = 0;
-    for (int h = 0; h < cache.n_kv_heads(); ++h) {
-      const int len = cache.head(l, h).len;
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      const int len = session.head_len(l, h);
       sum += static_cast<size_t>(len);
       mx = std::max(mx, len);
     }
-    s.mean_per_layer.push_back(cache.n_kv_heads() ? static_cast<double>(sum) / cache.n_kv_heads() : 0.0);
+    s.mean_per_layer.push_back(c.n_kv_heads ? static_cast<double>(sum) / c.n_kv_heads : 0.0);
     s.max_per_layer.push_back(mx);
     s.max = std::max(s.max, mx);
     total += sum;
-    heads += static_cast<size_t>(cache.n_kv_heads());
+    heads += static_cast<size_t>(c.n_kv_heads);
   }
   s.mean = heads ? static_cast<double>(total) / static_cast<double>(heads) : 0.0;
   return s;
@@ -45,18 +46,19 @@ std::string first_line(const std::string& text) {
   return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
 }
 
-RunResult run_sample(const Model& model, MemoryPolicy* policy, const Sample& sample, const RunOptions& options) {
-  Session session(model, policy, options.session);
+RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample& sample, const RunOptions& options) {
+  const Model& model = backend.model();
+  const std::unique_ptr<InferenceSession> session = backend.new_session(policy, options.session);
   RunResult r;
   const auto t0 = std::chrono::steady_clock::now();
 
   if (sample.kind == SampleKind::LogLikelihood) {
-    r.log_likelihood = mean_log_likelihood(session, sample.tokens, sample.score_tokens);
+    r.log_likelihood = mean_log_likelihood(*session, sample.tokens, sample.score_tokens);
     r.score = std::exp(r.log_likelihood);
     r.prompt_tokens = static_cast<int>(sample.tokens.size());
     r.prefill_seconds = seconds_since(t0);
     r.tokens_per_second = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
-    r.cache = cache_stats(session.cache());
+    r.cache = cache_stats(*session);
     return r;
   }
 
@@ -69,31 +71,28 @@ RunResult run_sample(const Model& model, MemoryPolicy* policy, const Sample& sam
   const std::vector<int32_t> prompt = encode_truncated(tok, sample.prompt, static_cast<size_t>(budget), &r.truncated);
   r.prompt_tokens = static_cast<int>(prompt.size());
 
-  session.reset();
-  const std::vector<float>* logits = &session.feed(prompt);
-  r.prefill_seconds = seconds_since(t0);
-  const auto t1 = std::chrono::steady_clock::now();
-  std::vector<int32_t> generated;
-  for (int i = 0; i < sample.max_new_tokens; ++i) {
-    const int32_t next = argmax(*logits);
-    if (next == tok.eos_id()) break;
-    generated.push_back(next);
-    // A newline can hide inside a multi-character piece, so look at the decoded token.
-    if (sample.stop_at_newline && tok.decode_token(generated.size() > 1 ? generated[generated.size() - 2] : tok.bos_id(), next)
-                                          .find('\n') != std::string::npos)
-      break;
-    if (i + 1 == sample.max_new_tokens) break;
-    const int32_t one[1] = {next};
-    logits = &session.feed(one);
-  }
-  r.decode_seconds = seconds_since(t1);
-  r.generated_tokens = static_cast<int>(generated.size());
+  session->reset();
+  GenerateOptions gen;
+  gen.max_new_tokens = sample.max_new_tokens;
+  gen.eos_id = tok.eos_id();
+  int32_t previous = tok.bos_id();
+  // A newline can hide inside a multi-character piece, so look at the decoded token.
+  auto stop_at_newline = [&](int32_t next) {
+    if (!sample.stop_at_newline) return false;
+    const bool newline = tok.decode_token(previous, next).find('\n') != std::string::npos;
+    previous = next;
+    return newline;
+  };
+  const Generation g = generate_greedy(*session, prompt, gen, stop_at_newline);
+  r.prefill_seconds = seconds_since(t0) - g.decode_seconds;  // tokenising and the prompt
+  r.decode_seconds = g.decode_seconds;
+  r.generated_tokens = static_cast<int>(g.tokens.size());
   const double total = r.prefill_seconds + r.decode_seconds;
   r.tokens_per_second = total > 0 ? (r.prompt_tokens + r.generated_tokens) / total : 0;
-  r.output = tok.decode(generated);
+  r.output = tok.decode(g.tokens);
   if (sample.first_line_only) r.output = first_line(r.output);
   r.score = score_prediction(sample.metric, r.output, sample.answers, sample.all_classes);
-  r.cache = cache_stats(session.cache());
+  r.cache = cache_stats(*session);
   return r;
 }
 

@@ -5,16 +5,15 @@
 // decode, post-process (first line for LongBench trec/triviaqa/samsum/lsht: prediction.lstrip('\n')
 // .split('\n')[0]) and score with the sample's metric.
 // LogLikelihood samples: mean_log_likelihood (lm_task.h); score = exp(log_likelihood).
-// Either way the result carries the cache statistics read from Session::cache() after the run.
+// Either way the result carries the cache statistics of the session after the run. Runs on whatever
+// device the Backend is on.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "tasks/sample.h"
-#include "transformer/kv_cache.h"
+#include "transformer/backend.h"
 #include "transformer/memory_policy.h"
-#include "transformer/model.h"
-#include "transformer/session.h"
 
 namespace nammkit {
 
@@ -33,7 +32,7 @@ struct CacheStats {
   double mean = 0;                     // mean over all (layer, KV head)
   int max = 0;
 };
-CacheStats cache_stats(const KVCache& cache);
+CacheStats cache_stats(const InferenceSession& session);
 
 struct RunResult {
   double score = 0;            // metric in [0, 1]; LogLikelihood: exp(log_likelihood)
@@ -48,7 +47,7 @@ struct RunResult {
   CacheStats cache;
 };
 
-RunResult run_sample(const Model& model, MemoryPolicy* policy, const Sample& sample, const RunOptions& options = {});
+RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample& sample, const RunOptions& options = {});
 
 // LongBench's first-line post-processing.
 std::string first_line(const std::string& text);

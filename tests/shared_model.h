@@ -3,8 +3,10 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 
+#include "transformer/backend.h"
 #include "transformer/file_io.h"
 #include "transformer/loader.h"
 
@@ -15,6 +17,12 @@ inline const std::string kStories = std::string(NAMMKIT_SHARED_DIR) + "/models/s
 inline const Model& stories() {
   static const Model model = load_model(kStories);
   return model;
+}
+
+// stories260K on the CPU backend (transformer/backend.h).
+inline const Backend& stories_cpu() {
+  static const std::unique_ptr<Backend> backend = make_cpu_backend(stories());
+  return *backend;
 }
 
 }  // namespace nammkit::testing

@@ -116,7 +116,7 @@ void check_greedy(const std::string& path) {
     GenerateOptions opt;
     opt.max_new_tokens = 32;
     opt.stop_at_eos = false;
-    const std::vector<int32_t> gpu_tokens = generate_greedy_cuda(gpu, prompt, opt, -1);
+    const std::vector<int32_t> gpu_tokens = generate_greedy(gpu, prompt, opt).tokens;
     ASSERT_EQ(gpu_tokens.size(), cpu_tokens.size());
     for (size_t i = 0; i < cpu_tokens.size(); ++i) {
       if (gpu_tokens[i] == cpu_tokens[i]) continue;

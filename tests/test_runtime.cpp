@@ -14,6 +14,7 @@
 #include "transformer/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
+#include "namm/policy_file.h"
 
 namespace nammkit {
 namespace {
@@ -55,7 +56,7 @@ TEST(Runtime, Stories260kGreedyTextRegression) {
   const int32_t bos[1] = {1};
   GenerateOptions opt;
   opt.max_new_tokens = int(expected.size());
-  EXPECT_EQ(generate_greedy(s, bos, opt), expected);
+  EXPECT_EQ(generate_greedy(s, bos, opt).tokens, expected);
   EXPECT_EQ(stories().tokenizer.decode(expected),
             "Once upon a time, there was a little girl named Lily. She loved to play outsid");
 }
@@ -349,6 +350,80 @@ TEST(Runtime, EvictionMatchesPyTorchMaskedFixture) {
   const size_t V = stories().config.vocab_size;
   for (size_t r = 0; r < rows.size(); ++r)
     EXPECT_LT(rel_error(all.data() + positions[r] * V, rows[r]), 1e-3) << "position " << positions[r];
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// The backend interface (transformer/backend.h) on the CPU.
+
+TEST(Backend, CpuSessionsAreTheCpuRuntime) {
+  REQUIRE_STORIES();
+  const std::unique_ptr<Backend> backend = make_cpu_backend(stories());
+  EXPECT_EQ(backend->device(), Device::Cpu);
+  EXPECT_EQ(&backend->model(), &stories());
+  auto policy = make_baseline_policy("h2o:24");
+  SessionOptions o;
+  o.update_interval = 16;
+  const std::unique_ptr<InferenceSession> via_backend = backend->new_session(policy.get(), o);
+  auto policy2 = make_baseline_policy("h2o:24");
+  Session direct(stories(), policy2.get(), o);
+  const std::vector<int32_t> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
+                                       338, 401, 396, 267, 337, 410, 408, 419, 292, 300, 301, 302, 303, 304, 305, 306};
+  EXPECT_EQ(via_backend->feed(tokens), direct.feed(tokens));  // 32 tokens: updates at 16 and 32
+  EXPECT_EQ(via_backend->total_tokens(), direct.total_tokens());
+  EXPECT_GT(via_backend->stats().tokens_evicted, 0);
+  for (int l = 0; l < stories().config.n_layers; ++l)
+    for (int h = 0; h < stories().config.n_kv_heads; ++h) EXPECT_EQ(via_backend->head_len(l, h), 24);
+}
+
+TEST(Backend, GenerationStopsWhereAsked) {
+  REQUIRE_STORIES();
+  Session s(stories());
+  const int32_t bos[1] = {1};
+  GenerateOptions opt;
+  opt.max_new_tokens = 10;
+  const Generation all = generate_greedy(s, bos, opt);
+  ASSERT_EQ(all.tokens.size(), 10u);
+  // A stop predicate keeps the token it stops at.
+  int seen = 0;
+  s.reset();
+  const Generation three = generate_greedy(s, bos, opt, [&](int32_t) { return ++seen == 3; });
+  EXPECT_EQ(three.tokens, std::vector<int32_t>(all.tokens.begin(), all.tokens.begin() + 3));
+  // EOS is not kept; the last token is never fed back (position = prompt + generated - 1).
+  s.reset();
+  opt.eos_id = all.tokens[4];
+  const Generation to_eos = generate_greedy(s, bos, opt);
+  EXPECT_EQ(to_eos.tokens, std::vector<int32_t>(all.tokens.begin(), all.tokens.begin() + 4));
+  EXPECT_EQ(s.position(), 1 + 4);
+  opt.stop_at_eos = false;
+  s.reset();
+  EXPECT_EQ(generate_greedy(s, bos, opt).tokens, all.tokens);
+  EXPECT_EQ(s.position(), 1 + 10 - 1);
+}
+
+TEST(Backend, DeviceChoiceNamesTheFlag) {
+  EXPECT_EQ(DeviceChoice::parse("cpu", "x").kind, DeviceChoice::Cpu);
+  EXPECT_EQ(DeviceChoice::parse("auto", "x").kind, DeviceChoice::Auto);
+  try {
+    DeviceChoice::parse("gpu", "nammkit eval: --device");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nammkit eval: --device"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Backend, CudaWithoutItsModuleIsAnErrorNotACpuRun) {
+  REQUIRE_STORIES();
+  // The module is looked up once per process; ctest runs each test in a process of its own.
+  setenv("NAMMKIT_CUDA_MODULE", "/no/such/libnammkit_cuda.so", 1);
+  try {
+    make_backend(stories(), DeviceChoice::parse("cuda", "x"), true);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/no/such/libnammkit_cuda.so"), std::string::npos) << e.what();
+  }
+  // auto falls back to the CPU instead.
+  EXPECT_EQ(make_backend(stories(), DeviceChoice::parse("auto", "x"), true)->device(), Device::Cpu);
 }
 
 }  // namespace

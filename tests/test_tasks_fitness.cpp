@@ -17,6 +17,7 @@ namespace nammkit {
 namespace {
 
 using testing::stories;
+using testing::stories_cpu;
 
 const std::string kShared = NAMMKIT_SHARED_DIR;
 
@@ -88,7 +89,7 @@ TEST(TasksFitness, ReferenceCacheIsReusedAndWrittenAtomically) {
   {
     ReferenceCache cache(path);
     EXPECT_EQ(cache.size(), 0u);
-    const auto first = full_cache_outcomes(stories(), task, cache, run);  // runs and saves
+    const auto first = full_cache_outcomes(stories_cpu(), task, cache, run);  // runs and saves
     ASSERT_EQ(first.size(), 1u);
     EXPECT_GT(first[0].mean_cache, 0);
     EXPECT_TRUE(file_exists(path));
@@ -100,7 +101,7 @@ TEST(TasksFitness, ReferenceCacheIsReusedAndWrittenAtomically) {
     ASSERT_TRUE(cache.find(model_id, "t", "p0", fp).has_value());
     // A planted value proves the second call reads the store instead of running the model.
     cache.put(model_id, "t", "p0", {fp, 0.123, 0, 7.0});
-    const auto again = full_cache_outcomes(stories(), task, cache, run);
+    const auto again = full_cache_outcomes(stories_cpu(), task, cache, run);
     EXPECT_DOUBLE_EQ(again[0].score, 0.123);
     // Another prompt (different fingerprint) is a miss.
     EXPECT_FALSE(cache.find(model_id, "t", "p0", fp + 1).has_value());
@@ -131,7 +132,7 @@ TEST(TasksRunner, GeneratesScoresAndReportsCacheStatistics) {
   s.answers = {"Lily"};
   s.metric = Metric::StringMatchAll;
   s.max_new_tokens = 24;
-  const RunResult r = run_sample(stories(), nullptr, s);
+  const RunResult r = run_sample(stories_cpu(), nullptr, s);
   EXPECT_EQ(r.output, "Once upon a time, there was a little girl named Lily. She loved to play outsid");
   EXPECT_EQ(r.score, 1.0);
   EXPECT_EQ(r.prompt_tokens, 1);
@@ -143,7 +144,7 @@ TEST(TasksRunner, GeneratesScoresAndReportsCacheStatistics) {
   // Stop at newline and first-line post-processing.
   s.stop_at_newline = true;
   s.max_new_tokens = 200;
-  const RunResult nl = run_sample(stories(), nullptr, s);
+  const RunResult nl = run_sample(stories_cpu(), nullptr, s);
   EXPECT_LT(nl.generated_tokens, 200);
   EXPECT_EQ(first_line("\n\nab\ncd"), "ab");
 }
@@ -161,13 +162,13 @@ TEST(TasksLm, FullCacheNormalisesToOneAndKeepingLast32IsWorse) {
   fo.run.session.update_interval = 1;
   ReferenceCache cache;  // in memory
   FullCachePolicy full;
-  const FitnessReport same = evaluate_fitness(stories(), &full, {task}, cache, fo);
+  const FitnessReport same = evaluate_fitness(stories_cpu(), &full, {task}, cache, fo);
   EXPECT_DOUBLE_EQ(same.fitness, 1.0);
 
   KeepLast last32(32);
-  const FitnessReport worse = evaluate_fitness(stories(), &last32, {task}, cache, fo);
-  const RunResult rf = run_sample(stories(), nullptr, task.samples[0], fo.run);
-  const RunResult rl = run_sample(stories(), &last32, task.samples[0], fo.run);
+  const FitnessReport worse = evaluate_fitness(stories_cpu(), &last32, {task}, cache, fo);
+  const RunResult rf = run_sample(stories_cpu(), nullptr, task.samples[0], fo.run);
+  const RunResult rl = run_sample(stories_cpu(), &last32, task.samples[0], fo.run);
   std::printf("stories260K, 1024-token TinyStories window, all scored: NLL full %.3f, keep-last-32 %.3f, "
               "normalised %.3f; mean cache %.1f vs %.1f tokens\n",
               -rf.log_likelihood, -rl.log_likelihood, worse.fitness, rf.cache.mean, rl.cache.mean);

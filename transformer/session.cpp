@@ -313,26 +313,4 @@ void Session::set_position(int64_t position) {
   position_ = position;
 }
 
-int32_t argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
-std::vector<int32_t> generate_greedy(Session& session, std::span<const int32_t> prompt, const GenerateOptions& options,
-                                     const std::function<void(int32_t)>& on_token) {
-  std::vector<int32_t> generated;
-  if (options.max_new_tokens <= 0) return generated;
-  const std::vector<float>* logits = &session.feed(prompt);
-  const int32_t eos = session.model().tokenizer.eos_id();
-  for (int i = 0; i < options.max_new_tokens; ++i) {
-    const int32_t next = argmax(*logits);
-    if (options.stop_at_eos && next == eos) break;
-    generated.push_back(next);
-    if (on_token) on_token(next);
-    if (i + 1 == options.max_new_tokens) break;
-    const int32_t one[1] = {next};
-    logits = &session.feed(one);
-  }
-  return generated;
-}
-
 }  // namespace nammkit

@@ -25,10 +25,12 @@ const char* kEvalHelp =
 
 int eval_command(const std::vector<std::string>& raw) {
   Args args("eval", raw,
-            {"--model", "--tasks", "--policy", "--baseline", "--interval", "--chunk", "--max-context", "--json", "--threads"},
+            {"--model", "--tasks", "--policy", "--baseline", "--interval", "--chunk", "--max-context", "--json", "--threads",
+             "--device"},
             {"--help"});
   if (args.has("--help")) {
     std::fputs(kEvalHelp, stdout);
+    std::fputs(kDeviceHelp, stdout);
     return 0;
   }
   const auto threads = thread_limit(args);
@@ -40,6 +42,7 @@ int eval_command(const std::vector<std::string>& raw) {
   options.update_interval = args.get_int("--interval", 0);
   options.prefill_chunk = args.get_int("--chunk", 128);
   options.max_context = args.get_int("--max-context", 0);
+  options.device = device_choice(args, "eval");
   const EvalReport report = run_eval(options);
   std::fputs(report.table().c_str(), stdout);
   if (args.has("--json")) write_file_atomic(args.get("--json"), report.to_json().dump(2) + "\n");

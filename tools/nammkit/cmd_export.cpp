@@ -28,6 +28,7 @@
 #include "tasks/shipped_sets.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
+#include "tools/nammkit/thread_limit.h"
 #include "transformer/error.h"
 #include "transformer/file_io.h"
 #include "transformer/loader.h"
@@ -41,13 +42,15 @@ constexpr const char* kExportUsage =
     "                      [--selector namm|exp-sum|softmax-sum|random|first|last] [--seed S]\n"
     "       nammkit export --policy P --target bmojo --out FILE [--window 512] [--memory 64] [--interval 512]\n"
     "                      [--innovation none|surprisal] [--granularity head|layer]\n"
-    "CHUNKS.jsonl: one {\"id\": ..., \"text\": ...} per line, <= 128 tokens after the prefix.\n";
+    "CHUNKS.jsonl: one {\"id\": ..., \"text\": ...} per line, <= 128 tokens after the prefix.\n"
+    "--device cpu|auto: exports run on the CPU backend (cuda is refused: it has no KV injection).\n";
 
 constexpr const char* kEvalUsage =
     "usage: nammkit eval-export memory3 --policy P --model M [--babi FILE] [--questions 40] [--k 8]\n"
     "                      [--layers first-half] [--prefix \"Reference:\"] [--random-params SIGMA] [--seed S]\n"
     "       nammkit eval-export bmojo --policy P --model M [--window 128] [--memory 32] [--interval 32]\n"
-    "                      [--samples 4] [--random-params SIGMA] [--seed S]\n";
+    "                      [--samples 4] [--random-params SIGMA] [--seed S]\n"
+    "--device cpu|auto: these run on the CPU backend (cuda is refused: no KV injection or sliding window).\n";
 
 PolicyFile load_policy_for_eval(const Args& args) {
   PolicyFile f = load_policy(args.require("--policy"));
@@ -123,15 +126,24 @@ int export_bmojo(const Args& args) {
   return 0;
 }
 
+// Memory3's injected entries and B'MOJO's sliding window exist on the CPU backend only: --device
+// accepts cpu and auto (which then means the CPU) and refuses cuda with the reason.
+void cpu_only(const Args& args, const std::string& command) {
+  if (device_choice(args, command).kind == DeviceChoice::Cuda)
+    fail("nammkit " + command + ": --device cuda",
+         "Memory3 entries and B'MOJO's sliding window run on the CPU backend only; use --device cpu");
+}
+
 int export_command(const std::vector<std::string>& raw) {
   Args args("export", raw,
             {"--policy", "--target", "--model", "--chunks", "--out", "--k", "--layers", "--selector", "--prefix",
-             "--seed", "--window", "--memory", "--interval", "--innovation", "--granularity"},
+             "--seed", "--window", "--memory", "--interval", "--innovation", "--granularity", "--device"},
             {"--help"});
   if (args.has("--help") || raw.empty()) {
     std::fputs(kExportUsage, raw.empty() ? stderr : stdout);
     return raw.empty() ? 2 : 0;
   }
+  cpu_only(args, "export");
   const std::string target = args.require("--target");
   if (target == "memory3") return export_memory3(args);
   if (target == "bmojo") return export_bmojo(args);
@@ -326,6 +338,8 @@ int eval_bmojo(const Args& args) {
       {{"name", "passkey"}, {"samples", samples}, {"context_tokens", ctx}},
   });
   const std::vector<Task> tasks = build_task_set(spec, tc, "eval-export bmojo");
+  // B'MOJO's sliding window exists on the CPU backend only.
+  const std::unique_ptr<Backend> backend = make_cpu_backend(model);
   RunOptions full_run;
   full_run.session.update_interval = o.interval;  // same prefill chunking as the B'MOJO runs
 
@@ -357,7 +371,7 @@ int eval_bmojo(const Args& args) {
   std::vector<double> mean_ratio(cols.size(), 0), mean_mem(cols.size(), 0), ratio_tasks(cols.size(), 0);
   for (const Task& task : tasks) {
     std::vector<Outcome> full;
-    for (const Sample& s : task.samples) full.push_back({run_sample(model, nullptr, s, full_run).score, 0});
+    for (const Sample& s : task.samples) full.push_back({run_sample(*backend, nullptr, s, full_run).score, 0});
     double full_mean = 0;
     for (const auto& f : full) full_mean += f.score / full.size();
     std::printf("%-16s %10.4f", task.name.c_str(), full_mean);
@@ -369,7 +383,7 @@ int eval_bmojo(const Args& args) {
       run.session = bmojo_session_options(cols[ci].options);
       std::vector<Outcome> got;
       for (const Sample& s : task.samples) {
-        const RunResult r = run_sample(model, &p, s, run);
+        const RunResult r = run_sample(*backend, &p, s, run);
         got.push_back({r.score, r.cache.mean});
       }
       // No floor: lm scores are exp(mean log-likelihood), so score / full = exp(ll - ll_full) even
@@ -402,12 +416,16 @@ int eval_export_command(const std::vector<std::string>& raw) {
   const std::vector<std::string> rest(raw.begin() + 1, raw.end());
   if (target == "memory3") {
     Args args("eval-export memory3", rest,
-              {"--policy", "--model", "--babi", "--questions", "--k", "--layers", "--prefix", "--random-params", "--seed"});
+              {"--policy", "--model", "--babi", "--questions", "--k", "--layers", "--prefix", "--random-params", "--seed",
+               "--device"});
+    cpu_only(args, "eval-export memory3");
     return eval_memory3(args);
   }
   if (target == "bmojo") {
     Args args("eval-export bmojo", rest,
-              {"--policy", "--model", "--window", "--memory", "--interval", "--samples", "--random-params", "--seed"});
+              {"--policy", "--model", "--window", "--memory", "--interval", "--samples", "--random-params", "--seed",
+               "--device"});
+    cpu_only(args, "eval-export bmojo");
     return eval_bmojo(args);
   }
   fail("nammkit eval-export", "expected memory3 or bmojo, got '" + target + "'\n" + kEvalUsage);

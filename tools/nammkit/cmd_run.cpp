@@ -1,19 +1,15 @@
-// nammkit run: greedy generation with the CPU runtime, streaming text and reporting tokens/s.
-#include <chrono>
+// nammkit run: greedy generation on the CPU or CUDA backend, streaming text and reporting tokens/s.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
-#if defined(NAMMKIT_HAVE_CUDA)
-#include "kernels/cuda_session.h"
-#include "kernels/cuda_util.h"
-#endif
 #include "namm/export_bmojo.h"
 #include "namm/policy_file.h"
+#include "transformer/backend.h"
 #include "transformer/loader.h"
-#include "transformer/session.h"
 
 namespace nammkit::cli {
 namespace {
@@ -31,7 +27,7 @@ const char* kRunHelp =
     "                        chosen by the --policy NAMM (scorer namm) or a baseline scorer\n"
     "  --interval N          memory-policy update interval in absolute tokens (default 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
-    "  --device auto|cpu|cuda  where to run (default auto: CUDA when built with it and a GPU is present)\n"
+    "  --device auto|cpu|cuda  where to run (default auto: CUDA when a GPU is present and the CUDA module loads)\n"
     "  --no-bos              do not prepend BOS\n"
     "  --ignore-eos          keep generating after EOS\n";
 
@@ -65,75 +61,46 @@ int run_command(const std::vector<std::string>& raw) {
     options.update_interval = file.update_interval();
     policy = make_policy(file);
   }
-  Session session(model, policy.get(), options);
-
-  const std::string device = args.get("--device", "auto");
-  if (device != "auto" && device != "cpu" && device != "cuda")
-    fail("nammkit run", "--device: expected auto, cpu or cuda, got '" + device + "'");
-#if defined(NAMMKIT_HAVE_CUDA)
-  const bool use_cuda = device == "cuda" || (device == "auto" && kernels::cuda_device_available());
-#else
-  if (device == "cuda") fail("nammkit run", "--device cuda: this build has no CUDA backend (configure with -DNAMMKIT_CUDA=ON)");
-  const bool use_cuda = false;
-#endif
-  if (use_cuda && options.sliding_window > 0)
+  const DeviceChoice device = device_choice(args, "run");
+  if (options.sliding_window > 0 && device.kind == DeviceChoice::Cuda)
     fail("nammkit run", "--memory bmojo: the CUDA backend has no sliding window yet; use --device cpu");
+  // B'MOJO's sliding window exists on the CPU backend only, so auto means the CPU there.
+  const std::unique_ptr<Backend> backend =
+      make_backend(model, options.sliding_window > 0 ? DeviceChoice{DeviceChoice::Cpu} : device);
+  const std::unique_ptr<InferenceSession> session = backend->new_session(policy.get(), options);
 
   const std::vector<int32_t> prompt = model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
   if (prompt.empty()) fail("nammkit run", "--prompt: empty prompt and --no-bos leaves nothing to run");
   GenerateOptions gen;
   gen.max_new_tokens = args.get_int("--max-new-tokens", 64);
   gen.stop_at_eos = !args.has("--ignore-eos");
+  gen.eos_id = model.tokenizer.eos_id();
 
   std::fprintf(stderr, "model %s (%s, %d layers, dim %d, vocab %d); prompt %zu tokens\n", model.config.name.c_str(),
                model.format.c_str(), model.config.n_layers, model.config.dim, model.config.vocab_size, prompt.size());
+  if (backend->device() != Device::Cpu) std::fprintf(stderr, "device: %s\n", backend->name().c_str());
   std::fputs(model.tokenizer.decode(std::vector<int32_t>(prompt.begin(), prompt.end())).c_str(), stdout);
   std::fflush(stdout);
 
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  auto t_first = t0;
   int32_t prev = prompt.back();
-  int produced = 0;
-  auto on_token = [&](int32_t id) {
-    if (produced++ == 0) t_first = clock::now();
+  auto print_token = [&](int32_t id) {
     std::fputs(model.tokenizer.decode_token(prev, id).c_str(), stdout);
     std::fflush(stdout);
     prev = id;
+    return false;
   };
-  if (use_cuda) {
-#if defined(NAMMKIT_HAVE_CUDA)
-    std::fprintf(stderr, "device: cuda\n");
-    kernels::CudaModel gpu_model(model);
-    kernels::CudaSessionOptions gpu_options;
-    gpu_options.session = options;
-    kernels::CudaSession gpu_session(gpu_model, policy.get(), gpu_options);
-    kernels::generate_greedy_cuda(gpu_session, prompt, gen, model.tokenizer.eos_id(), on_token);
-    if (policy)
-      std::fprintf(stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu tokens on the GPU\n",
-                   policy->name().c_str(), static_cast<long long>(gpu_session.stats().policy_updates),
-                   static_cast<long long>(gpu_session.stats().tokens_evicted), gpu_session.total_tokens());
-#endif
-  } else {
-    generate_greedy(session, prompt, gen, on_token);
-  }
-  const auto t_end = clock::now();
-  if (produced == 0) t_first = t_end;
-
-  // The first generated token's logits come from the prefill, so prefill time ends there.
-  const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
-  const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
+  const Generation g = generate_greedy(*session, prompt, gen, print_token);
+  const int steps = std::max(0, static_cast<int>(g.tokens.size()) - 1);  // the first token came from the prefill
   std::fprintf(stdout, "\n");
   std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
-               prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9), std::max(0, produced - 1), decode_s,
-               std::max(0, produced - 1) / std::max(decode_s, 1e-9));
-  if (policy && !use_cuda) {
-    const KVCache& cache = session.cache();
+               prompt.size(), g.prefill_seconds, prompt.size() / std::max(g.prefill_seconds, 1e-9), steps,
+               g.decode_seconds, steps / std::max(g.decode_seconds, 1e-9));
+  if (policy) {
+    const ModelConfig& c = model.config;
     std::fprintf(stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu of %lld tokens per head on average\n",
-                 policy->name().c_str(), static_cast<long long>(session.stats().policy_updates),
-                 static_cast<long long>(session.stats().tokens_evicted),
-                 cache.total_tokens() / size_t(model.config.n_layers * model.config.n_kv_heads),
-                 static_cast<long long>(session.position()));
+                 policy->name().c_str(), static_cast<long long>(session->stats().policy_updates),
+                 static_cast<long long>(session->stats().tokens_evicted),
+                 session->total_tokens() / size_t(c.n_layers * c.n_kv_heads), static_cast<long long>(session->position()));
   }
   return 0;
 }

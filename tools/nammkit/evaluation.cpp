@@ -23,7 +23,7 @@ struct Row {
 };
 
 // Runs all samples of all tasks under one policy description.
-PolicyRow run_row(const Model& model, const std::vector<Task>& tasks, const Row& row, const EvalOptions& options) {
+PolicyRow run_row(const Backend& backend, const std::vector<Task>& tasks, const Row& row, const EvalOptions& options) {
   PolicyRow out;
   out.label = row.label;
   RunOptions run;
@@ -35,12 +35,12 @@ PolicyRow run_row(const Model& model, const std::vector<Task>& tasks, const Row&
     std::vector<RunResult> results(task.samples.size());
     tbb::parallel_for(size_t(0), task.samples.size(), [&](size_t i) {
       auto policy = make_policy(row.file);
-      results[i] = run_sample(model, policy.get(), task.samples[i], run);
+      results[i] = run_sample(backend, policy.get(), task.samples[i], run);
     });
     TaskRow t;
     t.task = task.name;
     t.samples = int(results.size());
-    const int n_layers = model.config.n_layers;
+    const int n_layers = backend.model().config.n_layers;
     t.mean_cache_per_layer.assign(n_layers, 0.0);
     t.max_cache_per_layer.assign(n_layers, 0);
     double task_seconds = 0, task_tokens = 0;
@@ -91,6 +91,7 @@ std::string file_name(const std::string& path) {
 
 EvalReport run_eval(const EvalOptions& options) {
   const Model model = load_model(options.model);
+  const std::unique_ptr<Backend> backend = make_backend(model, options.device);
   TaskContext context;
   context.tokenizer = &model.tokenizer;
   const std::vector<Task> tasks = load_task_set(options.tasks_file, context);
@@ -104,15 +105,17 @@ EvalReport run_eval(const EvalOptions& options) {
 
   EvalReport report;
   report.model = model.config.name;
+  report.device = backend->name();
+  std::fprintf(stderr, "eval: device %s\n", report.device.c_str());
   PolicyFile full_file = make_baseline_policy_file("full");
   full_file.set_update_interval(interval);
   std::fprintf(stderr, "eval: full cache...\n");
-  report.rows.push_back(run_row(model, tasks, {"full", full_file}, options));
+  report.rows.push_back(run_row(*backend, tasks, {"full", full_file}, options));
   normalise(report.rows[0], report.rows[0], tasks, options.epsilon);
 
   for (const Row& row : namm_rows) {
     std::fprintf(stderr, "eval: %s...\n", row.label.c_str());
-    report.rows.push_back(run_row(model, tasks, row, options));
+    report.rows.push_back(run_row(*backend, tasks, row, options));
     normalise(report.rows.back(), report.rows[0], tasks, options.epsilon);
   }
   for (const std::string& spec : options.baselines) {
@@ -120,7 +123,7 @@ EvalReport run_eval(const EvalOptions& options) {
       PolicyFile file = make_baseline_policy_file(full_spec);
       file.set_update_interval(interval);
       std::fprintf(stderr, "eval: %s...\n", full_spec.c_str());
-      PolicyRow row = run_row(model, tasks, {full_spec, file}, options);
+      PolicyRow row = run_row(*backend, tasks, {full_spec, file}, options);
       normalise(row, report.rows[0], tasks, options.epsilon);
       return row;
     };
@@ -159,6 +162,7 @@ EvalReport run_eval(const EvalOptions& options) {
 nlohmann::json EvalReport::to_json() const {
   nlohmann::json j;
   j["model"] = model;
+  j["device"] = device;
   for (const PolicyRow& r : rows) {
     nlohmann::json row = {{"policy", r.label},
                           {"mean_normalised", r.mean_normalised},

@@ -2,7 +2,7 @@
 // and task set, side by side, normalised by the full cache on the same prompts.
 //
 // Every row runs every sample of every task (samples in parallel on TBB, each with its own policy
-// instance and Session). The full cache always runs first: it is the normalisation of each task
+// instance and session, on the chosen device). The full cache always runs first: it is the normalisation of each task
 // (score / max(full score, epsilon)). Baselines given without a budget ("h2o", "l2", "streaming",
 // "random") get the mean cache fraction that the first NAMM policy actually used, so they are compared
 // at the same mean cache size.
@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "transformer/backend.h"
 
 namespace nammkit::cli {
 
@@ -22,6 +24,7 @@ struct EvalOptions {
   int prefill_chunk = 128;
   int max_context = 0;                  // 0 = the model's context
   double epsilon = 0.01;
+  DeviceChoice device;                  // where the samples run (auto: CUDA when a GPU is present)
 };
 
 struct TaskRow {
@@ -47,6 +50,7 @@ struct PolicyRow {
 
 struct EvalReport {
   std::string model;
+  std::string device;           // the backend's name: "cpu", "cuda:0 NVIDIA H200"
   std::vector<PolicyRow> rows;  // rows[0] is the full cache
   nlohmann::json to_json() const;
   std::string table() const;    // the side-by-side text table

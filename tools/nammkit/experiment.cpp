@@ -61,9 +61,9 @@ std::vector<float> to_floats(std::span<const double> v) { return std::vector<flo
 // so that the mean over P is exactly  mean_t(score_t / max(full_t, eps)) + w * (1 - cache / full cache).
 class NammFitnessEvaluator : public evo::PopulationEvaluator {
  public:
-  NammFitnessEvaluator(const Model& model, const ExperimentConfig& config, const NammConfig& namm,
+  NammFitnessEvaluator(const Backend& backend, const ExperimentConfig& config, const NammConfig& namm,
                        const std::map<std::string, StagePool>& pools, const FeatureNormalizer& normalizer)
-      : model_(model), config_(config), namm_(namm), pools_(pools), normalizer_(normalizer) {
+      : backend_(backend), config_(config), namm_(namm), pools_(pools), normalizer_(normalizer) {
     for (const auto& [name, pool] : pools_) {
       const StageConfig& stage = stage_config(name);
       evo::TbbEvalSettings s;
@@ -128,14 +128,14 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
     RunOptions run;
     run.max_context = config_.max_context;
     run.session = config_.session;
-    const RunResult r = run_sample(model_, &policy, *e.sample, run);
+    const RunResult r = run_sample(backend_, &policy, *e.sample, run);
     evo::PromptScore out;
     out.score = r.score * weight_[ctx.prompt] + config_.cache_weight * (1.0 - r.cache.mean / full_cache_mean_);
     out.cache_size = r.cache.mean;
     return out;
   }
 
-  const Model& model_;
+  const Backend& backend_;
   const ExperimentConfig& config_;
   const NammConfig& namm_;
   const std::map<std::string, StagePool>& pools_;
@@ -148,7 +148,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
 };
 
 // Full-cache pass over the first prompts of stage 1 with NAMM in statistics mode (reference §2.3).
-FeatureStats collect_normalisation(const Model& model, const ExperimentConfig& config, const NammConfig& namm,
+FeatureStats collect_normalisation(const Backend& backend, const ExperimentConfig& config, const NammConfig& namm,
                                    const StagePool& pool) {
   const int n = config.norm_samples > 0 ? std::min<int>(config.norm_samples, pool.entries.size())
                                         : int(pool.entries.size());
@@ -161,7 +161,7 @@ FeatureStats collect_normalisation(const Model& model, const ExperimentConfig& c
     RunOptions run;
     run.max_context = config.max_context;
     run.session = config.session;
-    run_sample(model, &policy, *pool.entries[i].sample, run);
+    run_sample(backend, &policy, *pool.entries[i].sample, run);
     per_sample[i] = policy.collected_stats();
   });
   FeatureStats total(namm.spectrogram.n_bins());
@@ -216,6 +216,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
   write_file_atomic(config.output_dir + "/config.json", config.source);
 
   const Model model = load_model(config.model);
+  const std::unique_ptr<Backend> backend = make_backend(model, options.device);
+  std::fprintf(stderr, "device: %s\n", backend->name().c_str());
   NammConfig namm = NammConfig::reference(config.scorer);
   namm.selection = config.selection;
 
@@ -234,7 +236,7 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
     pool.tasks = build_task_set(stage.tasks, context, config.file + ": stages[" + std::to_string(s) + "].tasks");
     std::fprintf(stderr, "stage %s: computing full-cache references...\n", stage.name.c_str());
     for (size_t t = 0; t < pool.tasks.size(); ++t) {
-      const std::vector<Outcome> full = full_cache_outcomes(model, pool.tasks[t], references, full_run);
+      const std::vector<Outcome> full = full_cache_outcomes(*backend, pool.tasks[t], references, full_run);
       for (size_t i = 0; i < pool.tasks[t].samples.size(); ++i)
         pool.entries.push_back(PoolEntry{int(t), &pool.tasks[t].samples[i], full[i]});
     }
@@ -254,12 +256,12 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
     stats = stats_from_json(extra, latest);
   } else {
     std::fprintf(stderr, "collecting normalisation statistics (full cache, stage %s)...\n", config.stages[0].name.c_str());
-    stats = collect_normalisation(model, config, namm, pools.at(config.stages[0].name));
+    stats = collect_normalisation(*backend, config, namm, pools.at(config.stages[0].name));
     extra = stats_to_json(stats);
   }
   const FeatureNormalizer normalizer = FeatureNormalizer::from_stats(stats);
 
-  NammFitnessEvaluator evaluator(model, config, namm, pools, normalizer);
+  NammFitnessEvaluator evaluator(*backend, config, namm, pools, normalizer);
   evo::Trainer trainer(config.cmaes, evaluator, trainer_options);
   trainer.set_extra_state(extra);
   trainer.set_mean_evaluator([&](const Eigen::VectorXd& mean, int64_t generation, const std::string& task_set) {

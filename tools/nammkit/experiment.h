@@ -15,12 +15,14 @@
 #include <string>
 
 #include "tools/nammkit/experiment_config.h"
+#include "transformer/backend.h"
 
 namespace nammkit::cli {
 
 struct EvolveOptions {
   bool resume = false;  // continue from OUTPUT_DIR/latest.ckpt, bit-for-bit
   int stop_after = 0;   // > 0: stop (as on Ctrl-C, checkpoint written) after this many generations
+  DeviceChoice device;  // where the population's runs go (auto: CUDA when a GPU is present)
 };
 
 // Returns the process exit code: 0 completed (or CMA-ES stopped), 130 interrupted (checkpoint written).

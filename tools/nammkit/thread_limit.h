@@ -1,4 +1,4 @@
-// --threads N for the sub-commands: limits TBB's worker pool for the lifetime of the returned object.
+// The flags every running sub-command shares: --threads N (TBB's worker pool) and --device.
 #pragma once
 #include <tbb/global_control.h>
 
@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "tools/nammkit/args.h"
+#include "transformer/backend.h"
 
 namespace nammkit::cli {
 
@@ -15,5 +16,13 @@ inline std::unique_ptr<tbb::global_control> thread_limit(const Args& args) {
   return std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                std::max(1, args.get_int("--threads", 1)));
 }
+
+// --device cpu|cuda|auto (default auto: CUDA when an NVIDIA GPU is present and the module loads).
+inline DeviceChoice device_choice(const Args& args, const std::string& command) {
+  return DeviceChoice::parse(args.get("--device", "auto"), "nammkit " + command + ": --device");
+}
+
+inline constexpr const char* kDeviceHelp =
+    "  --device D           cpu | cuda | auto (default auto: CUDA when a GPU is present)\n";
 
 }  // namespace nammkit::cli
