@@ -120,8 +120,8 @@ elif [ $use_prebuilt = 0 ]; then
     -DProtobuf_LIBRARY="$deps/usr/lib/x86_64-linux-gnu/libprotobuf.so" \
     -DZLIB_INCLUDE_DIR="$deps/usr/include" -DZLIB_LIBRARY="$deps/usr/lib/x86_64-linux-gnu/libz.so" \
     >"$out/work/build.log" 2>&1 &&
-    cmake --build "$build" -j 12 --target nammkit test_kernels_gpu test_kernels_session test_kernels_reference \
-      bench_kernels bench_gpu_model >>"$out/work/build.log" 2>&1
+    cmake --build "$build" -j 12 --target nammkit nammkit_cuda test_kernels_gpu test_kernels_session \
+      test_kernels_reference bench_kernels bench_gpu_model >>"$out/work/build.log" 2>&1
   rc=$?
   if [ $rc != 0 ]; then
     say "BUILD FAILED (rc $rc):"; grep -m20 -i -B2 -A3 "error" "$out/work/build.log"; tail -20 "$out/work/build.log"
@@ -129,7 +129,8 @@ elif [ $use_prebuilt = 0 ]; then
   else
     bindir=$root/.gpu/bin-device
     mkdir -p "$bindir"
-    for t in nammkit test_kernels_gpu test_kernels_session test_kernels_reference bench_kernels bench_gpu_model; do
+    for t in nammkit libnammkit_cuda.so test_kernels_gpu test_kernels_session test_kernels_reference bench_kernels \
+      bench_gpu_model; do
       cp "$(find "$build" -name "$t" -type f -perm -u+x | head -1)" "$bindir/"
     done
     echo '{"check":"build","ok":true}' >>"$results"
@@ -173,6 +174,32 @@ if [ -x "$bindir/test_kernels_gpu" ]; then
   fi
 else
   failed=1
+fi
+
+# ---- the CLI on the GPU: the same eval through --device cuda and --device cpu ----------------------------
+if [ -x "$bindir/nammkit" ] && [ -f "$bindir/libnammkit_cuda.so" ]; then
+  printf '%s\n' '{"tasks": [' \
+    ' {"name": "lm", "label": "lm", "split": "heldout", "samples": 8, "context_tokens": 256, "score_tokens": 128, "text": "tinystories", "seed": 7},' \
+    ' {"name": "passkey", "label": "passkey", "split": "heldout", "samples": 4, "context_tokens": 400, "seed": 7}' \
+    ']}' >"$out/work/eval_tasks.json"
+  for dev in cuda cpu; do
+    say "nammkit eval --device $dev"
+    NAMMKIT_SHARED_DIR=$root/.gpu/shared timeout 120 "$bindir/nammkit" eval \
+      --model .gpu/shared/models/stories260K/stories260K.bin --tasks "$out/work/eval_tasks.json" --baseline full \
+      --baseline h2o:0.25 --baseline streaming:64 --interval 32 --device $dev --json "$out/work/eval_$dev.json" \
+      >"$out/work/eval_$dev.txt" 2>&1 || { failed=1; say "FAILED: nammkit eval --device $dev"; }
+    cat "$out/work/eval_$dev.txt"
+  done
+  python3 -c '
+import json, sys
+try:
+    g, c = (json.load(open(p)) for p in sys.argv[1:3])
+    rows = [{"policy": a["policy"], "cuda_mean_normalised": a["mean_normalised"], "cpu_mean_normalised": b["mean_normalised"],
+             "cuda_mean_cache": a["mean_cache"], "cpu_mean_cache": b["mean_cache"]} for a, b in zip(g["rows"], c["rows"])]
+    print(json.dumps({"check": "eval_cuda_vs_cpu", "device": g.get("device"), "rows": rows}))
+except Exception as e:
+    print(json.dumps({"check": "eval_cuda_vs_cpu", "error": str(e)}))
+' "$out/work/eval_cuda.json" "$out/work/eval_cpu.json" | tee -a "$results"
 fi
 
 # ---- the trained testbed model ------------------------------------------------------------------------

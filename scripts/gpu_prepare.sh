@@ -68,11 +68,12 @@ if [ $do_build = 1 ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNAMMKIT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DNAMMKIT_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3 -DCMAKE_CUDA_FLAGS=-Xcompiler=-march=x86-64-v3 \
     -DNAMMKIT_SHARED_DIR=/tmp/nammkit_shared >/dev/null
-  targets=(nammkit test_kernels_gpu test_kernels_session test_kernels_reference bench_kernels bench_gpu_model)
+  targets=(nammkit nammkit_cuda test_kernels_gpu test_kernels_session test_kernels_reference bench_kernels bench_gpu_model)
   cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
   rm -rf "$gpu/bin"
   mkdir -p "$gpu/bin"
   for t in "${targets[@]}"; do
+    [ "$t" = nammkit_cuda ] && t=libnammkit_cuda.so  # the CUDA backend module, next to nammkit
     f=$(find "$build" -name "$t" -type f -perm -u+x | head -1)
     [ -n "$f" ] || { echo "gpu_prepare: $t was not built" >&2; exit 1; }
     cp "$f" "$gpu/bin/"

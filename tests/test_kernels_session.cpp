@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda_backend.h"
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
@@ -239,6 +240,36 @@ MODEL_TESTS(Stories260K, testing::kStories, REQUIRE_STORIES())
 MODEL_TESTS(Testbed, testbed_path(), REQUIRE_TESTBED())
 MODEL_TESTS(TinyLlamaQ8_0, kFixtures + "tiny_llama_q8_0.gguf", (void)0)
 MODEL_TESTS(TinyQwen2F16, kFixtures + "tiny_qwen2_f16.gguf", (void)0)
+
+// The CUDA backend as the CLI and tasks/ use it (transformer/backend.h): sessions from the backend give
+// the CPU backend's logits and cache decisions.
+TEST(KernelSession, CudaBackendMatchesTheCpuBackend) {
+  REQUIRE_STORIES();
+  REQUIRE_CUDA_DEVICE();
+  const Model& model = load_cached(testing::kStories);
+  const std::unique_ptr<Backend> cpu = make_cpu_backend(model);
+  const std::unique_ptr<Backend> gpu = make_cuda_backend(model);
+  EXPECT_EQ(gpu->device(), Device::Cuda);
+  EXPECT_EQ(gpu->name().rfind("cuda:", 0), 0u) << gpu->name();
+  SessionOptions o;
+  o.update_interval = 16;
+  auto cpu_policy = make_baseline_policy("streaming:24");
+  auto gpu_policy = make_baseline_policy("streaming:24");
+  const std::unique_ptr<InferenceSession> a = cpu->new_session(cpu_policy.get(), o);
+  const std::unique_ptr<InferenceSession> b = gpu->new_session(gpu_policy.get(), o);
+  const std::vector<int32_t> tokens = random_tokens(model, 40, 3);
+  const std::vector<float> la = a->feed(tokens);
+  const std::vector<float> lb = b->feed(tokens);
+  EXPECT_LT(relative_error(lb.data(), la.data(), model.config.vocab_size), kLogitTolerance);
+  EXPECT_EQ(b->total_tokens(), a->total_tokens());
+  EXPECT_EQ(b->stats().tokens_evicted, a->stats().tokens_evicted);
+  GenerateOptions g;
+  g.max_new_tokens = 8;
+  a->reset();
+  b->reset();
+  const int32_t bos[1] = {1};
+  EXPECT_EQ(generate_greedy(*b, bos, g).tokens, generate_greedy(*a, bos, g).tokens);
+}
 
 TEST(KernelSession, RejectsUnsupportedOptions) {
   REQUIRE_CUDA_DEVICE();
