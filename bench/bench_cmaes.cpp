@@ -17,7 +17,7 @@
 #include "evolution/checkpoint.h"
 #include "evolution/cmaes.h"
 #include "evolution/test_functions.h"
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 
 using namespace nammkit::evo;
 using Clock = std::chrono::steady_clock;

@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "bench/bench_util.h"
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 

@@ -8,9 +8,9 @@
 #include <cstring>
 
 #include "checkpoint.pb.h"  // generated into the build root (protobuf_generate drops the folder)
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/byte_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit::evo {
 

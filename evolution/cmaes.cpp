@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "evolution/cmaes_termination.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit::evo {
 

@@ -7,7 +7,7 @@
 #include <limits>
 #include <sstream>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit::evo {
 

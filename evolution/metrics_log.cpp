@@ -4,8 +4,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit::evo {
 

@@ -10,7 +10,7 @@
 
 #include "evolution/interrupt.h"
 #include "evolution/rng.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit::evo {
 

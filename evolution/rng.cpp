@@ -4,8 +4,8 @@
 #include <numbers>
 #include <sstream>
 
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
+#include "core/byte_io.h"
+#include "core/error.h"
 
 namespace nammkit::evo {
 

@@ -6,8 +6,8 @@
 #include <numeric>
 
 #include "evolution/interrupt.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit::evo {
 

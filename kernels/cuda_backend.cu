@@ -5,7 +5,7 @@
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit::kernels {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <utility>
 
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/tensor.h"
 
 namespace nammkit::kernels {

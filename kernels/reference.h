@@ -16,7 +16,7 @@
 #include "namm/normalization.h"
 #include "namm/recency.h"
 #include "namm/spectrogram.h"
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/tensor.h"
 
 namespace nammkit::kernels::ref {

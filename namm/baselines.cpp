@@ -7,8 +7,8 @@
 #include <numeric>
 
 #include "namm/selection.h"
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
+#include "core/byte_io.h"
+#include "core/error.h"
 
 namespace nammkit {
 

@@ -8,23 +8,16 @@
 
 #include "namm/policy_file.h"
 #include "namm/selection.h"
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
+#include "core/byte_io.h"
+#include "core/error.h"
+#include "core/text.h"
 
 namespace nammkit {
 namespace {
 
-int parse_int(const std::string& s, const std::string& where, const std::string& field) {
-  size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size() || s.empty() || v < 0 || v > (1ll << 30))
-    fail(where, field + ": expected a non-negative integer, got '" + s + "'");
-  return static_cast<int>(v);
+// The B'MOJO mode's sizes: non-negative integers (a window or budget of over 2^30 tokens is a typo).
+int parse_size(const std::string& s, const std::string& where, const std::string& field) {
+  return static_cast<int>(parse_int(s, where, field, 0, int64_t(1) << 30));
 }
 
 }  // namespace
@@ -245,15 +238,15 @@ MemoryMode parse_memory_mode(const std::string& spec, const std::string& where) 
   std::stringstream ss(spec.substr(head.size()));
   for (std::string item; std::getline(ss, item, ',');) parts.push_back(item);
   if (parts.size() < 2) fail(where, "memory: bmojo needs W,M (window and eidetic budget), got '" + spec + "'");
-  mode.options.window = parse_int(parts[0], where, "memory: window");
-  mode.options.memory = parse_int(parts[1], where, "memory: budget");
+  mode.options.window = parse_size(parts[0], where, "memory: window");
+  mode.options.memory = parse_size(parts[1], where, "memory: budget");
   for (size_t i = 2; i < parts.size(); ++i) {
     const size_t eq = parts[i].find('=');
     if (eq == std::string::npos) fail(where, "memory: expected key=value, got '" + parts[i] + "'");
     const std::string key = parts[i].substr(0, eq), value = parts[i].substr(eq + 1);
-    if (key == "interval") mode.options.interval = parse_int(value, where, "memory: interval");
+    if (key == "interval") mode.options.interval = parse_size(value, where, "memory: interval");
     else if (key == "scorer") mode.options.scorer = parse_bmojo_scorer(value, where + ": memory");
-    else if (key == "seed") mode.options.seed = static_cast<uint64_t>(parse_int(value, where, "memory: seed"));
+    else if (key == "seed") mode.options.seed = static_cast<uint64_t>(parse_size(value, where, "memory: seed"));
     else if (key == "granularity") {
       if (value == "head") mode.options.granularity = BMOJO_PER_KV_HEAD;
       else if (value == "layer") mode.options.granularity = BMOJO_TOKEN_PER_LAYER;

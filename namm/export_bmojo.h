@@ -48,7 +48,7 @@ BmojoScorer parse_bmojo_scorer(const std::string& name, const std::string& where
 struct BmojoOptions {
   int window = 512;          // W
   int memory = 64;           // M
-  int interval = 512;        // n_up
+  int interval = kDefaultUpdateInterval;  // n_up, the policy's update interval
   BmojoScorer scorer = BmojoScorer::Namm;
   BmojoGranularity granularity = BMOJO_PER_KV_HEAD;
   float threshold = 0.0f;

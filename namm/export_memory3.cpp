@@ -9,8 +9,9 @@
 #include <sstream>
 
 #include "namm/policy_file.h"
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
+#include "core/byte_io.h"
+#include "core/error.h"
+#include "core/text.h"
 #include "transformer/rope.h"
 
 namespace nammkit {
@@ -49,19 +50,7 @@ Memory3Selector parse_memory3_selector(const std::string& name, const std::strin
 
 std::vector<int> parse_memory_layers(const std::string& spec, int n_layers, const std::string& where) {
   std::vector<int> layers;
-  auto to_int = [&](const std::string& s) {
-    size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != s.size() || s.empty()) fail(where, "layers: '" + s + "' is not a layer number");
-    if (v < 0 || v >= n_layers)
-      fail(where, "layers: layer " + s + " outside the model's " + std::to_string(n_layers) + " layers");
-    return v;
-  };
+  auto to_int = [&](const std::string& s) { return static_cast<int>(parse_int(s, where, "layers", 0, n_layers - 1)); };
   if (spec.empty() || spec == "first-half") {
     for (int l = 0; l < std::max(1, n_layers / 2); ++l) layers.push_back(l);
   } else if (spec == "all") {

@@ -47,7 +47,7 @@
 #include "namm/export_bank.pb.h"
 #include "namm/namm_policy.h"
 #include "namm/policy.pb.h"
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 #include "transformer/model.h"
 #include "transformer/session.h"
 

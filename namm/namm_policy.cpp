@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

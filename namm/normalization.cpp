@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

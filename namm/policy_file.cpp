@@ -8,9 +8,11 @@
 #include <sstream>
 
 #include "namm/baselines.h"
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/byte_io.h"
+#include "core/error.h"
+#include "core/text.h"
+#include "core/file_io.h"
+#include "transformer/backend.h"
 
 #ifndef NAMMKIT_VERSION
 #define NAMMKIT_VERSION "unknown"
@@ -21,15 +23,6 @@ namespace nammkit {
 namespace {
 constexpr char kMagic[8] = {'N', 'A', 'M', 'M', 'P', 'L', 'C', 'Y'};
 constexpr size_t kHeaderBytes = 8 + 8 + 4;
-
-std::string utc_now_iso8601() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 bool is_namm(PolicyKind k) { return k == POLICY_NAMM_BAM || k == POLICY_NAMM_MLP; }
 
@@ -46,13 +39,15 @@ void require_count(int got, int expected, const std::string& where, const std::s
 
 Budget budget_from(const BaselineHyper& b) { return Budget{b.budget_is_fraction(), b.budget()}; }
 
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
 }  // namespace
 
 const char* nammkit_version() { return NAMMKIT_VERSION; }
+
+int run_update_interval(int flag, const PolicyFile* own_file, const PolicyFile* first_file) {
+  if (flag > 0) return flag;
+  if (own_file) return own_file->update_interval();
+  return first_file ? first_file->update_interval() : kDefaultUpdateInterval;
+}
 
 const char* policy_kind_name(PolicyKind kind) {
   switch (kind) {
@@ -78,7 +73,7 @@ PolicyFile make_namm_policy_file(ScorerKind kind) {
   PolicyFile f;
   fill_provenance(f);
   f.set_kind(kind == ScorerKind::Bam ? POLICY_NAMM_BAM : POLICY_NAMM_MLP);
-  f.set_update_interval(512);
+  f.set_update_interval(kDefaultUpdateInterval);
   NammHyper* h = f.mutable_namm();
   h->set_n_fft(c.spectrogram.n_fft);
   h->set_hop(c.spectrogram.hop);
@@ -113,7 +108,7 @@ PolicyFile make_baseline_policy_file(const std::string& spec) {
   }
   PolicyFile f;
   fill_provenance(f);
-  f.set_update_interval(512);
+  f.set_update_interval(kDefaultUpdateInterval);
   BaselineHyper* b = f.mutable_baseline();
   if (kind == "full") f.set_kind(POLICY_FULL);
   else if (kind == "streaming") f.set_kind(POLICY_STREAMING), b->set_sinks(4);

@@ -57,6 +57,11 @@ std::string describe_policy(const PolicyFile& file);
 
 // The MemoryPolicy a file describes (validated first). Every result is a RecordingPolicy.
 std::unique_ptr<MemoryPolicy> make_policy(const PolicyFile& file);
+// The one rule for a run's update intervals (nammkit run and eval): an explicit --interval applies to
+// every policy of the run; otherwise a policy file keeps its own, and a baseline made from a spec takes
+// the first policy file's, else kDefaultUpdateInterval. `flag` is 0 when --interval was not given.
+int run_update_interval(int flag, const PolicyFile* own_file, const PolicyFile* first_file);
+
 // Shorthand: make_policy(make_baseline_policy_file(spec)).
 std::unique_ptr<MemoryPolicy> make_baseline_policy(const std::string& spec);
 

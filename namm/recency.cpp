@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

@@ -5,7 +5,7 @@
 #include <limits>
 #include <numeric>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <numbers>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

@@ -1,8 +1,9 @@
 #include "tasks/fitness.h"
 
 #include <algorithm>
+#include <map>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 
@@ -51,15 +52,41 @@ FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight,
     samples += t.samples;
   }
   r.mean_ratio /= static_cast<double>(tasks.size());
+  r.mean_cache = samples ? cache / samples : 0.0;
+  r.full_mean_cache = samples ? full_cache / samples : 0.0;
   if (cache_weight != 0 && full_cache > 0) r.cache_term = cache_weight * (1.0 - cache / full_cache);
   r.fitness = r.mean_ratio + r.cache_term;
   r.tasks = std::move(tasks);
   return r;
 }
 
+PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Outcome>& full,
+                             const std::vector<SampleKind>& kind, double epsilon, double cache_weight) {
+  if (task.size() != full.size() || task.size() != kind.size() || task.empty())
+    fail("fitness", "prompt_weights: " + std::to_string(task.size()) + " prompts, " + std::to_string(full.size()) +
+                        " full-cache outcomes, " + std::to_string(kind.size()) + " kinds");
+  std::map<int, int> count;
+  std::map<int, double> full_sum;
+  double full_cache = 0;
+  for (size_t p = 0; p < task.size(); ++p) {
+    ++count[task[p]];
+    full_sum[task[p]] += full[p].score;
+    full_cache += full[p].mean_cache;
+  }
+  PromptWeights w;
+  w.cache_weight = cache_weight;
+  w.full_cache_mean = std::max(full_cache / double(task.size()), 1e-9);
+  for (size_t p = 0; p < task.size(); ++p) {
+    const int t = task[p];
+    const double denominator = normalisation_denominator(full_sum[t] / count[t], kind[p], epsilon);
+    w.weight.push_back(double(task.size()) / (double(count.size()) * count[t] * denominator));
+  }
+  return w;
+}
+
 std::vector<Outcome> full_cache_outcomes(const Backend& backend, const Task& task, ReferenceCache& cache,
                                          const RunOptions& options) {
-  const std::string model_id = model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : "@" + backend.name());
+  const std::string model_id = model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : std::string("@") + backend.name());
   std::vector<Outcome> out;
   bool added = false;
   for (const Sample& s : task.samples) {

@@ -53,6 +53,8 @@ struct FitnessReport {
   double cache_term = 0;
   double epsilon = 0;
   int floored_tasks = 0;
+  double mean_cache = 0;       // cache size under the policy, mean over all samples of all tasks
+  double full_mean_cache = 0;  // the same with the full cache
   std::vector<TaskFitness> tasks;
 };
 
@@ -65,6 +67,23 @@ double normalisation_denominator(double full_score, SampleKind kind, double epsi
 TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
                            double epsilon, SampleKind kind = SampleKind::Generate);
 FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon);
+
+// The same fitness as a sum over prompts, for population evaluators that score each prompt apart (CMA-ES
+// generations sample prompts from a pool). For the prompts P of one evaluation, prompt p of task t(p):
+//   value(p) = score(p) * weight(p) + cache_weight * (1 - cache(p) / full_cache_mean),
+//   weight(p) = |P| / (|T| * n_t(p) * denominator_t),  denominator_t = normalisation_denominator(full mean of t)
+// so that the mean of value(p) over P is exactly combine_tasks(normalise_task(...)).fitness.
+struct PromptWeights {
+  std::vector<double> weight;   // per prompt, in the order given
+  double full_cache_mean = 1;   // mean full-cache cache size over the prompts (> 0)
+  double cache_weight = 0;
+  double value(size_t prompt, const Outcome& outcome) const {
+    return outcome.score * weight[prompt] + cache_weight * (1.0 - outcome.mean_cache / full_cache_mean);
+  }
+};
+// task[p]: the task index of prompt p; full[p]: its full-cache outcome; kind[p]: its sample kind.
+PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Outcome>& full,
+                             const std::vector<SampleKind>& kind, double epsilon, double cache_weight);
 
 // Full-cache outcomes of a task's samples: read from `cache`, computing (and saving) the missing ones.
 // The cache is keyed by the model and, off the CPU, the device (GPU arithmetic differs in the last bits).

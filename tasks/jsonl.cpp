@@ -4,15 +4,12 @@
 
 #include <cstring>
 
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string read_gzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
@@ -38,7 +35,7 @@ std::string read_gzip(const std::string& path) {
 
 std::string read_text_file(const std::string& path) {
   if (!file_exists(path)) fail(path, "cannot open file: no such file");
-  return ends_with(path, ".gz") ? read_gzip(path) : read_file(path);
+  return path.ends_with(".gz") ? read_gzip(path) : read_file(path);
 }
 
 void for_each_jsonl(const std::string& path, const std::function<void(const nlohmann::json&, size_t)>& fn) {

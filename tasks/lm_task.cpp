@@ -6,7 +6,7 @@
 
 #include "tasks/corpus.h"
 #include "tasks/data_paths.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 
@@ -55,19 +55,16 @@ double mean_log_likelihood(InferenceSession& session, std::span<const int32_t> t
   const std::vector<float>* last = &session.feed(tokens.subspan(0, first_scored));
   const int vocab = session.config().vocab_size;
   double total = 0;
-  auto log_prob = [vocab](const float* logits, int32_t target) {
-    const float mx = *std::max_element(logits, logits + vocab);
-    double sum = 0;
-    for (int v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v]) - mx);
-    return static_cast<double>(logits[target]) - mx - std::log(sum);
+  auto log_prob_row = [vocab](const float* logits, int32_t target) {
+    return log_prob(std::span<const float>(logits, size_t(vocab)), target);
   };
-  total += log_prob(last->data(), tokens[first_scored]);
+  total += log_prob_row(last->data(), tokens[first_scored]);
   constexpr size_t kChunk = 128;
   std::vector<float> rows;
   for (size_t pos = first_scored; pos + 1 < n; pos += kChunk) {
     const size_t len = std::min(kChunk, n - 1 - pos);
     session.feed(tokens.subspan(pos, len), &rows);
-    for (size_t r = 0; r < len; ++r) total += log_prob(rows.data() + r * static_cast<size_t>(vocab), tokens[pos + r + 1]);
+    for (size_t r = 0; r < len; ++r) total += log_prob_row(rows.data() + r * static_cast<size_t>(vocab), tokens[pos + r + 1]);
   }
   return total / static_cast<double>(score_tokens);
 }

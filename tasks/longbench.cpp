@@ -6,9 +6,9 @@
 
 #include "tasks/data_paths.h"
 #include "tasks/jsonl.h"
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/byte_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit {
 

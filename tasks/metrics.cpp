@@ -9,7 +9,7 @@
 
 #include "tasks/sequence_matcher.h"
 #include "tasks/text_util.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

@@ -9,8 +9,8 @@
 #include "tasks/longbench.h"
 #include "tasks/shipped_sets.h"
 #include "tasks/synthetic.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "tasks/lm_task.h"
 #include "tasks/truncation.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 namespace {

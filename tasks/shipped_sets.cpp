@@ -4,17 +4,11 @@
 
 #include "tasks/jsonl.h"
 #include "tasks/longbench.h"
-#include "transformer/error.h"
+#include "core/error.h"
+#include "core/text.h"
 
 namespace nammkit {
 namespace {
-
-std::string trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return "";
-  const size_t e = s.find_last_not_of(" \t\r");
-  return std::string(s.substr(b, e - b + 1));
-}
 
 std::vector<Sample> ruler_samples(const std::string& path) {
   std::vector<Sample> out;

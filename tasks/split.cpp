@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include "transformer/byte_io.h"
-#include "transformer/error.h"
+#include "core/byte_io.h"
+#include "core/error.h"
 
 namespace nammkit {
 

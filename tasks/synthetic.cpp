@@ -5,7 +5,7 @@
 
 #include "tasks/corpus.h"
 #include "tasks/data_paths.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 namespace {

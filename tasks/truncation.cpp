@@ -1,6 +1,6 @@
 #include "tasks/truncation.h"
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

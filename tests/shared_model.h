@@ -7,7 +7,7 @@
 #include <string>
 
 #include "transformer/backend.h"
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 
 namespace nammkit::testing {

@@ -11,8 +11,8 @@
 #include "evolution/checkpoint.h"
 #include "evolution/cmaes.h"
 #include "evolution/test_functions.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 using namespace nammkit::evo;
 namespace fs = std::filesystem;

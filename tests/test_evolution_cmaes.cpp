@@ -10,7 +10,7 @@
 #include "evolution/cmaes.h"
 #include "evolution/cmaes_constants.h"
 #include "evolution/test_functions.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 using namespace nammkit::evo;
 

@@ -17,8 +17,8 @@
 #include "evolution/metrics_log.h"
 #include "evolution/population_eval.h"
 #include "evolution/trainer.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 using namespace nammkit::evo;
 namespace fs = std::filesystem;

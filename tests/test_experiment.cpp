@@ -11,8 +11,8 @@
 #include "namm/policy_file.h"
 #include "tools/nammkit/evaluation.h"
 #include "tools/nammkit/experiment.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit::cli {
 namespace {

@@ -7,8 +7,8 @@
 #include "tests/shared_model.h"
 #include "namm/export_bmojo.h"
 #include "namm/policy_file.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/gguf.h"
 #include "transformer/gguf_writer.h"
 #include "transformer/llama2c.h"

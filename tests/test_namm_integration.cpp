@@ -7,7 +7,7 @@
 #include "namm/baselines.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 

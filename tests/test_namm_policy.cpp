@@ -11,8 +11,8 @@
 #include "namm/baselines.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 using namespace nammkit;
 

@@ -10,8 +10,8 @@
 
 #include "tests/shared_model.h"
 #include "tests/reference_forward.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 #include "namm/policy_file.h"

@@ -9,8 +9,8 @@
 #include "tasks/registry.h"
 #include "tasks/shipped_sets.h"
 #include "tasks/truncation.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 
 namespace nammkit {

@@ -9,8 +9,8 @@
 #include "tasks/lm_task.h"
 #include "tasks/reference_cache.h"
 #include "tasks/runner.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 
 namespace nammkit {

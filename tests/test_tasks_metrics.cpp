@@ -5,7 +5,7 @@
 #include "tasks/metrics.h"
 #include "tasks/sequence_matcher.h"
 #include "tasks/text_util.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 namespace {

@@ -7,7 +7,7 @@
 #include "tasks/corpus.h"
 #include "tasks/lm_task.h"
 #include "tasks/synthetic.h"
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/loader.h"
 
 namespace nammkit {

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/llama2c.h"
 #include "transformer/loader.h"
 #include "transformer/model.h"

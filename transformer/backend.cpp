@@ -5,12 +5,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/session.h"
 
 namespace nammkit {
@@ -108,6 +109,13 @@ std::unique_ptr<Backend> make_backend(const Model& model, DeviceChoice choice, b
 
 int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+double log_prob(std::span<const float> logits, int32_t target) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - mx);
+  return static_cast<double>(logits[size_t(target)]) - mx - std::log(sum);
 }
 
 Generation generate_greedy(InferenceSession& session, std::span<const int32_t> prompt, const GenerateOptions& options,

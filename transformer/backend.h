@@ -23,9 +23,13 @@
 
 namespace nammkit {
 
+// The memory policy's update interval in absolute tokens when nothing sets one: the paper's n_up. It is
+// called update_interval everywhere (configs, policy files, structs) and --interval on the command line.
+inline constexpr int kDefaultUpdateInterval = 512;
+
 struct SessionOptions {
   int prefill_chunk = 128;      // tokens per forward during prefill (bounds the attention matrix)
-  int update_interval = 512;    // the policy runs whenever the absolute token count hits a multiple
+  int update_interval = kDefaultUpdateInterval;  // the policy runs whenever the absolute token count hits a multiple
   bool attention_bf16 = false;  // round the probabilities handed to the policy to bf16 (the reference does)
   // Sliding-window attention (B'MOJO's in-context window): a query at position p sees the keys at
   // positions > p - sliding_window plus the cache's memory entries. 0 = no window. After each policy
@@ -110,5 +114,7 @@ Generation generate_greedy(InferenceSession& session, std::span<const int32_t> p
                            const std::function<bool(int32_t)>& stop = {});
 
 int32_t argmax(std::span<const float> logits);
+// log softmax(logits)[target], accumulated in double.
+double log_prob(std::span<const float> logits, int32_t target);
 
 }  // namespace nammkit

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/tensor.h"
 
 namespace nammkit {

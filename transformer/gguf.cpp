@@ -6,7 +6,8 @@
 #include <cstring>
 #include <limits>
 
-#include "transformer/error.h"
+#include "core/error.h"
+#include "core/text.h"
 
 namespace nammkit {
 
@@ -386,11 +387,6 @@ std::string ne_string(const std::vector<int64_t>& ne) {
   return s + "]";
 }
 
-std::string file_stem(const std::string& path) {
-  std::string name = path.substr(path.find_last_of('/') + 1);
-  if (auto dot = name.find_last_of('.'); dot != std::string::npos && dot > 0) name.resize(dot);
-  return name;
-}
 
 class GgufModelBuilder {
  public:

@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 #include "transformer/model.h"
 
 namespace nammkit {

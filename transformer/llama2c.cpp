@@ -5,8 +5,9 @@
 #include <cstring>
 #include <memory>
 
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/text.h"
+#include "core/file_io.h"
 
 namespace nammkit {
 
@@ -20,11 +21,6 @@ std::string directory_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-std::string file_stem(const std::string& path) {
-  std::string name = path.substr(path.find_last_of('/') + 1);
-  if (auto dot = name.find_last_of('.'); dot != std::string::npos && dot > 0) name.resize(dot);
-  return name;
-}
 
 std::string header_string(const Llama2cHeader& h) {
   return "dim " + std::to_string(h.dim) + ", hidden " + std::to_string(h.hidden_dim) + ", layers " +

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <fstream>
 
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/gguf.h"
 #include "transformer/llama2c.h"
 #include "transformer/safetensors.h"

@@ -11,7 +11,7 @@
 #include <optional>
 #include <set>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 
@@ -31,9 +31,6 @@ std::string base_name(const std::string& path) {
   return s.substr(s.find_last_of('/') + 1);
 }
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::vector<std::string> list_directory(const std::string& dir) {
   std::vector<std::string> names;
@@ -533,7 +530,7 @@ std::vector<std::string> weight_files(const std::string& path, const std::string
   if (file_exists(dir + "/model.safetensors")) return {dir + "/model.safetensors"};
   std::vector<std::string> found;
   for (const std::string& name : list_directory(dir)) {
-    if (ends_with(name, ".safetensors")) found.push_back(dir + "/" + name);
+    if (name.ends_with(".safetensors")) found.push_back(dir + "/" + name);
   }
   if (found.size() != 1) {
     fail(dir, found.empty() ? "no .safetensors file" : "several .safetensors files but no model.safetensors.index.json");

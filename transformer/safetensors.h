@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 #include "transformer/model.h"
 
 namespace nammkit {

@@ -10,7 +10,7 @@
 #include <limits>
 #include <string>
 
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/rope.h"
 
 namespace nammkit {

@@ -9,7 +9,7 @@
 #include <queue>
 #include <utility>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

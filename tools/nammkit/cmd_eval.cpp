@@ -6,18 +6,19 @@
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
 #include "tools/nammkit/evaluation.h"
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 
 namespace nammkit::cli {
 namespace {
 
 const char* kEvalHelp =
     "usage: nammkit eval --model M --tasks TASKS.json [--policy P.nammp]... [--baseline SPEC]... [options]\n"
-    "  --policy FILE        a policy file (repeatable); NAMM policies run at their own update interval\n"
+    "  --policy FILE        a policy file (repeatable); each runs at its own update interval unless --interval\n"
     "  --baseline SPEC      full | streaming[:B[,sinks=4]] | h2o[:B[,heavy=0.5]] | l2[:B] | random[:B[,seed=1]]\n"
     "                       B = tokens (512) or a fraction of the tokens seen (0.25); without B the budget is\n"
     "                       the mean cache fraction the first --policy used (equal mean cache size)\n"
-    "  --interval N         baselines' update interval (default: the first policy's, else 512)\n"
+    "  --interval N         every policy's update interval (default: each file's own; baselines the first\n"
+    "                       policy's, else 512)\n"
     "  --chunk N            prefill chunk (default 128)\n"
     "  --max-context N      tokens a prompt may span (default: the model's context)\n"
     "  --json FILE          also write the results as JSON\n"

@@ -29,8 +29,8 @@
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -111,7 +111,7 @@ int export_bmojo(const Args& args) {
   BmojoOptions o;
   o.window = args.get_int("--window", 512);
   o.memory = args.get_int("--memory", 64);
-  o.interval = args.get_int("--interval", 512);
+  o.interval = args.get_int("--interval", kDefaultUpdateInterval);
   const std::string gran = args.get("--granularity", "head");
   if (gran == "head") o.granularity = BMOJO_PER_KV_HEAD;
   else if (gran == "layer") o.granularity = BMOJO_TOKEN_PER_LAYER;
@@ -153,12 +153,6 @@ int export_command(const std::vector<std::string>& raw) {
 // ---------------------------------------------------------------------------------------------
 // eval-export memory3
 
-double log_prob(const float* logits, int vocab, int32_t target) {
-  const float mx = *std::max_element(logits, logits + vocab);
-  double sum = 0;
-  for (int v = 0; v < vocab; ++v) sum += std::exp(double(logits[v]) - mx);
-  return double(logits[target]) - mx - std::log(sum);
-}
 
 struct QaOutcome {
   double nll = 0;   // mean NLL of the answer tokens
@@ -175,7 +169,7 @@ QaOutcome score_answer(Session& s, const std::vector<int32_t>& prompt, const std
   QaOutcome o;
   for (size_t i = 0; i < answer.size(); ++i) {
     const float* row = logits.data() + (prompt.size() - 1 + i) * vocab;
-    o.nll -= log_prob(row, vocab, answer[i]);
+    o.nll -= log_prob(std::span<const float>(row, size_t(vocab)), answer[i]);
     if (i == 0) o.top1 = argmax(std::span<const float>(row, vocab)) == answer[0];
   }
   o.nll /= answer.size();

@@ -5,8 +5,8 @@
 #include "evolution/metrics_log.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace {
 

@@ -3,7 +3,7 @@
 //   nammkit policy show FILE                  human-readable summary
 //   nammkit policy to-json FILE               JSON on stdout
 //   nammkit policy from-json JSON OUT         JSON -> binary policy file (validated)
-//   nammkit policy init OUT [--kind namm_bam|namm_mlp] [--baseline SPEC] [--update-interval N]
+//   nammkit policy init OUT [--kind namm_bam|namm_mlp] [--baseline SPEC] [--interval N]
 //                                             an all-zero NAMM policy (keeps everything), or a
 //                                             baseline from a spec such as "h2o:0.25"
 #include <cstdio>
@@ -13,8 +13,8 @@
 #include "namm/policy_file.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace nammkit::cli {
 namespace {
@@ -23,7 +23,7 @@ constexpr const char* kUsage =
     "usage: nammkit policy show FILE\n"
     "       nammkit policy to-json FILE\n"
     "       nammkit policy from-json JSON OUT\n"
-    "       nammkit policy init OUT [--kind namm_bam|namm_mlp] [--baseline SPEC] [--update-interval N]\n"
+    "       nammkit policy init OUT [--kind namm_bam|namm_mlp] [--baseline SPEC] [--interval N]\n"
     "SPEC: full | streaming:BUDGET[,sinks=N] | h2o:BUDGET[,heavy=R] | l2:BUDGET | random:BUDGET[,seed=N]\n"
     "      BUDGET is tokens (512) or a fraction of the tokens seen (0.25)\n";
 
@@ -60,7 +60,7 @@ int cmd_policy(const std::vector<std::string>& argv) {
     return 0;
   }
   if (sub == "init") {
-    Args args("policy init", rest, {"--kind", "--baseline", "--update-interval"});
+    Args args("policy init", rest, {"--kind", "--baseline", "--interval"});
     expect_positional(args, 1, sub);
     PolicyFile file;
     if (args.has("--baseline")) {
@@ -71,7 +71,7 @@ int cmd_policy(const std::vector<std::string>& argv) {
       if (kind != "namm_bam" && kind != "namm_mlp") fail("nammkit policy init", "--kind: expected namm_bam or namm_mlp, got '" + kind + "'");
       file = make_namm_policy_file(kind == "namm_bam" ? ScorerKind::Bam : ScorerKind::Mlp);
     }
-    file.set_update_interval(args.get_int("--update-interval", file.update_interval()));
+    file.set_update_interval(run_update_interval(args.get_int("--interval", 0), &file, nullptr));
     const std::string out = args.positional()[0];
     save_policy(file, out);
     std::fprintf(stderr, "wrote %s (%s)\n", out.c_str(), policy_kind_name(file.kind()));

@@ -20,12 +20,12 @@ const char* kRunHelp =
     "  --prompt TEXT         prompt (default: empty, i.e. BOS only)\n"
     "  --max-new-tokens N    tokens to generate (default 64)\n"
     "  --chunk N             prefill chunk size (default 128)\n"
-    "  --policy FILE         manage the KV cache with a policy file (its update interval is used)\n"
+    "  --policy FILE         manage the KV cache with a policy file (its own update interval unless --interval)\n"
     "  --baseline SPEC       ... or with a baseline: streaming:256 | h2o:0.25 | l2:512 | random:0.5 | full\n"
     "  --memory bmojo:W,M[,interval=N][,scorer=namm|recency|h2o|random]\n"
     "                        B'MOJO mode: sliding window W plus an eidetic memory of M tokens per head,\n"
     "                        chosen by the --policy NAMM (scorer namm) or a baseline scorer\n"
-    "  --interval N          memory-policy update interval in absolute tokens (default 512)\n"
+    "  --interval N          memory-policy update interval in absolute tokens (default: the file's, else 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --device auto|cpu|cuda  where to run (default auto: CUDA when a GPU is present and the CUDA module loads)\n"
     "  --no-bos              do not prepend BOS\n"
@@ -45,7 +45,8 @@ int run_command(const std::vector<std::string>& raw) {
   Model model = load_model(args.require("--model"));
   SessionOptions options;
   options.prefill_chunk = args.get_int("--chunk", options.prefill_chunk);
-  options.update_interval = args.get_int("--interval", options.update_interval);
+  const int interval_flag = args.get_int("--interval", 0);
+  options.update_interval = run_update_interval(interval_flag, nullptr, nullptr);
   if (args.has("--policy") && args.has("--baseline")) fail("nammkit run", "--policy and --baseline exclude each other");
   std::unique_ptr<MemoryPolicy> policy;
   if (args.has("--memory")) {
@@ -57,8 +58,8 @@ int run_command(const std::vector<std::string>& raw) {
     policy = std::move(runtime.policy);
   } else if (args.has("--policy") || args.has("--baseline")) {
     PolicyFile file = args.has("--policy") ? load_policy(args.get("--policy")) : make_baseline_policy_file(args.get("--baseline"));
-    if (args.has("--interval") || args.has("--baseline")) file.set_update_interval(options.update_interval);
-    options.update_interval = file.update_interval();
+    options.update_interval = run_update_interval(interval_flag, args.has("--policy") ? &file : nullptr, nullptr);
+    file.set_update_interval(options.update_interval);
     policy = make_policy(file);
   }
   const DeviceChoice device = device_choice(args, "run");

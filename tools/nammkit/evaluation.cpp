@@ -11,7 +11,7 @@
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
-#include "transformer/error.h"
+#include "core/error.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -45,6 +45,7 @@ PolicyRow run_row(const Backend& backend, const std::vector<Task>& tasks, const 
     t.max_cache_per_layer.assign(n_layers, 0);
     double task_seconds = 0, task_tokens = 0;
     for (const RunResult& r : results) {
+      t.outcomes.push_back({r.score, r.cache.mean});
       t.score += r.score;
       t.mean_cache += r.cache.mean;
       t.max_cache = std::max(t.max_cache, r.cache.max);
@@ -68,18 +69,18 @@ PolicyRow run_row(const Backend& backend, const std::vector<Task>& tasks, const 
   return out;
 }
 
+// Normalised by the full cache on the same samples, by the one fitness implementation (tasks/fitness).
 void normalise(PolicyRow& row, const PolicyRow& full, const std::vector<Task>& tasks, double epsilon) {
-  row.mean_normalised = row.mean_cache = 0;
-  double full_cache = 0;
+  std::vector<TaskFitness> per_task;
   for (size_t t = 0; t < row.tasks.size(); ++t) {
-    row.tasks[t].normalised = row.tasks[t].score / normalisation_denominator(full.tasks[t].score, tasks[t].samples.front().kind, epsilon);
-    row.mean_normalised += row.tasks[t].normalised;
-    row.mean_cache += row.tasks[t].mean_cache;
-    full_cache += full.tasks[t].mean_cache;
+    per_task.push_back(normalise_task(tasks[t].name, row.tasks[t].outcomes, full.tasks[t].outcomes, epsilon,
+                                      tasks[t].samples.front().kind));
+    row.tasks[t].normalised = per_task.back().ratio;
   }
-  row.mean_normalised /= double(row.tasks.size());
-  row.mean_cache /= double(row.tasks.size());
-  row.cache_fraction = full_cache > 0 ? row.mean_cache / (full_cache / double(row.tasks.size())) : 0;
+  const FitnessReport report = combine_tasks(std::move(per_task), 0.0, epsilon);
+  row.mean_normalised = report.mean_ratio;
+  row.mean_cache = report.mean_cache;
+  row.cache_fraction = report.full_mean_cache > 0 ? report.mean_cache / report.full_mean_cache : 0;
 }
 
 std::string file_name(const std::string& path) {
@@ -99,9 +100,8 @@ EvalReport run_eval(const EvalOptions& options) {
 
   std::vector<Row> namm_rows;
   for (const std::string& path : options.policy_files) namm_rows.push_back({"namm(" + file_name(path) + ")", load_policy(path)});
-  const int interval = options.update_interval > 0   ? options.update_interval
-                       : !namm_rows.empty()           ? namm_rows[0].file.update_interval()
-                                                      : 512;
+  const PolicyFile* first_file = namm_rows.empty() ? nullptr : &namm_rows[0].file;
+  const int interval = run_update_interval(options.update_interval, nullptr, first_file);  // baselines and full
 
   EvalReport report;
   report.model = model.config.name;
@@ -113,6 +113,7 @@ EvalReport run_eval(const EvalOptions& options) {
   report.rows.push_back(run_row(*backend, tasks, {"full", full_file}, options));
   normalise(report.rows[0], report.rows[0], tasks, options.epsilon);
 
+  for (Row& row : namm_rows) row.file.set_update_interval(run_update_interval(options.update_interval, &row.file, nullptr));
   for (const Row& row : namm_rows) {
     std::fprintf(stderr, "eval: %s...\n", row.label.c_str());
     report.rows.push_back(run_row(*backend, tasks, row, options));

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tasks/fitness.h"
 #include "transformer/backend.h"
 
 namespace nammkit::cli {
@@ -20,7 +21,7 @@ struct EvalOptions {
   std::string tasks_file;               // a task-set JSON (tasks/registry.h); use split "heldout"
   std::vector<std::string> policy_files;
   std::vector<std::string> baselines;   // "h2o:0.25", "streaming:256,sinks=4", or a bare kind to match NAMM's cache
-  int update_interval = 0;              // baselines' interval; 0 = the first policy file's, else 512
+  int update_interval = 0;              // --interval (0: not given), by run_update_interval's rule
   int prefill_chunk = 128;
   int max_context = 0;                  // 0 = the model's context
   double epsilon = 0.01;
@@ -37,13 +38,14 @@ struct TaskRow {
   std::vector<double> mean_cache_per_layer;
   std::vector<int> max_cache_per_layer;
   double tokens_per_second = 0;
+  std::vector<Outcome> outcomes;  // per sample, for the normalisation (tasks/fitness)
 };
 
 struct PolicyRow {
   std::string label;      // "full", "namm(policy.nammp)", "h2o:0.31" ...
   std::vector<TaskRow> tasks;
   double mean_normalised = 0;
-  double mean_cache = 0;
+  double mean_cache = 0;      // mean over all samples of all tasks
   double cache_fraction = 0;  // mean cache / full cache's mean cache
   double tokens_per_second = 0;
 };

@@ -14,13 +14,14 @@
 #include "evolution/interrupt.h"
 #include "evolution/population_eval.h"
 #include "evolution/trainer.h"
+#include "core/text.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
-#include "transformer/error.h"
-#include "transformer/file_io.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -56,9 +57,8 @@ FeatureStats stats_from_json(const std::string& text, const std::string& where) 
 std::vector<float> to_floats(std::span<const double> v) { return std::vector<float>(v.begin(), v.end()); }
 
 // Dispatches each stage's generations to a TBB evaluator over that stage's pool and turns raw scores
-// into the normalised fitness: with the generation's prompts P (|P| = m) and tasks T present,
-//   value(p) = score(p) * m / (|T| * n_task(p) * max(full_task_mean, eps)) + w * (1 - cache(p) / full_cache_mean)
-// so that the mean over P is exactly  mean_t(score_t / max(full_t, eps)) + w * (1 - cache / full cache).
+// into the normalised fitness by tasks/fitness's prompt_weights (the mean over a generation's prompts
+// is exactly the fitness combine_tasks gives on them).
 class NammFitnessEvaluator : public evo::PopulationEvaluator {
  public:
   NammFitnessEvaluator(const Backend& backend, const ExperimentConfig& config, const NammConfig& namm,
@@ -101,23 +101,18 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
     if (generation == prepared_generation_ && task_set == prepared_set_) return;
     const StagePool& pool = pools_.at(task_set);
     const std::vector<int> chosen = evaluators_.at(task_set)->prompts_for(generation);
-    std::map<int, int> count;
-    std::map<int, double> full_sum;
-    double full_cache = 0;
+    std::vector<int> task;
+    std::vector<Outcome> full;
+    std::vector<SampleKind> kind;
     for (int p : chosen) {
-      const PoolEntry& e = pool.entries[p];
-      ++count[e.task];
-      full_sum[e.task] += e.full.score;
-      full_cache += e.full.mean_cache;
+      task.push_back(pool.entries[p].task);
+      full.push_back(pool.entries[p].full);
+      kind.push_back(pool.entries[p].sample->kind);
     }
-    full_cache /= double(chosen.size());
-    weight_.assign(pool.entries.size(), 0.0);
-    for (int p : chosen) {
-      const int t = pool.entries[p].task;
-      const double denom = normalisation_denominator(full_sum[t] / count[t], pool.entries[p].sample->kind, config_.epsilon);
-      weight_[p] = double(chosen.size()) / (double(count.size()) * count[t] * denom);
-    }
-    full_cache_mean_ = std::max(full_cache, 1e-9);
+    const PromptWeights w = prompt_weights(task, full, kind, config_.epsilon, config_.cache_weight);
+    weights_ = w;
+    weights_.weight.assign(pool.entries.size(), 0.0);  // indexed by pool entry
+    for (size_t i = 0; i < chosen.size(); ++i) weights_.weight[chosen[i]] = w.weight[i];
     prepared_generation_ = generation;
     prepared_set_ = task_set;
   }
@@ -130,7 +125,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
     run.session = config_.session;
     const RunResult r = run_sample(backend_, &policy, *e.sample, run);
     evo::PromptScore out;
-    out.score = r.score * weight_[ctx.prompt] + config_.cache_weight * (1.0 - r.cache.mean / full_cache_mean_);
+    out.score = weights_.value(size_t(ctx.prompt), Outcome{r.score, r.cache.mean});
     out.cache_size = r.cache.mean;
     return out;
   }
@@ -143,8 +138,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
   std::map<std::string, std::unique_ptr<evo::TbbPopulationEvaluator>> evaluators_;
   int64_t prepared_generation_ = -1;
   std::string prepared_set_;
-  std::vector<double> weight_;
-  double full_cache_mean_ = 1;
+  PromptWeights weights_;
 };
 
 // Full-cache pass over the first prompts of stage 1 with NAMM in statistics mode (reference §2.3).
@@ -172,12 +166,6 @@ FeatureStats collect_normalisation(const Backend& backend, const ExperimentConfi
   return total;
 }
 
-std::string now_iso8601() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 void write_policy(const std::string& path, const ExperimentConfig& config, const Model& model,
                   const std::vector<double>& params, const FeatureStats& stats, int64_t generation, double fitness,
@@ -195,7 +183,7 @@ void write_policy(const std::string& path, const ExperimentConfig& config, const
   prov->set_config_hash(config.hash());
   prov->set_generation(generation);
   prov->set_fitness(fitness);
-  prov->set_created_at(now_iso8601());
+  prov->set_created_at(utc_now_iso8601());
   prov->set_nammkit_version(nammkit_version());
   prov->set_note(note);
   save_policy(f, path);

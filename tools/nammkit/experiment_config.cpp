@@ -3,8 +3,8 @@
 #include "namm/bam_scorer.h"
 #include "tasks/data_paths.h"
 #include "tools/nammkit/json_reader.h"
-#include "transformer/byte_io.h"
-#include "transformer/file_io.h"
+#include "core/byte_io.h"
+#include "core/file_io.h"
 
 namespace nammkit::cli {
 
@@ -34,7 +34,7 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
 
   JsonReader session = root.object("session");
   c.session.prefill_chunk = session.get_int("prefill_chunk", 128, 1, 1 << 20);
-  c.session.update_interval = session.get_int("update_interval", 512, 16, 1 << 20);
+  c.session.update_interval = session.get_int("update_interval", kDefaultUpdateInterval, 16, 1 << 20);
   if (c.session.update_interval % 16 != 0)
     session.fail_at("update_interval", "must be a multiple of 16 (the spectrogram hop)");
   c.session.attention_bf16 = session.get_bool("attention_bf16", false);

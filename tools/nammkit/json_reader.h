@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit::cli {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "tools/nammkit/commands.h"
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit::cli {
 std::map<std::string, Command>& command_registry() {

@@ -1,4 +1,4 @@
-#include "transformer/file_io.h"
+#include "core/file_io.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -11,7 +11,7 @@
 #include <sstream>
 #include <utility>
 
-#include "transformer/error.h"
+#include "core/error.h"
 
 namespace nammkit {
 

@@ -1,4 +1,4 @@
-#include "transformer/byte_io.h"
+#include "core/byte_io.h"
 
 #include <zlib.h>
 
