@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/text.h"
 
 namespace nammkit {
 namespace {
@@ -50,6 +51,28 @@ TEST(FileIo, MappedFileSeesTheBytes) {
   EXPECT_EQ(moved.size(), 7u);
   EXPECT_EQ(m.data(), nullptr);
   std::filesystem::remove_all(dir);
+}
+
+TEST(Text, TrimStemAndCheckedIntegers) {
+  EXPECT_EQ(trim(" \t a b \r\n"), "a b");
+  EXPECT_EQ(trim(" \t\r\n"), "");
+  EXPECT_EQ(file_stem("dir/sub/model.q8.gguf"), "model.q8");
+  EXPECT_EQ(file_stem(".hidden"), ".hidden");
+  EXPECT_EQ(parse_int("42", "w", "f", 0, 100), 42);
+  EXPECT_EQ(parse_int("-3", "w", "f", -5, 5), -3);
+  for (const char* bad : {"", "4x", " 4", "101", "-1", "99999999999999999999"}) {
+    try {
+      parse_int(bad, "config.json", "layers", 0, 100);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()),
+                std::string("config.json: layers: expected an integer in [0, 100], got '") + bad + "'");
+    }
+  }
+  const std::string now = utc_now_iso8601();
+  ASSERT_EQ(now.size(), 20u);
+  EXPECT_EQ(now[10], 'T');
+  EXPECT_EQ(now.back(), 'Z');
 }
 
 }  // namespace

@@ -72,6 +72,29 @@ TEST(TasksFitness, RatioOfMeansMeanOverTasksAndEpsilonFloor) {
   EXPECT_THROW(normalise_task("x", {{1, 1}}, {}, 0.01), Error);
 }
 
+// Evolution scores prompts one by one: the mean of the per-prompt values must be the fitness the
+// task-level aggregation gives on the same prompts (two tasks of unequal size, one floored).
+TEST(TasksFitness, PromptWeightsAverageToCombineTasks) {
+  const std::vector<int> task = {0, 1, 0, 1, 1, 0, 1};
+  const std::vector<Outcome> full = {{0.5, 100}, {0.002, 90}, {0.7, 120}, {0.004, 95}, {0.0, 80}, {0.6, 110}, {0.01, 70}};
+  const std::vector<Outcome> mine = {{0.4, 30}, {0.1, 20}, {0.7, 50}, {0.0, 25}, {0.3, 40}, {0.2, 35}, {0.05, 10}};
+  const std::vector<SampleKind> kind(task.size(), SampleKind::Generate);
+  const double eps = 0.01, w = 0.5;
+  std::vector<Outcome> f0, f1, m0, m1;
+  for (size_t p = 0; p < task.size(); ++p) {
+    (task[p] ? f1 : f0).push_back(full[p]);
+    (task[p] ? m1 : m0).push_back(mine[p]);
+  }
+  const FitnessReport r =
+      combine_tasks({normalise_task("a", m0, f0, eps), normalise_task("b", m1, f1, eps)}, w, eps);
+  const PromptWeights pw = prompt_weights(task, full, kind, eps, w);
+  double mean = 0;
+  for (size_t p = 0; p < task.size(); ++p) mean += pw.value(p, mine[p]) / double(task.size());
+  EXPECT_NEAR(mean, r.fitness, 1e-12);
+  EXPECT_EQ(r.floored_tasks, 1);
+  EXPECT_THROW(prompt_weights({0}, {}, {}, eps, w), Error);
+}
+
 TEST(TasksFitness, ReferenceCacheIsReusedAndWrittenAtomically) {
   const auto dir = temp_dir("refcache");
   const std::string path = (dir / "full.json").string();
