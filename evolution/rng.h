@@ -22,7 +22,6 @@ class Rng {
   // tail uses the cosine branch only, so nothing is carried over to the next call).
   void fill_normal(double* out, size_t count);
   double normal();
-  uint64_t next_u64() { return engine_(); }
 
   // The exact engine state as text (the standard operator<< format) and back. restore() throws
   // nammkit::Error("<where>: <field>: ...") on a malformed state.

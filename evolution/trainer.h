@@ -65,7 +65,6 @@ class Trainer {
   void set_generation_hook(GenerationHook fn) { hook_ = std::move(fn); }
   // Opaque caller state saved in every checkpoint and restored by resume().
   void set_extra_state(std::string extra) { extra_ = std::move(extra); }
-  const std::string& extra_state() const { return extra_; }
 
   // Continues from a checkpoint; drops log lines of generations it has not completed.
   // Throws Error naming the file and field when the checkpoint does not fit the settings/config.

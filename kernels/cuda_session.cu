@@ -148,12 +148,6 @@ size_t CudaSession::total_tokens() const {
   return n;
 }
 
-size_t CudaSession::cache_bytes() const {
-  size_t n = 0;
-  for (const Head& h : heads_) n += h.keys.bytes() + h.values.bytes();
-  return n;
-}
-
 const std::vector<float>& CudaSession::feed(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
   const int vocab = model_.config().vocab_size;
   check_token_ids(tokens, vocab, kWhere);

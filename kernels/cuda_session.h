@@ -67,7 +67,6 @@ class CudaSession final : public InferenceSession {
   int head_len(int layer, int kv_head) const override;
   const std::vector<int32_t>& head_positions(int layer, int kv_head) const;
   size_t total_tokens() const override;  // summed over layers and KV heads
-  size_t cache_bytes() const;   // device bytes allocated for keys and values (capacity, not length)
 
  private:
   struct Head;

@@ -54,7 +54,6 @@ void NammPolicy::set_normalizer(FeatureNormalizer normalizer) {
   normalizer_ = std::move(normalizer);
 }
 
-void NammPolicy::reset_collected_stats() { collected_ = FeatureStats(config_.spectrogram.n_bins()); }
 
 void NammPolicy::begin_sequence(const ModelConfig& config) {
   note_sequence_start();

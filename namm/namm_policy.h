@@ -64,7 +64,6 @@ class NammPolicy final : public RecordingPolicy {
   void set_mode(NammMode mode) { mode_ = mode; }
   // Statistics of the un-normalised spectrogram EMA pooled over every update in CollectStats mode.
   const FeatureStats& collected_stats() const { return collected_; }
-  void reset_collected_stats();
 
   // Called (serially, in head order) with the features of every head at every update, before
   // scoring: lets a caller score many parameter vectors on the same features (score_population).

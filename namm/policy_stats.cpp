@@ -5,15 +5,8 @@
 
 namespace nammkit {
 
-double LayerUpdateStats::mean_kept() const {
-  return kept.empty() ? 0.0 : static_cast<double>(total_kept()) / static_cast<double>(kept.size());
-}
 int32_t LayerUpdateStats::max_kept() const { return kept.empty() ? 0 : *std::max_element(kept.begin(), kept.end()); }
 int64_t LayerUpdateStats::total_kept() const { return std::accumulate(kept.begin(), kept.end(), int64_t{0}); }
-int64_t LayerUpdateStats::total_evicted() const {
-  return std::accumulate(before.begin(), before.end(), int64_t{0}) - total_kept();
-}
-
 void PolicyStats::record(const LayerWindow& window, const KeepLists& keep) {
   LayerUpdateStats u;
   u.sequence = sequences - 1;

@@ -15,10 +15,8 @@ struct LayerUpdateStats {
   std::vector<int32_t> before;      // [n_kv_heads] cached tokens before the update
   std::vector<int32_t> kept;        // [n_kv_heads] cached tokens after it
 
-  double mean_kept() const;
   int32_t max_kept() const;
   int64_t total_kept() const;
-  int64_t total_evicted() const;
 };
 
 struct PolicyStats {
@@ -39,7 +37,6 @@ struct PolicyStats {
 class RecordingPolicy : public MemoryPolicy {
  public:
   const PolicyStats& stats() const { return stats_; }
-  void clear_stats() { stats_.clear(); }
 
  protected:
   // Derived classes call this from begin_sequence() and update().

@@ -9,10 +9,6 @@
 
 namespace nammkit {
 
-const char* selection_mode_name(SelectionMode mode) {
-  return mode == SelectionMode::SharedMaxK ? "shared_max_k" : "per_head";
-}
-
 std::vector<int32_t> top_k_chronological(std::span<const float> scores, int k) {
   const int n = static_cast<int>(scores.size());
   k = std::clamp(k, 0, n);

@@ -71,10 +71,4 @@ size_t KVCache::total_tokens() const {
 
 size_t KVCache::bytes() const { return total_tokens() * size_t(head_dim_) * 2 * sizeof(float); }
 
-int KVCache::layer_max_len(int layer) const {
-  int m = 0;
-  for (int g = 0; g < n_kv_heads_; ++g) m = std::max(m, head(layer, g).len);
-  return m;
-}
-
 }  // namespace nammkit

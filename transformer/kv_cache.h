@@ -40,7 +40,6 @@ class KVCache {
   void clear();
   size_t total_tokens() const;           // summed over layers and heads
   size_t bytes() const;                  // keys + values, f32
-  int layer_max_len(int layer) const;
 
  private:
   int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0;
