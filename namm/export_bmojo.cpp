@@ -6,11 +6,11 @@
 #include <cmath>
 #include <sstream>
 
-#include "namm/policy_file.h"
-#include "namm/selection.h"
 #include "core/byte_io.h"
 #include "core/error.h"
 #include "core/text.h"
+#include "namm/policy_file.h"
+#include "namm/selection.h"
 
 namespace nammkit {
 namespace {
@@ -30,12 +30,6 @@ const char* bmojo_scorer_name(BmojoScorer s) {
     case BmojoScorer::Random: return "random";
   }
   return "?";
-}
-
-BmojoScorer parse_bmojo_scorer(const std::string& name, const std::string& where) {
-  for (BmojoScorer s : {BmojoScorer::Namm, BmojoScorer::Recency, BmojoScorer::H2o, BmojoScorer::Random})
-    if (name == bmojo_scorer_name(s)) return s;
-  fail(where, "scorer: expected namm|recency|h2o|random, got '" + name + "'");
 }
 
 void BmojoOptions::validate(const std::string& where) const {
@@ -85,17 +79,11 @@ std::vector<float> BmojoPolicy::score_head(const LayerWindow& w, int h, HeadStat
   std::vector<float> scores(n, 0.0f);
   switch (options_.scorer) {
     case BmojoScorer::Namm: {
-      const NammConfig& cfg = namm_->config;
       spectrogram_->update(hw.attention, w.n_queries, n, st.spectral);
-      const int bins = cfg.spectrogram.n_bins(), rec = cfg.recency.dim, F = cfg.n_features();
-      std::vector<float> x(size_t(n) * F);
       const int32_t newest = n ? hw.positions[n - 1] : 0;
-      for (int j = 0; j < n; ++j) {
-        float* row = x.data() + size_t(j) * F;
-        recency_embedding(cfg.recency, int64_t{newest} - hw.positions[j], row);
-        namm_->normalizer.apply(st.spectral.ema_NxB.data() + size_t(j) * bins, row + rec);
-      }
-      score_tokens(cfg.scorer, namm_->params, x.data(), n, scores.data());
+      std::vector<int64_t> ages(n);
+      for (int j = 0; j < n; ++j) ages[j] = int64_t{newest} - hw.positions[j];
+      namm_->score(st.spectral.ema_NxB.data(), ages, scores.data());
       break;
     }
     case BmojoScorer::Recency:
@@ -110,7 +98,7 @@ std::vector<float> BmojoPolicy::score_head(const LayerWindow& w, int h, HeadStat
     case BmojoScorer::Random:
       for (int j = 0; j < n; ++j) {
         const uint64_t r = splitmix64(options_.seed ^ splitmix64((uint64_t(w.layer) << 48) ^ (uint64_t(h) << 40) ^
-                                                             uint64_t(uint32_t(hw.positions[j]))));
+                                                                 uint64_t(uint32_t(hw.positions[j]))));
         scores[j] = static_cast<float>((r >> 40) * (1.0 / 16777216.0));
       }
       break;
@@ -224,9 +212,15 @@ BmojoOptions bmojo_options_from(const PolicyFile& file) {
   return o;
 }
 
-std::unique_ptr<BmojoPolicy> make_bmojo_policy(const PolicyFile& file) {
-  return std::make_unique<BmojoPolicy>(bmojo_options_from(file), NammScoring::from(file));
+namespace {
+
+BmojoScorer parse_bmojo_scorer(const std::string& name, const std::string& where) {
+  for (BmojoScorer s : {BmojoScorer::Namm, BmojoScorer::Recency, BmojoScorer::H2o, BmojoScorer::Random})
+    if (name == bmojo_scorer_name(s)) return s;
+  fail(where, "scorer: expected namm|recency|h2o|random, got '" + name + "'");
 }
+
+}  // namespace
 
 MemoryMode parse_memory_mode(const std::string& spec, const std::string& where) {
   MemoryMode mode;

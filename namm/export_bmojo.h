@@ -33,26 +33,26 @@
 #include <string>
 #include <vector>
 
-#include "namm/export_memory3.h"
+#include "namm/namm_scoring.h"
 #include "namm/policy.pb.h"
 #include "namm/policy_stats.h"
 #include "namm/spectrogram.h"
+#include "transformer/backend.h"
 #include "transformer/session.h"
 
 namespace nammkit {
 
 enum class BmojoScorer : uint8_t { Namm, Recency, H2o, Random };
 const char* bmojo_scorer_name(BmojoScorer s);  // "namm", "recency", "h2o", "random"
-BmojoScorer parse_bmojo_scorer(const std::string& name, const std::string& where);
 
 struct BmojoOptions {
-  int window = 512;          // W
-  int memory = 64;           // M
+  int window = 512;                       // W
+  int memory = 64;                        // M
   int interval = kDefaultUpdateInterval;  // n_up, the policy's update interval
   BmojoScorer scorer = BmojoScorer::Namm;
   BmojoGranularity granularity = BMOJO_PER_KV_HEAD;
   float threshold = 0.0f;
-  uint64_t seed = 0;         // random scorer
+  uint64_t seed = 0;  // random scorer
   void validate(const std::string& where) const;
 };
 
@@ -69,12 +69,10 @@ class BmojoPolicy final : public RecordingPolicy {
   void begin_sequence(const ModelConfig& config) override;
   KeepLists update(const LayerWindow& window) override;
 
-  const BmojoOptions& options() const { return options_; }
-
  private:
   struct HeadState {
-    SpectralState spectral;    // namm
-    std::vector<float> mass;   // h2o: accumulated attention per cached token
+    SpectralState spectral;   // namm
+    std::vector<float> mass;  // h2o: accumulated attention per cached token
   };
   std::vector<float> score_head(const LayerWindow& window, int h, HeadState& state);
 
@@ -88,10 +86,9 @@ class BmojoPolicy final : public RecordingPolicy {
 // block (window, budget, n_up, granularity, innovation feature, replaced rule "INNOVATION_TOPM",
 // threshold, LSE merge). Validated.
 PolicyFile make_bmojo_export(const PolicyFile& policy, const BmojoOptions& options, InnovationFeature innovation);
-// The runtime options a policy file with a BmojoTarget block describes (scorer namm).
+// The runtime options a policy file with a BmojoTarget block describes (scorer namm); with
+// NammScoring::from(file) they make the BmojoPolicy the file describes.
 BmojoOptions bmojo_options_from(const PolicyFile& file);
-// BmojoPolicy for a file with a BmojoTarget block (scorer namm; NAMM parameters from the file).
-std::unique_ptr<BmojoPolicy> make_bmojo_policy(const PolicyFile& file);
 
 // A memory mode for `nammkit run`/`eval --memory SPEC`:
 //   "full"                     no policy, no window (the default)

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <random>
 
-#include "tests/shared_model.h"
-#include "namm/export_bmojo.h"
-#include "namm/policy_file.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "namm/export_bmojo.h"
+#include "namm/policy_file.h"
+#include "tests/shared_model.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 

@@ -1,16 +1,19 @@
-// Memory3 export: selectors, the bank file (round trip, corruption), and the read path against
-// putting the reference in context.
+// Memory3 export: selectors (namm/memory3_selectors.h), the bank file (namm/memory_bank.h: round
+// trip, corruption), and the read path against putting the reference in context.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
-#include "tests/shared_model.h"
-#include "namm/export_memory3.h"
-#include "namm/policy_file.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/sha256.h"
+#include "namm/export_memory3.h"
+#include "namm/memory3_selectors.h"
+#include "namm/memory_bank.h"
+#include "namm/policy_file.h"
+#include "tests/shared_model.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 
@@ -21,7 +24,8 @@ using testing::kStories;
 using testing::stories;
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("nammkit_test_export_" + std::to_string(::getpid()) + "_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("nammkit_test_export_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 const std::vector<ReferenceChunk> kChunks = {
@@ -102,8 +106,10 @@ TEST(ExportMemory3, EncoderMatchesTheSessionCache) {
       ASSERT_EQ(hc.len, r.forward.n_tokens);
       for (int t = 0; t < hc.len; ++t)
         for (int e = 0; e < c.head_dim; ++e) {
-          err = std::max<double>(err, std::abs(hc.keys[t * c.head_dim + e] - r.forward.k_rope[l][t * c.kv_dim() + g * c.head_dim + e]));
-          err = std::max<double>(err, std::abs(hc.values[t * c.head_dim + e] - r.forward.v[l][t * c.kv_dim() + g * c.head_dim + e]));
+          err = std::max<double>(
+              err, std::abs(hc.keys[t * c.head_dim + e] - r.forward.k_rope[l][t * c.kv_dim() + g * c.head_dim + e]));
+          err = std::max<double>(
+              err, std::abs(hc.values[t * c.head_dim + e] - r.forward.v[l][t * c.kv_dim() + g * c.head_dim + e]));
         }
     }
   EXPECT_LT(err, 1e-4);
@@ -161,8 +167,6 @@ TEST(ExportMemory3, BankRoundTripThroughAMemoryMap) {
         }
       }
   }
-  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   std::filesystem::remove(path);
 }
 
@@ -251,16 +255,6 @@ TEST(ExportMemory3, ReadPathWithAllTokensEqualsInContext) {
     for (size_t i = 0; i < ctx_logits.size(); ++i) err = std::max<double>(err, std::abs(mem_logits[i] - ctx_logits[i]));
     EXPECT_LT(err, 1e-4) << "chunk " << kChunks[ci].id;
   }
-}
-
-TEST(ExportMemory3, AttentionOutputErrorIsZeroWhenNothingIsDropped) {
-  ModelConfig c;
-  c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1, c.head_dim = 2;
-  const std::vector<float> q = {1, 0, 0, 1, 0.5f, 0.5f, -1, 2};  // 2 queries x 2 heads x 2
-  const std::vector<float> k = {1, 0, 0, 1, 1, 1};                 // 3 keys
-  const std::vector<float> v = {1, 2, 3, 4, 5, 6};
-  EXPECT_NEAR(attention_output_error(c, q.data(), 2, k.data(), v.data(), 3, {{0, 1, 2}}), 0.0, 1e-12);
-  EXPECT_GT(attention_output_error(c, q.data(), 2, k.data(), v.data(), 3, {{0}}), 0.1);
 }
 
 }  // namespace
