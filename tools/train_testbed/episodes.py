@@ -50,6 +50,9 @@ LINES_PREFIX = (b"Below is a record of lines I want you to remember. Each line b
                 b"ask you to retrieve the corresponding <REGISTER_CONTENT> of a certain line index. Now the "
                 b"record start:\n\n")
 KV_PREFIX = b"Extract the value corresponding to the specified key in the JSON object below.\n\nJSON data:\n"
+REPEAT_WEIGHT_FRACTION = 0.25  # answer weight of "repeat" episodes, as a fraction of answer_weight
+_REPEAT_ALPHABET = bytes(range(33, 127))
+REPEAT_PREFIX = b"Read the following record carefully; you will have to write it out again exactly.\n\n"
 ASSOC_PREFIX = (b"Here is a list of word pairs, written as key -> value. Remember every pair; you will be "
                 b"asked for the value of one key.\n\n")
 
@@ -209,7 +212,7 @@ def join_keys(keys: list[bytes]) -> bytes:
 class Generator:
     """Builds episodes of an exact token length (BOS + prompt + answer + EOS)."""
 
-    KINDS = ["passkey", "needle", "multikey", "multiquery", "vartrack", "lines", "kv", "assoc"]
+    KINDS = ["passkey", "needle", "multikey", "multiquery", "vartrack", "lines", "kv", "assoc", "repeat"]
 
     def __init__(self, texts: Texts, mix: dict[str, float], lm_fraction: float):
         self.t = texts
@@ -372,6 +375,36 @@ class Generator:
             if 2 + len(p) + len(ans) > n_tokens:
                 return None
             return p, ans
+        if kind == "repeat":
+            # Dense copying: a record (random numbers, random words, or a piece of train text) and then
+            # the same record again as the answer. Every answer byte after the first few is predictable
+            # only by looking it up in the context (induction), which is what passkey/needle need; the
+            # mirrored templates give one such lookup per episode, this gives dozens to hundreds.
+            n = rng.randint(16, max(16, min(400, (n_tokens - 120) // 2)))
+            style = rng.random()
+            if style < 0.3:
+                # High-entropy bytes: a one-byte match already finds the source, so a plain induction head
+                # pays off at once (the bootstrap); numbers, words and text then need longer matches.
+                rec = bytes(rng.choice(_REPEAT_ALPHABET) for _ in range(n))
+            elif style < 0.55:
+                rec = b" ".join(str(rng.randint(0, 10 ** rng.randint(3, 8))).encode() for _ in range(n // 4 + 1))
+            elif style < 0.75:
+                rec = b" ".join(rng.choice(words) for _ in range(n // 6 + 1))
+            else:
+                name = rng.choices(self.t.lm_names, self.t.lm_weights)[0]
+                text = self.t.text[name]
+                st = rng.randrange(max(1, len(text) - n))
+                rec = text[st:st + n]
+            rec = rec[:n]
+            budget = n_tokens - 2 - len(REPEAT_PREFIX) - 2 * len(rec) - 40
+            hay = b""
+            if budget > 64 and rng.random() < 0.5:  # sometimes with text between record and copy
+                hay = self._prompt(rng, b"", [], b"", rng.randint(64, budget)) or b""
+            p = REPEAT_PREFIX + b"<record>\n" + rec + b"\n</record>\n" + hay + b"\nThe record, exactly:\n"
+            ans = rec + b"\n"
+            if 2 + len(p) + len(ans) > n_tokens:
+                return None
+            return p, ans
         raise ValueError(kind)
 
     def lm_segment(self, rng: random.Random, n_tokens: int) -> bytes:
@@ -394,6 +427,7 @@ class Generator:
         while len(toks) < n:
             rem = n - len(toks)
             seg = None
+            aw = answer_weight
             if rem >= 300 and rng.random() >= self.lm_fraction and self.kinds:
                 size = rem if (not first or rng.random() < 0.5) else max(300, int(rem * rng.uniform(0.5, 1.0)))
                 for _ in range(4):
@@ -401,12 +435,15 @@ class Generator:
                     ep = self.episode(rng, kind, size)
                     if ep is not None:
                         seg = ep
+                        # "repeat" answers are long (up to 400 bytes): a lower weight keeps them from
+                        # drowning the one-lookup episodes.
+                        aw = max(1.0, answer_weight * REPEAT_WEIGHT_FRACTION) if kind == "repeat" else answer_weight
                         break
             first = False
             if seg is not None:
                 p, a = seg
                 toks += [BOS] + list(p) + list(a) + [EOS]
-                w += [0.0] + [1.0] * len(p) + [answer_weight] * (len(a) + 1)
+                w += [0.0] + [1.0] * len(p) + [aw] * (len(a) + 1)
             else:
                 txt = self.lm_segment(rng, rem)
                 toks += [BOS] + list(txt)

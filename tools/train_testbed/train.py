@@ -48,6 +48,12 @@ import export as X  # noqa: E402
 MIX = {"passkey": 0.14, "needle": 0.14, "multikey": 0.22, "multiquery": 0.10, "vartrack": 0.10,
        "lines": 0.10, "kv": 0.10, "assoc": 0.10}
 
+# The cpu preset's mix: the target tasks (passkey, needle, multikey) plus dense copying ("repeat": a
+# record then the same record again), which is what makes induction/copying emerge within a CPU budget;
+# a little of the other retrieval formats; no vartrack/multiquery (not targets). See README.md (diagnosis).
+CPU_MIX = {"passkey": 0.20, "needle": 0.20, "multikey": 0.25, "repeat": 0.20, "lines": 0.05, "kv": 0.05,
+           "assoc": 0.05}
+
 PRESETS = {
     # Runs on one CPU thread in about a minute; checks the whole pipeline, learns next to nothing.
     "smoke": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=192, rope_theta=100000.0,
@@ -58,6 +64,14 @@ PRESETS = {
     # curriculum 512 -> 1K -> 2K -> 4224 (4K prompts + answer room). Progress (curriculum stage and
     # learning-rate schedule) follows the wall clock when time_budget > 0, so the run ends on time on
     # whatever GPU it gets; pass --steps N for a step-based (bit-reproducible) schedule instead.
+    # One CPU thread for ~2 hours (step-based, checkpointed): dim 128 x 4 layers (0.85M params), 8K tokens per
+    # step, curriculum 512 -> 1K -> 2,112 (2,048-token prompts + answer room; GGUF context 2,112), the
+    # retrieval-heavy CPU_MIX with 10 % plain text. ~1.5-3.5K tok/s on one (shared) thread: 1,800 steps of
+    # 8,192 tokens = 14.7M tokens, ~1.2-2.5 h.
+    "cpu": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, hidden_dim=344, rope_theta=100000.0,
+                context=2112, stages=[(0.0, 512), (0.35, 1024), (0.6, 2112)], tokens_per_step=8192, steps=1800,
+                time_budget=0, lr=2e-3, min_lr_frac=0.1, warmup=50, weight_decay=0.1, answer_weight=20.0,
+                lm_fraction=0.1, eval_every=100, eval_rows=4, log_every=10, mix=CPU_MIX),
     "full": dict(dim=384, n_layers=8, n_heads=8, n_kv_heads=2, hidden_dim=1024, rope_theta=100000.0,
                  context=4224, stages=[(0.0, 512), (0.12, 1024), (0.3, 2048), (0.5, 4224)],
                  tokens_per_step=131072, steps=100000, time_budget=420, lr=2e-3, min_lr_frac=0.05,
@@ -236,6 +250,87 @@ def weighted_loss(logits, y, wt):
     return loss, stats
 
 
+CKPT_VERSION = 1
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_states(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if st.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic: write a temporary file in the same folder, fsync it, rename it over `path`, fsync the folder.
+    A crash at any point leaves either the previous checkpoint or the new one, never a torn file."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(d)
+
+
+def load_checkpoint(path: str) -> dict:
+    try:  # torch >= 2.6 defaults to weights_only=True, which refuses the RNG states; 1.13 knows the flag too
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except TypeError:
+        return torch.load(path, map_location="cpu")
+
+
+def build_optimizer(model, p: dict, dev):
+    decay = [t for n, t in model.named_parameters() if t.dim() >= 2]
+    no_decay = [t for n, t in model.named_parameters() if t.dim() < 2]
+    opt_kw = dict(lr=p["lr"], betas=(0.9, 0.95), eps=1e-8)
+    if dev.type == "cuda":
+        opt_kw["fused"] = True
+    groups = [{"params": decay, "weight_decay": p["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, **opt_kw)
+    except (TypeError, RuntimeError):
+        opt_kw.pop("fused", None)
+        return torch.optim.AdamW(groups, **opt_kw)
+
+
+def export_checkpoint(ckpt_path: str, out: str) -> None:
+    """GGUF (+ fixture, card, train_info) from a checkpoint, e.g. to evaluate a run in progress."""
+    ck = load_checkpoint(ckpt_path)
+    cfg, p = ck["config"], ck["preset_params"]
+    model = Llama(cfg)
+    model.load_state_dict(ck["model"])
+    model = model.float().cpu()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    info = {"preset": ck["preset"], "seed": ck["seed"], "steps": ck["step"], "tokens": ck["tokens_done"],
+            "train_seconds": ck["train_seconds"], "hardware": ck.get("hardware", "?"), "torch": torch.__version__,
+            "n_params": sum(t.numel() for t in model.parameters()), "stage_steps": ck["stage_steps"],
+            "time_budget": p["time_budget"], "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "final_val": ck.get("last_val") or {}, "preset_params": p, "mix": ck["mix"],
+            "command": f"train.py --export-checkpoint {ckpt_path} (step {ck['step']} of {p['steps']})"}
+    X.export_all(model, cfg, os.path.abspath(out), info)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output GGUF path (card, log and fixture go next to it)")
@@ -249,52 +344,77 @@ def main():
     ap.add_argument("--workers", type=int, default=0, help="data worker processes (0: generate inline; a batch takes ~10 ms)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (torch >= 2)")
     ap.add_argument("--save-checkpoint", action="store_true", help="also save the PyTorch state dict (.pt)")
+    ap.add_argument("--checkpoint", help="training checkpoint path (default: checkpoint.pt next to --out)")
+    ap.add_argument("--checkpoint-every", type=float, default=300.0,
+                    help="seconds between checkpoints (default 300; 0: only at the end); also one at the end")
+    ap.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (tests)")
+    ap.add_argument("--resume", help="continue from this checkpoint (bit-exact with --steps and the same --threads)")
+    ap.add_argument("--stop-after", type=int, default=0, help="stop (no export) after this step, e.g. to test --resume")
+    ap.add_argument("--no-export", action="store_true", help="train (and checkpoint) only")
+    ap.add_argument("--export-checkpoint", metavar="CKPT", help="only export CKPT's model to --out (GGUF, fixture, card)")
     args = ap.parse_args()
 
-    p = dict(PRESETS[args.preset])
-    if args.steps is not None:
-        p["steps"], p["time_budget"] = args.steps, 0
-    if args.time_budget is not None:
-        p["time_budget"] = args.time_budget
-    if args.tokens_per_step is not None:
-        p["tokens_per_step"] = args.tokens_per_step
+    if args.export_checkpoint:
+        torch.set_num_threads(args.threads)
+        export_checkpoint(args.export_checkpoint, args.out)
+        return
+
+    ck = load_checkpoint(args.resume) if args.resume else None
+    if ck is not None:
+        if ck.get("version") != CKPT_VERSION:
+            raise SystemExit(f"train.py: {args.resume}: checkpoint version {ck.get('version')}, expected {CKPT_VERSION}")
+        # The run's identity comes from the checkpoint; command-line values that would change it are refused.
+        p, preset, seed = ck["preset_params"], ck["preset"], ck["seed"]
+        for flag, val, have in (("--preset", args.preset if "--preset" in sys.argv else None, preset),
+                                ("--seed", args.seed if "--seed" in sys.argv else None, seed),
+                                ("--steps", args.steps, p["steps"] if not p["time_budget"] else None),
+                                ("--tokens-per-step", args.tokens_per_step, p["tokens_per_step"])):
+            if val is not None and val != have:
+                raise SystemExit(f"train.py: --resume: {flag} {val} differs from the checkpoint's {have}")
+        if ck.get("threads") != args.threads:
+            print(f"[train] warning: checkpoint trained with --threads {ck.get('threads')}, now {args.threads}: "
+                  "CPU reductions may differ in the last bits", file=sys.stderr)
+    else:
+        preset, seed = args.preset, args.seed
+        p = dict(PRESETS[preset])
+        if args.steps is not None:
+            p["steps"], p["time_budget"] = args.steps, 0
+        if args.time_budget is not None:
+            p["time_budget"] = args.time_budget
+        if args.tokens_per_step is not None:
+            p["tokens_per_step"] = args.tokens_per_step
+    mix = ck["mix"] if ck is not None else p.get("mix", MIX)
     torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
                        (args.device if args.device != "auto" else "cpu"))
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
     out = os.path.abspath(args.out)
     out_dir = os.path.dirname(out)
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "train_log.jsonl")
+    ckpt_path = os.path.abspath(args.checkpoint) if args.checkpoint else os.path.join(out_dir, "checkpoint.pt")
     shared = find_shared()
     cfg = {k: p[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "rope_theta", "context")}
 
     # Data: the train split only. Validation episodes come from the held-out split (held-out text,
-    # held-out value ranges): a monitor only, never trained on.
+    # held-out value ranges): a monitor only, never trained on. Batches are pure functions of
+    # (seed, step index, length), so the data pipeline needs no state in a checkpoint beyond the step.
     workers = args.workers
     pool = None
     if workers > 0:
-        pool = mp.get_context("fork").Pool(workers, _worker_init, (shared, "train", MIX, p["lm_fraction"]))
-    gen = E.Generator(E.Texts(shared, "train"), MIX, p["lm_fraction"])
-    val_gen = E.Generator(E.Texts(shared, "heldout"), MIX, p["lm_fraction"])
+        pool = mp.get_context("fork").Pool(workers, _worker_init, (shared, "train", mix, p["lm_fraction"]))
+    gen = E.Generator(E.Texts(shared, "train"), mix, p["lm_fraction"])
+    val_gen = E.Generator(E.Texts(shared, "heldout"), mix, p["lm_fraction"])
 
     model = Llama(cfg).to(dev)
     n_params = sum(t.numel() for t in model.parameters())
-    decay = [t for n, t in model.named_parameters() if t.dim() >= 2]
-    no_decay = [t for n, t in model.named_parameters() if t.dim() < 2]
-    opt_kw = dict(lr=p["lr"], betas=(0.9, 0.95), eps=1e-8)
-    if dev.type == "cuda":
-        opt_kw["fused"] = True
-    try:
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}], **opt_kw)
-    except (TypeError, RuntimeError):
-        opt_kw.pop("fused", None)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}], **opt_kw)
+    opt = build_optimizer(model, p, dev)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
     fwd = model
     if args.compile and hasattr(torch, "compile"):
         fwd = torch.compile(model)
@@ -308,17 +428,18 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
     hw = (torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, "
           f"{args.threads} torch thread(s))")
-    print(f"[train] preset {args.preset}: {n_params / 1e6:.2f}M params, {cfg}, device {hw}, torch {torch.__version__}, "
-          f"sdpa {HAS_SDPA}, workers {workers}", file=sys.stderr)
+    print(f"[train] preset {preset}: {n_params / 1e6:.2f}M params, {cfg}, device {hw}, torch {torch.__version__}, "
+          f"sdpa {HAS_SDPA}, workers {workers}" + (f", resuming {args.resume} at step {ck['step']}" if ck else ""),
+          file=sys.stderr)
 
     def batch_args(index, L):
-        return (args.seed, index, max(1, p["tokens_per_step"] // L), L, p["answer_weight"])
+        return (seed, index, max(1, p["tokens_per_step"] // L), L, p["answer_weight"])
 
     @torch.no_grad()
     def validate(L, step):
         model.eval()
         rows = p["eval_rows"] if (dev.type == "cuda" or L <= 1024) else 1  # CPU: no 4K x 4K x batch scores
-        x, wt = E.make_batch(val_gen, args.seed + 99991, step, rows, L, p["answer_weight"])
+        x, wt = E.make_batch(val_gen, seed + 99991, step, rows, L, p["answer_weight"])
         x, wt = torch.from_numpy(x).to(dev), torch.from_numpy(wt).to(dev)
         logits = []
         for i in range(0, rows, 4):  # a few rows at a time bounds the memory of the eager path
@@ -328,18 +449,59 @@ def main():
         model.train()
         return {"val_" + k: v for k, v in st.items()}
 
-    logf = open(log_path, "w")
-    t0 = time.time()
-    step, tokens_done, progress = 0, 0, 0.0
-    pending = deque()
-    next_index = 0
+    step, tokens_done, progress, train_s0 = 0, 0, 0.0, 0.0
     stage_steps: dict[int, int] = {}
+    last_val = None
+    if ck is not None:
+        step, tokens_done, train_s0 = ck["step"], ck["tokens_done"], ck["train_seconds"]
+        stage_steps = {int(k): v for k, v in ck["stage_steps"].items()}
+        last_val = ck.get("last_val")
+        set_rng_states(ck["rng"])
+        # The log continues the checkpoint's: records written after it (by the interrupted run) are dropped.
+        kept = []
+        if os.path.exists(log_path):
+            with open(log_path) as f:
+                for line in f:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        break  # a torn last line
+                    if r.get("step", 0) > step:
+                        break
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        with open(log_path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(log_path + ".tmp", log_path)
+        logf = open(log_path, "a")
+    else:
+        logf = open(log_path, "w")
+
+    def checkpoint(reason: str):
+        logf.flush()
+        os.fsync(logf.fileno())
+        t = time.time()
+        save_checkpoint(ckpt_path, {
+            "version": CKPT_VERSION, "preset": preset, "seed": seed, "preset_params": p, "mix": mix, "config": cfg,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "tokens_done": tokens_done,
+            "stage_steps": stage_steps, "train_seconds": train_s0 + (time.time() - t0), "rng": rng_states(),
+            "threads": args.threads, "hardware": hw, "torch": torch.__version__, "last_val": last_val,
+            "data": {"seed": seed, "next_index": step}, "command": " ".join(sys.argv)})
+        print(f"[train] checkpoint ({reason}) at step {step}: {ckpt_path} ({time.time() - t:.1f}s)", file=sys.stderr, flush=True)
+
+    t0 = time.time()
+    last_ckpt_t = t0
+    pending = deque()
+    next_index = step
     budget = p["time_budget"]
-    last_log_t, last_log_tokens = t0, 0
+    last_log_t, last_log_tokens = t0, tokens_done
+    stopped_early = False
     while True:
-        elapsed = time.time() - t0
+        elapsed = train_s0 + time.time() - t0
         progress = elapsed / budget if budget > 0 else (step / p["steps"] if p["steps"] > 0 else 1.0)
         if progress >= 1.0 or step >= p["steps"]:
+            break
+        if args.stop_after and step >= args.stop_after:
+            stopped_early = True
             break
         L = stage_length(p, progress)
         if pool is not None:
@@ -372,26 +534,37 @@ def main():
         tokens_done += x.shape[0] * Lb
         stage_steps[Lb] = stage_steps.get(Lb, 0) + 1
         rec = {"step": step, "seq_len": Lb, "batch": x.shape[0], "lr": lr, "loss": loss.item(),
-               "grad_norm": float(gn), **st, "tokens": tokens_done, "elapsed_s": time.time() - t0}
+               "grad_norm": float(gn), **st, "tokens": tokens_done, "elapsed_s": train_s0 + time.time() - t0}
         if p["eval_every"] and (step % p["eval_every"] == 0):
-            rec.update(validate(Lb, step))
+            last_val = validate(Lb, step)
+            rec.update(last_val)
         logf.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}) + "\n")
+        logf.flush()
         if step % p["log_every"] == 0 or step == 1 or "val_lm_loss" in rec:
             now = time.time()
             tps = (tokens_done - last_log_tokens) / max(1e-9, now - last_log_t)
             last_log_t, last_log_tokens = now, tokens_done
             frac = max(progress, 1e-9) if budget > 0 else step / max(1, p["steps"])
-            eta = (now - t0) * (1 - frac) / frac
+            eta = (train_s0 + now - t0) * (1 - frac) / frac
             extra = (f" | val lm {rec['val_lm_loss']:.3f} ans {rec['val_ans_loss']:.3f} acc {rec['val_ans_acc']:.3f}"
                      if "val_lm_loss" in rec else "")
             print(f"[train] step {step} L {Lb} loss {rec['loss']:.4f} lm {st['lm_loss']:.3f} ans {st['ans_loss']:.3f} "
-                  f"acc {st['ans_acc']:.3f} lr {lr:.2e} | {tps:,.0f} tok/s | {now - t0:.0f}s, ETA {eta:.0f}s{extra}",
+                  f"acc {st['ans_acc']:.3f} lr {lr:.2e} | {tps:,.0f} tok/s | {train_s0 + now - t0:.0f}s, ETA {eta:.0f}s{extra}",
                   file=sys.stderr, flush=True)
-    train_s = time.time() - t0
-    logf.close()
+        now = time.time()
+        if ((args.checkpoint_every > 0 and now - last_ckpt_t >= args.checkpoint_every) or
+                (args.checkpoint_steps and step % args.checkpoint_steps == 0)):
+            checkpoint("periodic")
+            last_ckpt_t = time.time()
+    train_s = train_s0 + time.time() - t0
     if pool is not None:
         pool.terminate()
-    print(f"[train] done: {step} steps, {tokens_done:,} tokens, {train_s:.0f}s", file=sys.stderr)
+    checkpoint("stop" if stopped_early else "end")
+    logf.close()
+    print(f"[train] {'stopped' if stopped_early else 'done'}: {step} steps, {tokens_done:,} tokens, {train_s:.0f}s",
+          file=sys.stderr)
+    if stopped_early or args.no_export:
+        return
 
     # Final held-out check at the longest trained length (a monitor; nammkit eval is the measurement).
     final_val = validate(stage_length(p, min(progress, 0.999999)), 10**6)
@@ -401,10 +574,11 @@ def main():
         torch.save({"config": cfg, "state_dict": model.state_dict()}, os.path.splitext(out)[0] + ".pt")
     model = model.float().cpu()
     info = {
-        "preset": args.preset, "seed": args.seed, "steps": step, "tokens": tokens_done, "train_seconds": train_s,
+        "preset": preset, "seed": seed, "steps": step, "tokens": tokens_done, "train_seconds": train_s,
         "hardware": hw, "torch": torch.__version__, "n_params": n_params, "stage_steps": stage_steps,
         "time_budget": budget, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "final_val": final_val, "preset_params": p, "mix": MIX, "command": " ".join(sys.argv),
+        "final_val": final_val, "preset_params": p, "mix": mix, "command": " ".join(sys.argv),
+        "checkpoint": ckpt_path,
     }
     X.export_all(model, cfg, out, info)
 
