@@ -14,17 +14,15 @@
 #include <filesystem>
 #include <vector>
 
+#include "core/file_io.h"
 #include "evolution/checkpoint.h"
 #include "evolution/cmaes.h"
 #include "evolution/test_functions.h"
-#include "core/file_io.h"
 
 using namespace nammkit::evo;
 using Clock = std::chrono::steady_clock;
 
-static double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+static double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 static void bench_generation(int n, bool separable, int generations) {
   CmaesSettings s = namm_reference_settings(n, 1);
@@ -75,8 +73,8 @@ static void bench_generation(int n, bool separable, int generations) {
     Checkpoint back = load_checkpoint(path);
     const double read_s = seconds_since(t0);
     std::filesystem::remove(path);
-    std::printf("{\"bench\":\"checkpoint\",\"n\":%d,\"bytes\":%zu,\"write_s\":%.3f,\"load_s\":%.3f}\n", n,
-                bytes.size(), write_s, read_s);
+    std::printf("{\"bench\":\"checkpoint\",\"n\":%d,\"bytes\":%zu,\"write_s\":%.3f,\"load_s\":%.3f}\n", n, bytes.size(),
+                write_s, read_s);
     std::fflush(stdout);
   }
 }

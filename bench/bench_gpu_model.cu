@@ -18,6 +18,8 @@
 // Usage: bench_gpu_model [--layers N] [--contexts 4096,16384,32768] [--decode 64]
 //        bench_gpu_model --model PATH [--contexts 512,2048] [--decode 64] [--threads N]
 // Without a CUDA device it prints {"bench":"gpu_model","skipped":"no CUDA device"} and exits 0.
+#include <tbb/global_control.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,7 +31,6 @@
 #include <span>
 #include <sstream>
 #include <string>
-#include <tbb/global_control.h>
 #include <vector>
 
 #include "kernels/cuda_model.h"
@@ -175,11 +176,15 @@ void run_real_model(const std::string& path, const std::vector<int>& contexts, i
                                    {"context", context},
                                    {"decode_tokens", decode}};
     nlohmann::json c = common, g = common, r = common;
-    c.update({{"backend", "cpu"}, {"threads", threads}, {"prefill_tokens_per_s", cpu.prefill_tokens_per_s},
+    c.update({{"backend", "cpu"},
+              {"threads", threads},
+              {"prefill_tokens_per_s", cpu.prefill_tokens_per_s},
               {"decode_tokens_per_s", cpu.decode_tokens_per_s}});
-    g.update({{"backend", "cuda"}, {"prefill_tokens_per_s", gpu.prefill_tokens_per_s},
+    g.update({{"backend", "cuda"},
+              {"prefill_tokens_per_s", gpu.prefill_tokens_per_s},
               {"decode_tokens_per_s", gpu.decode_tokens_per_s}});
-    r.update({{"ratio", "cuda/cpu"}, {"prefill", gpu.prefill_tokens_per_s / cpu.prefill_tokens_per_s},
+    r.update({{"ratio", "cuda/cpu"},
+              {"prefill", gpu.prefill_tokens_per_s / cpu.prefill_tokens_per_s},
               {"decode", gpu.decode_tokens_per_s / cpu.decode_tokens_per_s}});
     emit(c);
     emit(g);
@@ -209,7 +214,8 @@ int main(int argc, char** argv) {
       else throw Error("bench_gpu_model: unknown option " + a);
     }
     if (!model_path.empty()) {
-      if (threads <= 0) threads = static_cast<int>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+      if (threads <= 0)
+        threads = static_cast<int>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
       tbb::global_control limit(tbb::global_control::max_allowed_parallelism, size_t(threads));
       run_real_model(model_path, contexts, decode, threads);
       return 0;

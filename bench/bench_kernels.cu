@@ -142,7 +142,9 @@ double copy_bandwidth() {
   const size_t bytes = size_t(1) << 31;
   DeviceBuffer<uint8_t> a(bytes), b(bytes);
   cuda_check(cudaMemset(a.get(), 1, bytes), "cudaMemset");
-  const double ms = time_ms([&] { cuda_check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync"); }, 3, 20);
+  const double ms = time_ms(
+      [&] { cuda_check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync"); }, 3,
+      20);
   return 2.0 * bytes / (ms * 1e-3);
 }
 
@@ -163,16 +165,27 @@ void bench_decode(double copy_bw, double datasheet_bw, size_t l2_bytes) {
           [&] {
             const Cache& cache = *caches[size_t(next)];
             next = (next + 1) % copies;
-            DecodeArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(),
-                            1.0f / std::sqrt(float(kHeadDim)), out.get(), with_probs ? probs.get() : nullptr, ctx};
+            DecodeArgs args{q.get(),
+                            cache.key_ptrs.get(),
+                            cache.value_ptrs.get(),
+                            cache.lens.get(),
+                            1.0f / std::sqrt(float(kHeadDim)),
+                            out.get(),
+                            with_probs ? probs.get() : nullptr,
+                            ctx};
             attention_decode(shape, args, ws.get(), ws.bytes(), nullptr);
           },
           2 * copies, std::max(50, 4 * copies));
       const double bw = bytes / (ms * 1e-3);
-      emit({{"kernel", "attention_decode"}, {"context", ctx}, {"with_probs", with_probs}, {"ms", ms},
-            {"gb_per_s", bw / 1e9}, {"pct_of_copy_bandwidth", 100.0 * bw / copy_bw},
+      emit({{"kernel", "attention_decode"},
+            {"context", ctx},
+            {"with_probs", with_probs},
+            {"ms", ms},
+            {"gb_per_s", bw / 1e9},
+            {"pct_of_copy_bandwidth", 100.0 * bw / copy_bw},
             {"pct_of_datasheet", datasheet_bw > 0 ? nlohmann::json(100.0 * bw / datasheet_bw) : nlohmann::json()},
-            {"caches_rotated", copies}, {"splits", shape.n_splits()}});
+            {"caches_rotated", copies},
+            {"splits", shape.n_splits()}});
     }
   }
 }
@@ -190,10 +203,19 @@ void bench_prefill() {
     // sweep and the writes), as every NAMM update chunk asks for; tflop_per_s still counts QK^T + PV once.
     for (bool with_probs : {false, true}) {
       DeviceBuffer<float> probs(with_probs ? static_cast<size_t>(kKvHeads) * T * T : 0);
-      PrefillArgs args{q.get(), cache.key_ptrs.get(), cache.value_ptrs.get(), cache.lens.get(), scale, out.get(),
-                       with_probs ? probs.get() : nullptr, with_probs ? T : 0};
+      PrefillArgs args{q.get(),
+                       cache.key_ptrs.get(),
+                       cache.value_ptrs.get(),
+                       cache.lens.get(),
+                       scale,
+                       out.get(),
+                       with_probs ? probs.get() : nullptr,
+                       with_probs ? T : 0};
       const double ms = time_ms([&] { attention_prefill(shape, args, nullptr); }, 2, 5);
-      emit({{"kernel", "attention_prefill"}, {"tokens", T}, {"with_probs", with_probs}, {"ms", ms},
+      emit({{"kernel", "attention_prefill"},
+            {"tokens", T},
+            {"with_probs", with_probs},
+            {"ms", ms},
             {"tflop_per_s", flops / (ms * 1e-3) / 1e12}});
     }
   }
@@ -225,8 +247,11 @@ void bench_prefill() {
   };
   const double ms = time_ms(run, 2, 5);
   cublas_check(cublasDestroy(handle), "cublasDestroy");
-  emit({{"kernel", "prefill_unfused_cublas"}, {"tokens", T}, {"ms", ms},
-        {"tflop_per_s", flops / (ms * 1e-3) / 1e12}, {"note", "same causal FLOP count; computes the full T x T"}});
+  emit({{"kernel", "prefill_unfused_cublas"},
+        {"tokens", T},
+        {"ms", ms},
+        {"tflop_per_s", flops / (ms * 1e-3) / 1e12},
+        {"note", "same causal FLOP count; computes the full T x T"}});
 }
 
 void bench_namm_update() {
@@ -236,8 +261,8 @@ void bench_namm_update() {
   GpuSpectrogram stft(spec, recency, FeatureNormalizer::identity(spec.n_bins()));
   const int F = stft.n_features(), B = spec.n_bins(), O = spec.overlap();
   DeviceBuffer<float> attention(static_cast<size_t>(Q) * N), ema_old(static_cast<size_t>(n_old) * B),
-      tail_old(static_cast<size_t>(n_old) * O), ema_new(static_cast<size_t>(N) * B), tail_new(static_cast<size_t>(N) * O),
-      features(static_cast<size_t>(kKvHeads) * N * F);
+      tail_old(static_cast<size_t>(n_old) * O), ema_new(static_cast<size_t>(N) * B),
+      tail_new(static_cast<size_t>(N) * O), features(static_cast<size_t>(kKvHeads) * N * F);
   fill(attention, 21, 1e-3f);
   fill(ema_old, 22, 1e-2f);
   fill(tail_old, 23, 1e-3f);
@@ -279,7 +304,9 @@ int main() {
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
     const double copy_bw = copy_bandwidth(), datasheet_bw = datasheet_bandwidth(prop.name);
-    emit({{"device", prop.name}, {"sms", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize},
+    emit({{"device", prop.name},
+          {"sms", prop.multiProcessorCount},
+          {"l2_bytes", prop.l2CacheSize},
           {"copy_gb_per_s", copy_bw / 1e9},
           {"datasheet_gb_per_s", datasheet_bw > 0 ? nlohmann::json(datasheet_bw / 1e9) : nlohmann::json()}});
     bench_decode(copy_bw, datasheet_bw, static_cast<size_t>(prop.l2CacheSize));

@@ -38,7 +38,8 @@ struct Rng {
   uint64_t s;
   float uniform() {  // [-1, 1)
     s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
-    return static_cast<float>(static_cast<int64_t>((s * 0x2545F4914F6CDD1DULL) >> 11) * (1.0 / 4503599627370496.0) - 1.0);
+    return static_cast<float>(static_cast<int64_t>((s * 0x2545F4914F6CDD1DULL) >> 11) * (1.0 / 4503599627370496.0) -
+                              1.0);
   }
 };
 
@@ -65,7 +66,8 @@ Model synthetic_model(int n_layers) {
     w.ffn_norm.assign(c.dim, 1.0f);
     w.wq = matrix(c.q_dim(), c.dim), w.wk = matrix(c.kv_dim(), c.dim), w.wv = matrix(c.kv_dim(), c.dim);
     w.wo = matrix(c.dim, c.q_dim());
-    w.w_gate = matrix(c.hidden_dim, c.dim), w.w_up = matrix(c.hidden_dim, c.dim), w.w_down = matrix(c.dim, c.hidden_dim);
+    w.w_gate = matrix(c.hidden_dim, c.dim), w.w_up = matrix(c.hidden_dim, c.dim),
+    w.w_down = matrix(c.dim, c.hidden_dim);
     m.layers.push_back(std::move(w));
   }
   m.final_norm.assign(c.dim, 1.0f);

@@ -15,8 +15,6 @@ class Error : public std::runtime_error {
 };
 
 // Throws Error("<where>: <what>").
-[[noreturn]] inline void fail(const std::string& where, const std::string& what) {
-  throw Error(where + ": " + what);
-}
+[[noreturn]] inline void fail(const std::string& where, const std::string& what) { throw Error(where + ": " + what); }
 
 }  // namespace nammkit

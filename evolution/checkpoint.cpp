@@ -134,8 +134,8 @@ RunProgress from_proto(const nammkit::RunProgressProto& p, int n, const std::str
   if (r.stage_index < 0 || r.stage_generation < 0) fail(where, "progress.stage_index: negative");
   if (r.has_best_mean) {
     if (static_cast<int>(r.best_mean.size()) != n)
-      fail(where, "progress.best_mean: has " + std::to_string(r.best_mean.size()) + " values, n is " +
-                      std::to_string(n));
+      fail(where,
+           "progress.best_mean: has " + std::to_string(r.best_mean.size()) + " values, n is " + std::to_string(n));
     if (!std::isfinite(r.best_mean_fitness)) fail(where, "progress.best_mean_fitness: not finite");
     for (double v : r.best_mean)
       if (!std::isfinite(v)) fail(where, "progress.best_mean: contains a non-finite value");
@@ -177,7 +177,8 @@ Checkpoint parse_checkpoint(const std::string& bytes, const std::string& where) 
   if (bytes.size() < kHeaderSize)
     fail(where, "header: truncated (" + std::to_string(bytes.size()) + " bytes, the header alone is " +
                     std::to_string(kHeaderSize) + ")");
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) fail(where, "header: not a nammkit checkpoint (bad magic)");
+  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+    fail(where, "header: not a nammkit checkpoint (bad magic)");
   const uint32_t version = get_le<uint32_t>(bytes.data() + 8);
   if (version != kCheckpointFormatVersion)
     fail(where, "format_version: " + std::to_string(version) + " is not supported (this build reads version " +

@@ -4,16 +4,14 @@
 #include <cmath>
 #include <numeric>
 
-#include "evolution/cmaes_termination.h"
 #include "core/error.h"
+#include "evolution/cmaes_termination.h"
 
 namespace nammkit::evo {
 
 namespace {
 
-int mu_for(int lambda, double elite_ratio) {
-  return std::max(1, static_cast<int>(std::floor(lambda * elite_ratio)));
-}
+int mu_for(int lambda, double elite_ratio) { return std::max(1, static_cast<int>(std::floor(lambda * elite_ratio))); }
 
 }  // namespace
 
@@ -30,8 +28,8 @@ Cmaes::Cmaes(CmaesSettings settings) : settings_(std::move(settings)) {
 
 void Cmaes::start(int lambda, const Eigen::VectorXd& mean) {
   const int n = settings_.n;
-  constants_ = compute_constants(n, lambda, mu_for(lambda, settings_.elite_ratio), settings_.separable,
-                                 settings_.lazy_eigen);
+  constants_ =
+      compute_constants(n, lambda, mu_for(lambda, settings_.elite_ratio), settings_.separable, settings_.lazy_eigen);
   CmaesState& s = state_;
   s.lambda = lambda;
   s.generation = 0;
@@ -100,8 +98,8 @@ void Cmaes::tell(std::span<const double> fitness) {
   if (!asked_) fail("cmaes", "tell: called without a pending ask()");
   CmaesState& s = state_;
   if (static_cast<int>(fitness.size()) != s.lambda)
-    fail("cmaes", "tell: got " + std::to_string(fitness.size()) + " fitness values, lambda is " +
-                      std::to_string(s.lambda));
+    fail("cmaes",
+         "tell: got " + std::to_string(fitness.size()) + " fitness values, lambda is " + std::to_string(s.lambda));
   for (size_t i = 0; i < fitness.size(); ++i)
     if (!std::isfinite(fitness[i])) fail("cmaes", "tell: fitness of member " + std::to_string(i) + " is not finite");
 
@@ -196,8 +194,8 @@ void Cmaes::record_history(std::span<const double> fitness, const std::vector<in
   CmaesState& s = state_;
   const int lambda = s.lambda;
   const double best = fitness[order[0]];
-  const double median = lambda % 2 ? fitness[order[lambda / 2]]
-                                   : 0.5 * (fitness[order[lambda / 2 - 1]] + fitness[order[lambda / 2]]);
+  const double median =
+      lambda % 2 ? fitness[order[lambda / 2]] : 0.5 * (fitness[order[lambda / 2 - 1]] + fitness[order[lambda / 2]]);
   s.best_history.push_back(best);
   s.median_history.push_back(median);
   if (s.best_history.size() > CmaesState::kMaxHistory) {
@@ -228,8 +226,8 @@ void Cmaes::maybe_restart() {
 
 void Cmaes::restore(CmaesState state, const std::string& where) {
   validate_state(state, where);
-  if (state.n != settings_.n) fail(where, "n: checkpoint has " + std::to_string(state.n) + ", settings " +
-                                              std::to_string(settings_.n));
+  if (state.n != settings_.n)
+    fail(where, "n: checkpoint has " + std::to_string(state.n) + ", settings " + std::to_string(settings_.n));
   if (state.separable != settings_.separable) fail(where, "separable: differs from the settings");
   constants_ = compute_constants(state.n, state.lambda, mu_for(state.lambda, settings_.elite_ratio),
                                  settings_.separable, settings_.lazy_eigen);

@@ -32,13 +32,13 @@ struct RestartSettings {
 };
 
 struct CmaesSettings {
-  int n = 0;                   // dimension
-  int lambda = 0;              // population size; 0 = Hansen's default 4 + floor(3 ln n)
-  double elite_ratio = 0.5;    // mu = floor(lambda * elite_ratio) members get positive weights
-  double sigma0 = 1.0;         // initial step size
-  std::vector<double> mean0;   // initial mean; empty = all zeros
+  int n = 0;                  // dimension
+  int lambda = 0;             // population size; 0 = Hansen's default 4 + floor(3 ln n)
+  double elite_ratio = 0.5;   // mu = floor(lambda * elite_ratio) members get positive weights
+  double sigma0 = 1.0;        // initial step size
+  std::vector<double> mean0;  // initial mean; empty = all zeros
   uint64_t seed = 0;
-  double c_m = 1.0;            // learning rate of the mean
+  double c_m = 1.0;  // learning rate of the mean
   // Separable (diagonal) CMA-ES, Ros & Hansen 2008: C is diagonal, c1 and c_mu are multiplied by
   // (n+2)/3, ask/tell cost O(n) per member and no eigendecomposition is needed.
   bool separable = false;

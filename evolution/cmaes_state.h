@@ -14,7 +14,7 @@ namespace nammkit::evo {
 
 struct CmaesState {
   int n = 0;
-  int lambda = 0;            // current population size (grows with IPOP restarts)
+  int lambda = 0;  // current population size (grows with IPOP restarts)
   bool separable = false;
   int64_t generation = 0;         // completed generations (tell calls) since the last (re)start
   int64_t total_generations = 0;  // completed generations over all restarts

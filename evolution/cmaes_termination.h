@@ -11,7 +11,6 @@ namespace nammkit::evo {
 
 // The name of the first criterion met ("tolfun", "tolx", "condition", "no_effect_axis",
 // "no_effect_coord", "stagnation"), or "" when the run should go on. Fitness is maximised.
-std::string check_termination(const CmaesState& state, const CmaesConstants& constants,
-                              const CmaesSettings& settings);
+std::string check_termination(const CmaesState& state, const CmaesConstants& constants, const CmaesSettings& settings);
 
 }  // namespace nammkit::evo

@@ -50,11 +50,12 @@ std::string xml_escape(const std::string& s) {
 }
 
 bool has_values(const std::vector<GenerationRecord>& records, const Series& s) {
-  return std::any_of(records.begin(), records.end(), [&](const GenerationRecord& r) { return std::isfinite(s.value(r)); });
+  return std::any_of(records.begin(), records.end(),
+                     [&](const GenerationRecord& r) { return std::isfinite(s.value(r)); });
 }
 
-void draw_panel(std::ostringstream& svg, const std::vector<GenerationRecord>& records, const Panel& panel,
-                double x_lo, double x_hi, bool x_label) {
+void draw_panel(std::ostringstream& svg, const std::vector<GenerationRecord>& records, const Panel& panel, double x_lo,
+                double x_hi, bool x_label) {
   const double plot_w = kWidth - kLeft - kRight;
   double y_lo = std::numeric_limits<double>::infinity(), y_hi = -y_lo;
   for (const Series& s : panel.series)
@@ -79,12 +80,13 @@ void draw_panel(std::ostringstream& svg, const std::vector<GenerationRecord>& re
   for (double t : y_ticks) {
     svg << "<line x1=\"" << kLeft - 5 << "\" y1=\"" << fmt(py(t)) << "\" x2=\"" << kLeft + plot_w << "\" y2=\""
         << fmt(py(t)) << "\" stroke=\"#ddd\"/>\n";
-    svg << "<text x=\"" << kLeft - 8 << "\" y=\"" << fmt(py(t) + 4) << "\" text-anchor=\"end\">" << fmt(t) << "</text>\n";
+    svg << "<text x=\"" << kLeft - 8 << "\" y=\"" << fmt(py(t) + 4) << "\" text-anchor=\"end\">" << fmt(t)
+        << "</text>\n";
   }
   for (double t : nice_ticks(x_lo, x_hi, 8)) {
     if (t < x_lo || t > x_hi) continue;
-    svg << "<line x1=\"" << fmt(px(t)) << "\" y1=\"" << panel.top + kPanelHeight << "\" x2=\"" << fmt(px(t)) << "\" y2=\""
-        << panel.top + kPanelHeight + 5 << "\" stroke=\"#000\"/>\n";
+    svg << "<line x1=\"" << fmt(px(t)) << "\" y1=\"" << panel.top + kPanelHeight << "\" x2=\"" << fmt(px(t))
+        << "\" y2=\"" << panel.top + kPanelHeight + 5 << "\" stroke=\"#000\"/>\n";
     svg << "<text x=\"" << fmt(px(t)) << "\" y=\"" << panel.top + kPanelHeight + 18 << "\" text-anchor=\"middle\">"
         << fmt(t) << "</text>\n";
   }
@@ -122,7 +124,8 @@ void draw_panel(std::ostringstream& svg, const std::vector<GenerationRecord>& re
     flush();
     const double lx = kLeft + plot_w + 12;
     svg << "<line x1=\"" << lx << "\" y1=\"" << legend_y << "\" x2=\"" << lx + 24 << "\" y2=\"" << legend_y
-        << "\" stroke=\"" << s.color << "\" stroke-width=\"2\"" << (s.dashed ? " stroke-dasharray=\"4,3\"" : "") << "/>\n";
+        << "\" stroke=\"" << s.color << "\" stroke-width=\"2\"" << (s.dashed ? " stroke-dasharray=\"4,3\"" : "")
+        << "/>\n";
     svg << "<text x=\"" << lx + 30 << "\" y=\"" << legend_y + 4 << "\">" << xml_escape(s.label) << "</text>\n";
     legend_y += 18;
   }

@@ -7,7 +7,7 @@ namespace nammkit::evo {
 
 void install_sigint_handler();  // idempotent
 bool interrupt_requested();
-void request_interrupt();       // what the handler does; also for tests
+void request_interrupt();  // what the handler does; also for tests
 void clear_interrupt();
 
 }  // namespace nammkit::evo

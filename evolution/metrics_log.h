@@ -7,10 +7,9 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "evolution/population_eval.h"
 
@@ -23,15 +22,15 @@ struct GenerationRecord {
   std::string task_set;
   int lambda = 0;
   int restarts = 0;
-  double best_fitness = kMissing;    // of this generation's population
+  double best_fitness = kMissing;  // of this generation's population
   double mean_fitness = kMissing;
   double median_fitness = kMissing;
   double mean_eval_fitness = kMissing;  // evaluation of the CMA-ES mean after the update, if done
   double sigma = kMissing;              // after the update
   double mean_cache_size = kMissing;
-  int64_t evaluations = 0;              // elementary evaluations this generation
+  int64_t evaluations = 0;  // elementary evaluations this generation
   double evals_per_second = kMissing;
-  double elapsed_seconds = kMissing;    // since the run started (all sessions)
+  double elapsed_seconds = kMissing;  // since the run started (all sessions)
   int failures = 0;
   std::vector<MemberFailure> failure_details;
 };

@@ -8,9 +8,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/error.h"
 #include "evolution/interrupt.h"
 #include "evolution/rng.h"
-#include "core/error.h"
 
 namespace nammkit::evo {
 

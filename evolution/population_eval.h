@@ -22,12 +22,12 @@ struct MemberFailure {
 };
 
 struct GenerationEval {
-  std::vector<double> fitness;   // one finite value per member (failures already penalised)
+  std::vector<double> fitness;  // one finite value per member (failures already penalised)
   std::vector<MemberFailure> failures;
   // Mean of the cache sizes the evaluator reported, NaN when it reported none.
   double mean_cache_size = std::numeric_limits<double>::quiet_NaN();
-  int64_t evaluations = 0;       // elementary evaluations done ((member, prompt) pairs)
-  bool interrupted = false;      // stopped early on an interrupt request: fitness is incomplete
+  int64_t evaluations = 0;   // elementary evaluations done ((member, prompt) pairs)
+  bool interrupted = false;  // stopped early on an interrupt request: fitness is incomplete
 };
 
 class PopulationEvaluator {
@@ -55,9 +55,9 @@ struct PromptContext {
 using PromptFn = std::function<PromptScore(std::span<const double> params, const PromptContext& context)>;
 
 struct TbbEvalSettings {
-  int pool_size = 1;                // prompts available in the task set, indices 0..pool_size-1
-  int prompts_per_generation = 0;   // sampled without replacement per generation; 0 or >= pool = all
-  uint64_t seed = 0;                // prompt sampling is seeded by (seed, generation)
+  int pool_size = 1;               // prompts available in the task set, indices 0..pool_size-1
+  int prompts_per_generation = 0;  // sampled without replacement per generation; 0 or >= pool = all
+  uint64_t seed = 0;               // prompt sampling is seeded by (seed, generation)
   // Poll interrupt_requested() between evaluations; a request seen during a generation skips the
   // remaining work and marks the generation interrupted (the trainer then discards it).
   bool stop_on_interrupt = true;

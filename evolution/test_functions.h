@@ -17,11 +17,11 @@ double rosenbrock(const Eigen::VectorXd& x);
 double rastrigin(const Eigen::VectorXd& x);
 
 struct MinimiseResult {
-  int64_t evaluations = 0;   // at the generation that first reached the target (or at the end)
-  bool reached = false;      // f < target
+  int64_t evaluations = 0;  // at the generation that first reached the target (or at the end)
+  bool reached = false;     // f < target
   double best_f = 0;
   int restarts = 0;
-  std::string stop_reason;   // why the run ended when the target was not reached
+  std::string stop_reason;  // why the run ended when the target was not reached
 };
 
 // Runs the strategy on f (maximising -f) until the best f < target, the evaluation budget is spent or

@@ -30,11 +30,11 @@ struct Stage {
 };
 
 struct TrainerOptions {
-  std::string run_dir;         // must exist
+  std::string run_dir;  // must exist
   std::vector<Stage> stages;
-  std::string config;          // experiment config, stored in every checkpoint
-  bool progress_line = true;   // one line per generation on stderr
-  bool handle_sigint = true;   // install the SIGINT handler (evolution/interrupt.h)
+  std::string config;                // experiment config, stored in every checkpoint
+  bool progress_line = true;         // one line per generation on stderr
+  bool handle_sigint = true;         // install the SIGINT handler (evolution/interrupt.h)
   bool allow_config_change = false;  // resume() with a config different from the checkpoint's
 };
 
@@ -53,7 +53,8 @@ struct TrainResult {
 
 // Evaluates the CMA-ES mean after a generation (fitness, higher is better), or returns NaN to skip it
 // this generation. Drives best.ckpt and the log's mean_eval_fitness.
-using MeanEvaluator = std::function<double(const Eigen::VectorXd& mean, int64_t generation, const std::string& task_set)>;
+using MeanEvaluator =
+    std::function<double(const Eigen::VectorXd& mean, int64_t generation, const std::string& task_set)>;
 // Called after each generation's update, before its checkpoint (e.g. to refresh the extra state).
 using GenerationHook = std::function<void(const GenerationRecord& record)>;
 

@@ -14,12 +14,12 @@ using detail::BF16Bits;
 using detail::F16Bits;
 using detail::to_float;
 
-constexpr int kThreads = 128;          // 4 warps per block
-constexpr int kGroupChunk = 8;         // query heads whose logits one lane accumulates at once
-constexpr int kVGroupChunk = 4;        // query heads whose outputs one thread accumulates at once
-constexpr int kKeysInFlight = 4;       // key rows each lane loads before it uses the first
+constexpr int kThreads = 128;               // 4 warps per block
+constexpr int kGroupChunk = 8;              // query heads whose logits one lane accumulates at once
+constexpr int kVGroupChunk = 4;             // query heads whose outputs one thread accumulates at once
+constexpr int kKeysInFlight = 4;            // key rows each lane loads before it uses the first
 constexpr int kSmemFloats = 48 * 1024 / 4;  // stay within the default dynamic shared memory limit
-constexpr int kTargetBlocks = 4 * 132; // ~4 blocks per SM of an H100 / H200
+constexpr int kTargetBlocks = 4 * 132;      // ~4 blocks per SM of an H100 / H200
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
@@ -88,8 +88,8 @@ __device__ __forceinline__ void load_chunk(const T* __restrict__ p, float (&out)
 // reads 32 / L rows per load, each lane keeps kKeysInFlight rows in flight, and the L partial dot
 // products are summed by xor-shuffles that stay inside the key's lanes.
 template <typename T, int VEC>
-__device__ void split_logits(const T* __restrict__ K, int n, int group, int head_dim, int split_keys,
-                             const float* q_s, float* p_s) {
+__device__ void split_logits(const T* __restrict__ K, int n, int group, int head_dim, int split_keys, const float* q_s,
+                             float* p_s) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const int chunks = head_dim / VEC;
   int L = 1;
@@ -219,12 +219,10 @@ __global__ void __launch_bounds__(kThreads)
   const T* V = static_cast<const T*>(values[kvh]) + static_cast<size_t>(j0) * head_dim;
   // 16-byte loads need every row start aligned: the head's base pointer and the row pitch.
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-  const bool vec16 = head_dim % kVec == 0 && reinterpret_cast<uintptr_t>(K) % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(V) % 16 == 0;
-  if (vec16)
-    split_logits<T, kVec>(K, n, group, head_dim, split_keys, q_s, p_s);
-  else
-    split_logits<T, 1>(K, n, group, head_dim, split_keys, q_s, p_s);
+  const bool vec16 =
+      head_dim % kVec == 0 && reinterpret_cast<uintptr_t>(K) % 16 == 0 && reinterpret_cast<uintptr_t>(V) % 16 == 0;
+  if (vec16) split_logits<T, kVec>(K, n, group, head_dim, split_keys, q_s, p_s);
+  else split_logits<T, 1>(K, n, group, head_dim, split_keys, q_s, p_s);
   __syncthreads();
 
   if (logits)
@@ -253,10 +251,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  if (vec16)
-    split_values<T, kVec>(V, n, group, head_dim, split_keys, n_splits, split, qh0, p_s, red_s, part_o);
-  else
-    split_values<T, 1>(V, n, group, head_dim, split_keys, n_splits, split, qh0, p_s, red_s, part_o);
+  if (vec16) split_values<T, kVec>(V, n, group, head_dim, split_keys, n_splits, split, qh0, p_s, red_s, part_o);
+  else split_values<T, 1>(V, n, group, head_dim, split_keys, n_splits, split, qh0, p_s, red_s, part_o);
 }
 
 // One block per query head: merges the splits with their maxima, out = sum_s o_s e^(m_s - M) / L.
@@ -322,8 +318,9 @@ __global__ void decode_probs_kernel(const int* lens, int group, int max_len, int
 template <typename T>
 void launch_split(const DecodeShape& s, const DecodeArgs& a, const Workspace& w, cudaStream_t stream) {
   const dim3 grid(s.n_splits(), s.n_kv_heads);
-  const size_t smem = (static_cast<size_t>(s.group()) * (s.head_dim + s.split_keys()) +
-                      reduction_floats(s.kv_dtype, s.head_dim)) * sizeof(float);
+  const size_t smem =
+      (static_cast<size_t>(s.group()) * (s.head_dim + s.split_keys()) + reduction_floats(s.kv_dtype, s.head_dim)) *
+      sizeof(float);
   decode_split_kernel<T><<<grid, kThreads, smem, stream>>>(a.q_HxD, a.keys, a.values, a.lens, s.group(), s.head_dim,
                                                            s.split_keys(), s.n_splits(), a.scale, s.max_len, w.part_o,
                                                            w.part_m, w.part_l, w.logits);
@@ -372,7 +369,8 @@ void attention_decode(const DecodeShape& s, const DecodeArgs& a, void* workspace
   if (s.with_probs != (a.probs_KVxS != nullptr))
     fail(where, "probs_KVxS: must be given exactly when the shape has with_probs");
   if (s.with_probs && a.probs_stride < s.max_len)
-    fail(where, "probs_stride: expected >= max_len " + std::to_string(s.max_len) + ", got " + std::to_string(a.probs_stride));
+    fail(where,
+         "probs_stride: expected >= max_len " + std::to_string(s.max_len) + ", got " + std::to_string(a.probs_stride));
   const Workspace w = layout(s, workspace);
   if (!workspace || workspace_bytes < w.bytes)
     fail(where, "workspace: expected " + std::to_string(w.bytes) + " bytes, got " + std::to_string(workspace_bytes));
@@ -382,8 +380,8 @@ void attention_decode(const DecodeShape& s, const DecodeArgs& a, void* workspace
     case DType::F16: launch_split<F16Bits>(s, a, w, stream); break;
     default: launch_split<BF16Bits>(s, a, w, stream); break;  // validate() admitted only BF16 here
   }
-  decode_combine_kernel<<<s.n_q_heads, kThreads, sizeof(float) * s.n_splits(), stream>>>(s.n_splits(), s.head_dim, w.part_o, w.part_m, w.part_l,
-                                                             a.out_HxD, w.row_m, w.row_l);
+  decode_combine_kernel<<<s.n_q_heads, kThreads, sizeof(float) * s.n_splits(), stream>>>(
+      s.n_splits(), s.head_dim, w.part_o, w.part_m, w.part_l, a.out_HxD, w.row_m, w.row_l);
   cuda_check_launch("decode_combine_kernel");
   if (s.with_probs && a.probs_stride > 0) {
     const dim3 grid((a.probs_stride + 255) / 256, s.n_kv_heads);

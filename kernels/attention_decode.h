@@ -27,9 +27,9 @@ struct DecodeShape {
   DType kv_dtype = DType::F16;
   int n_q_heads = 0;
   int n_kv_heads = 0;
-  int head_dim = 0;        // <= 256
-  int max_len = 0;         // >= every len[h]; sizes the grid and the workspace
-  bool with_probs = false; // whether probs_KVxS will be requested
+  int head_dim = 0;         // <= 256
+  int max_len = 0;          // >= every len[h]; sizes the grid and the workspace
+  bool with_probs = false;  // whether probs_KVxS will be requested
 
   int group() const { return n_q_heads / n_kv_heads; }
   // Keys per split: enough splits for ~4 blocks per SM of an H100 at long contexts, multiples of 64.
@@ -49,8 +49,8 @@ struct DecodeArgs {
   const int* lens = nullptr;            // device array [n_kv_heads], each in [0, max_len]
   float scale = 0.0f;                   // logit scale, usually 1/sqrt(head_dim)
   float* out_HxD = nullptr;
-  float* probs_KVxS = nullptr;          // required iff shape.with_probs
-  int probs_stride = 0;                 // >= max_len when probs are requested
+  float* probs_KVxS = nullptr;  // required iff shape.with_probs
+  int probs_stride = 0;         // >= max_len when probs are requested
 };
 
 // Enqueues the attention. `workspace` must hold decode_workspace_bytes(shape) bytes.

@@ -15,11 +15,11 @@ using detail::BF16Bits;
 using detail::F16Bits;
 using detail::to_float;
 
-constexpr int kRows = 32;              // rows (query, head) per block
-constexpr int kWarps = 4;              // kRows / kWarps rows per warp
+constexpr int kRows = 32;  // rows (query, head) per block
+constexpr int kWarps = 4;  // kRows / kWarps rows per warp
 constexpr int kRowsPerWarp = kRows / kWarps;
-constexpr int kTile = 32;              // keys per shared-memory tile: one per lane
-constexpr int kMaxDPerLane = 256 / 32; // head_dim <= 256
+constexpr int kTile = 32;               // keys per shared-memory tile: one per lane
+constexpr int kMaxDPerLane = 256 / 32;  // head_dim <= 256
 
 // Shared memory: q_s [kRows][D] (pre-scaled), k_s [kTile][D + 1] (the pad avoids bank conflicts when
 // lane j reads key j), v_s [kTile][D], p_s [kRows][kTile + 1] (probabilities of the probs pass).
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   };
   // Lane `lane` computes the logits of key j0 + lane for the warp's rows.
-  auto logits = [&](int j0, float (&s)[kRowsPerWarp]) {
+  auto logits = [&](int j0, float(&s)[kRowsPerWarp]) {
 #pragma unroll
     for (int rr = 0; rr < kRowsPerWarp; ++rr) s[rr] = 0.0f;
     const float* krow = k_s + lane * (D + 1);
@@ -100,8 +100,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int rr = 0; rr < kRowsPerWarp; ++rr) {
       const float m_new = fmaxf(m[rr], detail::warp_max(s[rr]));
-      if (m_new == -INFINITY) continue;  // nothing visible to this row yet (uniform across the warp)
-      const float p = expf(s[rr] - m_new);  // 0 for masked keys
+      if (m_new == -INFINITY) continue;        // nothing visible to this row yet (uniform across the warp)
+      const float p = expf(s[rr] - m_new);     // 0 for masked keys
       const float corr = expf(m[rr] - m_new);  // 0 on the first visible tile
       l[rr] = l[rr] * corr + detail::warp_sum(p);
       m[rr] = m_new;
@@ -160,13 +160,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <typename T>
 void launch_general(const PrefillShape& s, const PrefillArgs& a, cudaStream_t stream) {
   const size_t smem = smem_bytes(s.head_dim);
-  cuda_check(cudaFuncSetAttribute(prefill_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-             "cudaFuncSetAttribute(prefill_kernel)");
+  cuda_check(
+      cudaFuncSetAttribute(prefill_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+      "cudaFuncSetAttribute(prefill_kernel)");
   const int queries_per_block = kRows / s.group();
   const dim3 grid((s.n_queries + queries_per_block - 1) / queries_per_block, s.n_kv_heads);
   prefill_kernel<T><<<grid, kWarps * 32, smem, stream>>>(a.q_TxHxD, a.keys, a.values, a.lens, s.n_queries, s.n_q_heads,
-                                                        s.group(), s.head_dim, s.max_len, a.scale, a.out_TxHxD,
-                                                        a.probs_KVxTxS, a.probs_stride);
+                                                         s.group(), s.head_dim, s.max_len, a.scale, a.out_TxHxD,
+                                                         a.probs_KVxTxS, a.probs_stride);
   cuda_check_launch("prefill_kernel");
 }
 
@@ -204,7 +205,9 @@ constexpr int kTcWarps = 4;
 constexpr int kTcRows = 16 * kTcWarps;  // rows per block
 constexpr int kPad = 8;                 // shared row stride D + 8 elements: conflict-free ldmatrix
 
-__host__ __device__ constexpr int key_tile(int d_max) { return d_max > 128 ? 32 : 64; }  // keeps the S registers in budget
+__host__ __device__ constexpr int key_tile(int d_max) {
+  return d_max > 128 ? 32 : 64;
+}  // keeps the S registers in budget
 
 // Shared memory of one block: Q [64][D+8], K [2][kBc][D+8], V [2][kBc][D+8] (16-bit elements); the probs
 // sweep reuses the V area as P [64][kBc+8] f32, so the last area is the larger of the two.
@@ -276,9 +279,9 @@ __device__ __forceinline__ float quad_sum(float v) {
 // loop bounds are then compile-time). qscale = scale * log2(e).
 template <typename T, int kDMax, bool kExactD>
 __global__ void __launch_bounds__(kTcWarps * 32)
-    prefill_mma_kernel(const float* __restrict__ q, const void* const* keys, const void* const* values,
-                       const int* lens, int T_q, int n_q_heads, int group, int D, int max_len, float qscale,
-                       float* __restrict__ out, float* __restrict__ probs, int probs_stride) {
+    prefill_mma_kernel(const float* __restrict__ q, const void* const* keys, const void* const* values, const int* lens,
+                       int T_q, int n_q_heads, int group, int D, int max_len, float qscale, float* __restrict__ out,
+                       float* __restrict__ probs, int probs_stride) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kBc = key_tile(kDMax);  // keys per tile
   constexpr int kNT = kBc / 8;          // n-tiles of S per warp (8 keys each)
@@ -383,7 +386,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
   const int v_lane = (lane % 16) * stride + (lane / 16) * 8;
 
   // S = Q K^T of the warp's 16 rows against tile buffer `buf`, masked: key j0 + 8 * nt + 2c + e.
-  auto scores = [&](float (&s)[kNT][4], int buf, int j0) {
+  auto scores = [&](float(&s)[kNT][4], int buf, int j0) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
     const uint32_t k_addr = smem_u32(k_s + buf * kBc * stride + k_lane);
@@ -444,7 +447,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
       for (int h = 0; h < 2; ++h) {
         mx[h] = quad_max(mx[h]);
         base[h] = mx[h] == -INFINITY ? 0.0f : mx[h];  // nothing visible yet: p = exp2(-inf) = 0, no NaN
-        corr[h] = exp2f(m_run[h] - base[h]);         // 0 while m_run is -inf
+        corr[h] = exp2f(m_run[h] - base[h]);          // 0 while m_run is -inf
         m_run[h] = mx[h];
       }
 
@@ -619,11 +622,13 @@ void attention_prefill(const PrefillShape& s, const PrefillArgs& a, cudaStream_t
   if (!a.q_TxHxD || !a.keys || !a.values || !a.lens || !a.out_TxHxD) fail(where, "a required device pointer is null");
   if (a.probs_KVxTxS) {
     if (a.probs_stride < s.max_len)
-      fail(where, "probs_stride: expected >= max_len " + std::to_string(s.max_len) + ", got " + std::to_string(a.probs_stride));
+      fail(where, "probs_stride: expected >= max_len " + std::to_string(s.max_len) + ", got " +
+                      std::to_string(a.probs_stride));
     // The kernel writes only visible keys; everything else must read 0.
-    cuda_check(cudaMemsetAsync(a.probs_KVxTxS, 0,
-                               sizeof(float) * static_cast<size_t>(s.n_kv_heads) * s.n_queries * a.probs_stride, stream),
-               "cudaMemsetAsync(probs)");
+    cuda_check(
+        cudaMemsetAsync(a.probs_KVxTxS, 0,
+                        sizeof(float) * static_cast<size_t>(s.n_kv_heads) * s.n_queries * a.probs_stride, stream),
+        "cudaMemsetAsync(probs)");
   }
   // Tensor cores for 16-bit KV when head_dim is a multiple of 16 (mma tiles); the general f32 kernel
   // otherwise (f32 KV, other head_dims, pre-sm_80 devices).

@@ -45,8 +45,8 @@ struct PrefillArgs {
   const int* lens = nullptr;            // device array [n_kv_heads], each in [T, max_len]
   float scale = 0.0f;                   // logit scale, usually 1/sqrt(head_dim)
   float* out_TxHxD = nullptr;
-  float* probs_KVxTxS = nullptr;        // optional
-  int probs_stride = 0;                 // >= max_len when probs are requested
+  float* probs_KVxTxS = nullptr;  // optional
+  int probs_stride = 0;           // >= max_len when probs are requested
 };
 
 void attention_prefill(const PrefillShape& shape, const PrefillArgs& args, cudaStream_t stream);

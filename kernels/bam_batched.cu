@@ -164,7 +164,8 @@ void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* worksp
   if (shape.kind != ScorerKind::Bam) fail(where, "only the BAM scorer runs on the GPU");
   const int F = shape.n_features, H = shape.hidden;
   if (H > kMaxHidden) fail(where, "hidden: expected <= 128, got " + std::to_string(H));
-  if (b.n_members < 1 || b.n_members > 65535) fail(where, "n_members: expected 1..65535, got " + std::to_string(b.n_members));
+  if (b.n_members < 1 || b.n_members > 65535)
+    fail(where, "n_members: expected 1..65535, got " + std::to_string(b.n_members));
   const auto& off = b.seq_offsets;
   if (off.size() < 2 || off.size() - 1 > 65535 || off.front() != 0)
     fail(where, "seq_offsets: expected 2..65536 offsets starting at 0");
@@ -180,8 +181,8 @@ void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* worksp
   if (!workspace || workspace_bytes < needed)
     fail(where, "workspace: expected " + std::to_string(needed) + " bytes, got " + std::to_string(workspace_bytes));
   auto* qkv = static_cast<double*>(workspace);
-  auto* offsets = reinterpret_cast<int32_t*>(static_cast<char*>(workspace) +
-                                             align256(sizeof(double) * static_cast<size_t>(b.n_members) * total * 3 * H));
+  auto* offsets = reinterpret_cast<int32_t*>(
+      static_cast<char*>(workspace) + align256(sizeof(double) * static_cast<size_t>(b.n_members) * total * 3 * H));
   cuda_check(cudaMemcpyAsync(offsets, off.data(), sizeof(int32_t) * off.size(), cudaMemcpyHostToDevice, stream),
              "cudaMemcpyAsync(seq_offsets)");
 
@@ -193,11 +194,14 @@ void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* worksp
   const size_t smem = attend_smem_bytes(F, H);
   int device = 0, smem_max = 0;
   cuda_check(cudaGetDevice(&device), "cudaGetDevice");
-  cuda_check(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  cuda_check(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+             "cudaDeviceGetAttribute");
   if (smem > static_cast<size_t>(smem_max))
-    fail(where, "shape needs " + std::to_string(smem) + " bytes of shared memory, the device has " + std::to_string(smem_max));
-  cuda_check(cudaFuncSetAttribute(bam_attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-             "cudaFuncSetAttribute(bam_attend_kernel)");
+    fail(where,
+         "shape needs " + std::to_string(smem) + " bytes of shared memory, the device has " + std::to_string(smem_max));
+  cuda_check(
+      cudaFuncSetAttribute(bam_attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+      "cudaFuncSetAttribute(bam_attend_kernel)");
   const dim3 grid((max_len + kRows - 1) / kRows, n_seqs, b.n_members);
   bam_attend_kernel<<<grid, kWarps * 32, smem, stream>>>(b.features_NxF, b.params_PxM, qkv, offsets, shape.n_params(),
                                                          total, F, H, b.scores_PxN);

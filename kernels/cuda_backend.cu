@@ -2,10 +2,10 @@
 
 #include <string>
 
+#include "core/error.h"
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
-#include "core/error.h"
 
 namespace nammkit::kernels {
 

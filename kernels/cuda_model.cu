@@ -1,11 +1,12 @@
 // Weight upload and the cuBLAS linear layer; see cuda_model.h.
+#include "kernels/cuda_model.h"
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
 #include <string>
 
-#include "kernels/cuda_model.h"
 #include "kernels/layer_ops.h"
 #include "transformer/rope.h"
 
@@ -137,8 +138,8 @@ CudaModel::CudaModel(const Model& model, MatrixPrecision precision) {
 
 CudaModel CudaModel::synthetic(const ModelConfig& c, DType dtype, uint64_t seed) {
   if (dtype != DType::F16 && dtype != DType::BF16) fail("synthetic cuda model", "dtype must be f16 or bf16");
-  if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
-      c.head_dim <= 0 || c.vocab_size <= 0 || c.n_heads % c.n_kv_heads != 0)
+  if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
+      c.vocab_size <= 0 || c.n_heads % c.n_kv_heads != 0)
     fail("synthetic cuda model", "bad config");
   CudaModel m;
   m.config_ = c;
@@ -177,8 +178,8 @@ size_t CudaModel::bytes() const {
   size_t b = matrix_bytes(token_embedding_) + (tied_ ? 0 : matrix_bytes(output_)) + final_norm_.bytes();
   for (const DeviceLayer& D : layers_)
     b += D.attn_norm.bytes() + D.ffn_norm.bytes() + D.bq.bytes() + D.bk.bytes() + D.bv.bytes() + matrix_bytes(D.wq) +
-         matrix_bytes(D.wk) + matrix_bytes(D.wv) + matrix_bytes(D.wo) + matrix_bytes(D.w_gate) +
-         matrix_bytes(D.w_up) + matrix_bytes(D.w_down);
+         matrix_bytes(D.wk) + matrix_bytes(D.wv) + matrix_bytes(D.wo) + matrix_bytes(D.w_gate) + matrix_bytes(D.w_up) +
+         matrix_bytes(D.w_down);
   return b;
 }
 

@@ -57,7 +57,7 @@ class CudaModel {
   const std::vector<DeviceLayer>& layers() const { return layers_; }
   const float* final_norm() const { return final_norm_.get(); }
   const double* inv_freq() const { return inv_freq_.get(); }  // [head_dim / 2]
-  size_t bytes() const;  // device bytes of all weights
+  size_t bytes() const;                                       // device bytes of all weights
 
  private:
   CudaModel() = default;

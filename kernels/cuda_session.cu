@@ -1,4 +1,6 @@
 // The GPU forward pass and policy hook; see cuda_session.h. Mirrors transformer/session.cpp step by step.
+#include "kernels/cuda_session.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -6,7 +8,6 @@
 
 #include "kernels/attention_decode.h"
 #include "kernels/attention_prefill.h"
-#include "kernels/cuda_session.h"
 #include "kernels/kv_compact.h"
 #include "kernels/layer_ops.h"
 #include "transformer/session.h"
@@ -133,7 +134,8 @@ void CudaSession::set_position(int64_t position) {
 int CudaSession::head_len(int layer, int kv_head) const {
   const ModelConfig& c = model_.config();
   if (layer < 0 || layer >= c.n_layers || kv_head < 0 || kv_head >= c.n_kv_heads)
-    fail(kWhere, "head_len: layer " + std::to_string(layer) + " / KV head " + std::to_string(kv_head) + " out of range");
+    fail(kWhere,
+         "head_len: layer " + std::to_string(layer) + " / KV head " + std::to_string(kv_head) + " out of range");
   return heads_[size_t(layer) * c.n_kv_heads + kv_head].len;
 }
 
@@ -179,11 +181,12 @@ void CudaSession::ensure_capacity(int layer, int needed) {
     DeviceBuffer<uint8_t> keys(size_t(cap) * row_bytes), values(size_t(cap) * row_bytes);
     DeviceBuffer<int32_t> positions{size_t(cap)};
     if (h.len > 0) {
-      cuda_check(cudaMemcpyAsync(keys.get(), h.keys.get(), size_t(h.len) * row_bytes, cudaMemcpyDeviceToDevice, stream_),
-                 "cudaMemcpyAsync (grow keys)");
-      cuda_check(cudaMemcpyAsync(values.get(), h.values.get(), size_t(h.len) * row_bytes, cudaMemcpyDeviceToDevice,
-                                 stream_),
-                 "cudaMemcpyAsync (grow values)");
+      cuda_check(
+          cudaMemcpyAsync(keys.get(), h.keys.get(), size_t(h.len) * row_bytes, cudaMemcpyDeviceToDevice, stream_),
+          "cudaMemcpyAsync (grow keys)");
+      cuda_check(
+          cudaMemcpyAsync(values.get(), h.values.get(), size_t(h.len) * row_bytes, cudaMemcpyDeviceToDevice, stream_),
+          "cudaMemcpyAsync (grow values)");
       cuda_check(cudaMemcpyAsync(positions.get(), h.positions.get(), size_t(h.len) * sizeof(int32_t),
                                  cudaMemcpyDeviceToDevice, stream_),
                  "cudaMemcpyAsync (grow positions)");
@@ -270,8 +273,8 @@ void CudaSession::forward_chunk(std::span<const int32_t> tokens, float* logits_o
       h.len += T;
       b.lens_host[off + g] = h.len;
     }
-    cuda_check(cudaMemcpyAsync(b.lens.get() + off, b.lens_host.data() + off, sizeof(int) * n_kv,
-                               cudaMemcpyHostToDevice, stream_),
+    cuda_check(cudaMemcpyAsync(b.lens.get() + off, b.lens_host.data() + off, sizeof(int) * n_kv, cudaMemcpyHostToDevice,
+                               stream_),
                "cudaMemcpyAsync (lens)");
     append_kv(b.k.get(), b.v.get(), T, n_kv, d, options_.kv_dtype, b.key_ptrs.get() + off, b.value_ptrs.get() + off,
               b.pos_ptrs.get() + off, b.lens.get() + off, position_, stream_);
@@ -322,9 +325,9 @@ void CudaSession::forward_chunk(std::span<const int32_t> tokens, float* logits_o
     if (log_attention) {
       // Row t of head g: the keys query t could see (n_old + t + 1), as the CPU's AttentionLog.
       b.probs_host.resize(probs_n);
-      cuda_check(cudaMemcpyAsync(b.probs_host.data(), b.probs.get(), probs_n * sizeof(float), cudaMemcpyDeviceToHost,
-                                 stream_),
-                 "cudaMemcpyAsync (attention probabilities)");
+      cuda_check(
+          cudaMemcpyAsync(b.probs_host.data(), b.probs.get(), probs_n * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+          "cudaMemcpyAsync (attention probabilities)");
       cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (attention probabilities)");
       for (int g = 0; g < n_kv; ++g) {
         const int n_old = heads_[off + g].len - T;

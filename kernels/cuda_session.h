@@ -35,9 +35,9 @@
 namespace nammkit::kernels {
 
 struct CudaSessionOptions {
-  SessionOptions session;      // prefill_chunk, update_interval, attention_bf16 (sliding_window must be 0)
+  SessionOptions session;       // prefill_chunk, update_interval, attention_bf16 (sliding_window must be 0)
   DType kv_dtype = DType::F16;  // device KV cache: F32, F16 or BF16
-  int reserve_tokens = 0;      // initial capacity of each head's cache (it grows by doubling)
+  int reserve_tokens = 0;       // initial capacity of each head's cache (it grows by doubling)
 };
 
 class CudaSession final : public InferenceSession {
@@ -81,7 +81,7 @@ class CudaSession final : public InferenceSession {
   CudaSessionOptions options_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  std::vector<Head> heads_;            // [layer * n_kv + kv_head]
+  std::vector<Head> heads_;  // [layer * n_kv + kv_head]
   std::unique_ptr<Buffers> buf_;
   int64_t position_ = 0;
   std::vector<float> last_logits_;

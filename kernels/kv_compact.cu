@@ -27,22 +27,21 @@ void gather(const void* src, const int32_t* keep, int n_keep, int cols, void* ds
   const size_t total = static_cast<size_t>(n_keep) * cols;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<size_t>((total + threads - 1) / threads, 65535));
-  gather_rows_kernel<W><<<blocks, threads, 0, stream>>>(static_cast<const W*>(src), keep, n_keep, cols,
-                                                        static_cast<W*>(dst));
+  gather_rows_kernel<W>
+      <<<blocks, threads, 0, stream>>>(static_cast<const W*>(src), keep, n_keep, cols, static_cast<W*>(dst));
   cuda_check_launch("gather_rows_kernel");
 }
 
 void gather_any(size_t elem, const void* src, const int32_t* keep, int n_keep, int cols, void* dst,
                 cudaStream_t stream) {
-  if (elem == 4)
-    gather<uint32_t>(src, keep, n_keep, cols, dst, stream);
-  else
-    gather<uint16_t>(src, keep, n_keep, cols, dst, stream);
+  if (elem == 4) gather<uint32_t>(src, keep, n_keep, cols, dst, stream);
+  else gather<uint16_t>(src, keep, n_keep, cols, dst, stream);
 }
 }  // namespace
 
 size_t kv_compact_workspace_bytes(DType dtype, int head_dim, int n_keep) {
-  const size_t rows = align256(static_cast<size_t>(n_keep) * head_dim * kv_element_bytes(dtype, "kv_compact_workspace_bytes"));
+  const size_t rows =
+      align256(static_cast<size_t>(n_keep) * head_dim * kv_element_bytes(dtype, "kv_compact_workspace_bytes"));
   return align256(sizeof(int32_t) * n_keep) * 2 + rows * 2;  // keep list, positions, keys, values
 }
 
@@ -54,7 +53,8 @@ void kv_compact_head(DType dtype, int head_dim, int len, void* keys_LxD, void* v
   int32_t prev = -1;
   for (const int32_t k : keep) {
     if (k <= prev || k >= len)
-      fail(where, "keep list not ascending or out of range (index " + std::to_string(k) + ", len " + std::to_string(len) + ")");
+      fail(where, "keep list not ascending or out of range (index " + std::to_string(k) + ", len " +
+                      std::to_string(len) + ")");
     prev = k;
   }
   const int n_keep = static_cast<int>(keep.size());

@@ -1,4 +1,6 @@
 // Per-layer kernels of the GPU forward pass; see layer_ops.h.
+#include "kernels/layer_ops.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -6,7 +8,6 @@
 
 #include "kernels/cuda_util.h"
 #include "kernels/device_math.cuh"
-#include "kernels/layer_ops.h"
 
 namespace nammkit::kernels {
 namespace {
@@ -160,7 +161,7 @@ void rope_rows(float* x, int n_tokens, int n_heads, int head_dim, int row_stride
   const size_t total = size_t(n_tokens) * n_heads * (head_dim / 2);
   if (total == 0) return;
   rope_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, n_tokens, n_heads, head_dim, row_stride, first_position,
-                                                         inv_freq, style == RopeStyle::Interleaved);
+                                                        inv_freq, style == RopeStyle::Interleaved);
   cuda_check_launch("rope_kernel");
 }
 
@@ -233,8 +234,8 @@ void append_kv(const float* k, const float* v, int n_tokens, int n_kv_heads, int
                                                                    positions, lens, first_position);
       break;
     case DType::BF16:
-      append_kernel<BF16Bits><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_tokens, n_kv_heads, head_dim, keys,
-                                                                    values, positions, lens, first_position);
+      append_kernel<BF16Bits><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_tokens, n_kv_heads, head_dim, keys, values,
+                                                                    positions, lens, first_position);
       break;
     default: fail("append_kv", std::string("unsupported KV dtype ") + dtype_name(dtype));
   }

@@ -12,11 +12,11 @@
 #include <span>
 #include <vector>
 
+#include "core/error.h"
 #include "namm/bam_scorer.h"
 #include "namm/normalization.h"
 #include "namm/recency.h"
 #include "namm/spectrogram.h"
-#include "core/error.h"
 #include "transformer/tensor.h"
 
 namespace nammkit::kernels::ref {
@@ -71,7 +71,8 @@ inline void attention_decode(DType dtype, int n_q_heads, int D, std::span<const 
     const auto V = detail::to_f32(dtype, h.values, int64_t{h.len} * D);
     for (int g = 0; g < group; ++g) {
       const int qh = kvh * group + g;
-      detail::attend_row(q_HxD + static_cast<size_t>(qh) * D, K, V, D, h.len, scale, out_HxD + static_cast<size_t>(qh) * D,
+      detail::attend_row(q_HxD + static_cast<size_t>(qh) * D, K, V, D, h.len, scale,
+                         out_HxD + static_cast<size_t>(qh) * D,
                          probs_KVxS ? probs_KVxS + static_cast<size_t>(kvh) * probs_stride : nullptr, 1.0 / group);
     }
   }

@@ -124,8 +124,7 @@ GpuSpectrogram::GpuSpectrogram(const SpectrogramConfig& spectrogram, const Recen
   upload(s.norm_mean, normalizer.mean());
   // The denominator exactly as FeatureNormalizer computes it.
   std::vector<float> denom(normalizer.dim());
-  for (int k = 0; k < normalizer.dim(); ++k)
-    denom[k] = std::max(std::sqrt(std::max(normalizer.var()[k], 0.0f)), 1e-7f);
+  for (int k = 0; k < normalizer.dim(); ++k) denom[k] = std::max(std::sqrt(std::max(normalizer.var()[k], 0.0f)), 1e-7f);
   upload(s.norm_denom, denom);
   const int half = recency_.dim / 2;
   std::vector<double> freq(half);
@@ -153,7 +152,8 @@ void GpuSpectrogram::update(const float* attention_QxN, int n_queries, int n_key
   const char* where = "GpuSpectrogram::update";
   const int n_fft = spectrogram_.n_fft, hop = spectrogram_.hop, bins = n_bins(), O = overlap();
   if (n_queries <= 0 || n_queries % hop != 0)
-    fail(where, "n_queries: expected a positive multiple of hop " + std::to_string(hop) + ", got " + std::to_string(n_queries));
+    fail(where, "n_queries: expected a positive multiple of hop " + std::to_string(hop) + ", got " +
+                    std::to_string(n_queries));
   if (n_old < 0 || n_keys - n_old != n_queries)
     fail(where, "expected " + std::to_string(n_queries) + " new keys (one per query), got " +
                     std::to_string(n_keys - n_old) + " (" + std::to_string(n_keys) + " keys, " + std::to_string(n_old) +

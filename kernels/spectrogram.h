@@ -22,8 +22,8 @@ namespace nammkit::kernels {
 class GpuSpectrogram {
  public:
   // Throws Error for an invalid configuration or a normalizer whose dim is not n_bins.
-  GpuSpectrogram(const SpectrogramConfig& spectrogram, const RecencyConfig& recency, const FeatureNormalizer& normalizer,
-                 int frames_per_batch = 1 << 16);
+  GpuSpectrogram(const SpectrogramConfig& spectrogram, const RecencyConfig& recency,
+                 const FeatureNormalizer& normalizer, int frames_per_batch = 1 << 16);
   ~GpuSpectrogram();
   GpuSpectrogram(const GpuSpectrogram&) = delete;
   GpuSpectrogram& operator=(const GpuSpectrogram&) = delete;

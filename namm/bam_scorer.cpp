@@ -98,8 +98,7 @@ void score_tokens(const ScorerShape& shape, std::span<const float> params, const
     // Double precision: with evolved parameters the q.k logits and the read-out cancel terms of
     // magnitude 10-50, where float loses the 1e-5 agreement with exact arithmetic; the cost is ~1.4x.
     score_bam<double>(shape, params.data(), features_NxF, n, scores_N);
-  else
-    score_mlp(shape, params.data(), features_NxF, n, scores_N);
+  else score_mlp(shape, params.data(), features_NxF, n, scores_N);
 }
 
 void score_population(const ScorerShape& shape, std::span<const std::span<const float>> params,

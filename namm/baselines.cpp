@@ -6,9 +6,9 @@
 #include <cstdlib>
 #include <numeric>
 
-#include "namm/selection.h"
 #include "core/byte_io.h"
 #include "core/error.h"
+#include "namm/selection.h"
 
 namespace nammkit {
 
@@ -58,7 +58,8 @@ Budget Budget::parse(const std::string& text, const std::string& where) {
 
 void Budget::validate(const std::string& where) const {
   if (is_fraction) {
-    if (!(value > 0.0 && value <= 1.0)) fail(where, "budget: a fraction must be in (0, 1], got " + std::to_string(value));
+    if (!(value > 0.0 && value <= 1.0))
+      fail(where, "budget: a fraction must be in (0, 1], got " + std::to_string(value));
   } else if (!(value >= 1.0) || value != std::floor(value) || value > 2147483647.0) {
     fail(where, "budget: a token count must be an integer >= 1, got " + std::to_string(value));
   }
@@ -104,7 +105,8 @@ KeepLists StreamingLlmPolicy::update(const LayerWindow& window) {
 
 H2oPolicy::H2oPolicy(Budget budget, double heavy_ratio) : budget_(budget), heavy_ratio_(heavy_ratio) {
   budget_.validate("h2o");
-  if (!(heavy_ratio >= 0.0 && heavy_ratio <= 1.0)) fail("h2o", "heavy_ratio: expected a value in [0, 1], got " + std::to_string(heavy_ratio));
+  if (!(heavy_ratio >= 0.0 && heavy_ratio <= 1.0))
+    fail("h2o", "heavy_ratio: expected a value in [0, 1], got " + std::to_string(heavy_ratio));
 }
 
 void H2oPolicy::begin_sequence(const ModelConfig& config) {
@@ -156,7 +158,8 @@ KeepLists L2NormPolicy::update(const LayerWindow& window) {
     std::vector<float> neg_norm(n - 1);
     for (int j = 0; j < n - 1; ++j) {
       double s = 0;
-      for (int i = 0; i < d; ++i) s += double{keys[static_cast<size_t>(j) * d + i]} * keys[static_cast<size_t>(j) * d + i];
+      for (int i = 0; i < d; ++i)
+        s += double{keys[static_cast<size_t>(j) * d + i]} * keys[static_cast<size_t>(j) * d + i];
       neg_norm[j] = -static_cast<float>(std::sqrt(s));
     }
     std::vector<int32_t> k = top_k_chronological(neg_norm, allowed - 1);
@@ -172,7 +175,8 @@ RandomPolicy::RandomPolicy(Budget budget, uint64_t seed) : budget_(budget), seed
 KeepLists RandomPolicy::update(const LayerWindow& window) {
   const int64_t seen = tokens_seen(window);
   KeepLists keep = apply_budget(window, budget_, [&](int h, int n, int allowed) {
-    uint64_t state = splitmix64(seed_ ^ splitmix64((uint64_t(window.layer) << 48) ^ (uint64_t(h) << 40) ^ uint64_t(seen)));
+    uint64_t state =
+        splitmix64(seed_ ^ splitmix64((uint64_t(window.layer) << 48) ^ (uint64_t(h) << 40) ^ uint64_t(seen)));
     // Partial Fisher-Yates over the n - 1 older tokens; the newest is always kept.
     std::vector<int32_t> idx = range_indices(0, n - 1);
     for (int i = 0; i < allowed - 1; ++i) {

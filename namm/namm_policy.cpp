@@ -27,8 +27,7 @@ void NammConfig::validate(const std::string& where) const {
     fail(where, "max_tokens_per_head: expected >= 0, got " + std::to_string(selection.max_tokens_per_head));
 }
 
-NammPolicy::NammPolicy(NammConfig config, std::vector<float> params, FeatureNormalizer normalizer)
-    : config_(config) {
+NammPolicy::NammPolicy(NammConfig config, std::vector<float> params, FeatureNormalizer normalizer) : config_(config) {
   config_.validate("NammPolicy");
   set_params(std::move(params));
   set_normalizer(std::move(normalizer));
@@ -49,11 +48,10 @@ void NammPolicy::set_params(std::vector<float> params) {
 
 void NammPolicy::set_normalizer(FeatureNormalizer normalizer) {
   if (normalizer.dim() != config_.spectrogram.n_bins())
-    fail("NammPolicy", "normalisation stats: expected " + std::to_string(config_.spectrogram.n_bins()) +
-                           " bins, got " + std::to_string(normalizer.dim()));
+    fail("NammPolicy", "normalisation stats: expected " + std::to_string(config_.spectrogram.n_bins()) + " bins, got " +
+                           std::to_string(normalizer.dim()));
   normalizer_ = std::move(normalizer);
 }
-
 
 void NammPolicy::begin_sequence(const ModelConfig& config) {
   note_sequence_start();

@@ -46,7 +46,8 @@ void FeatureStats::merge(const FeatureStats& other) {
     *this = other;
     return;
   }
-  if (other.dim() != dim()) fail("FeatureStats::merge", "dimension mismatch: " + std::to_string(dim()) + " vs " + std::to_string(other.dim()));
+  if (other.dim() != dim())
+    fail("FeatureStats::merge", "dimension mismatch: " + std::to_string(dim()) + " vs " + std::to_string(other.dim()));
   const double na = static_cast<double>(count_), nb = static_cast<double>(other.count_), n = na + nb;
   for (int i = 0; i < dim(); ++i) {
     const double delta = other.mean_[i] - mean_[i];
@@ -58,7 +59,9 @@ void FeatureStats::merge(const FeatureStats& other) {
 
 FeatureNormalizer::FeatureNormalizer(std::vector<float> mean, std::vector<float> var)
     : mean_(std::move(mean)), var_(std::move(var)) {
-  if (mean_.size() != var_.size()) fail("FeatureNormalizer", "mean has " + std::to_string(mean_.size()) + " values, var " + std::to_string(var_.size()));
+  if (mean_.size() != var_.size())
+    fail("FeatureNormalizer",
+         "mean has " + std::to_string(mean_.size()) + " values, var " + std::to_string(var_.size()));
   denom_.resize(var_.size());
   // The reference divides by max(sqrt(var), 1e-7), so a constant bin does not explode to inf.
   for (size_t i = 0; i < var_.size(); ++i) denom_[i] = std::max(std::sqrt(std::max(var_[i], 0.0f)), 1e-7f);

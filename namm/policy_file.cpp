@@ -7,11 +7,11 @@
 #include <ctime>
 #include <sstream>
 
-#include "namm/baselines.h"
 #include "core/byte_io.h"
 #include "core/error.h"
-#include "core/text.h"
 #include "core/file_io.h"
+#include "core/text.h"
+#include "namm/baselines.h"
 #include "transformer/backend.h"
 
 #ifndef NAMMKIT_VERSION
@@ -29,7 +29,8 @@ bool is_namm(PolicyKind k) { return k == POLICY_NAMM_BAM || k == POLICY_NAMM_MLP
 template <typename Values>
 void require_finite(const Values& values, const std::string& where, const std::string& field) {
   for (int i = 0; i < values.size(); ++i)
-    if (!std::isfinite(values[i])) fail(where, field + "[" + std::to_string(i) + "]: not finite (" + std::to_string(values[i]) + ")");
+    if (!std::isfinite(values[i]))
+      fail(where, field + "[" + std::to_string(i) + "]: not finite (" + std::to_string(values[i]) + ")");
 }
 
 void require_count(int got, int expected, const std::string& where, const std::string& field) {
@@ -203,7 +204,8 @@ void validate_policy_file(const PolicyFile& f, const std::string& where) {
   const PolicyKind kind = f.kind();
   if (kind == POLICY_KIND_UNSPECIFIED || !PolicyKind_IsValid(kind))
     fail(where, "kind: unknown policy kind " + std::to_string(static_cast<int>(kind)));
-  if (f.update_interval() < 1) fail(where, "update_interval: expected >= 1, got " + std::to_string(f.update_interval()));
+  if (f.update_interval() < 1)
+    fail(where, "update_interval: expected >= 1, got " + std::to_string(f.update_interval()));
 
   if (is_namm(kind)) {
     const NammConfig c = namm_config_from(f);
@@ -223,7 +225,9 @@ void validate_policy_file(const PolicyFile& f, const std::string& where) {
       if (f.norm().var(i) < 0) fail(where, "norm.var[" + std::to_string(i) + "]: negative");
     if (f.norm().count() < 0) fail(where, "norm.count: negative");
   } else {
-    if (f.params_size() != 0) require_count(f.params_size(), 0, where, "params (a " + std::string(policy_kind_name(kind)) + " policy has none)");
+    if (f.params_size() != 0)
+      require_count(f.params_size(), 0, where,
+                    "params (a " + std::string(policy_kind_name(kind)) + " policy has none)");
     if (kind != POLICY_FULL) {
       const BaselineHyper& b = f.baseline();
       budget_from(b).validate(where + ": baseline");
@@ -236,7 +240,8 @@ void validate_policy_file(const PolicyFile& f, const std::string& where) {
   if (f.has_bmojo()) {
     const BmojoTarget& t = f.bmojo();
     if (t.window() < 1) fail(where, "bmojo.window: expected >= 1, got " + std::to_string(t.window()));
-    if (t.memory_budget() < 0) fail(where, "bmojo.memory_budget: expected >= 0, got " + std::to_string(t.memory_budget()));
+    if (t.memory_budget() < 0)
+      fail(where, "bmojo.memory_budget: expected >= 0, got " + std::to_string(t.memory_budget()));
     if (t.update_every() != f.update_interval())
       fail(where, "bmojo.update_every: " + std::to_string(t.update_every()) + " differs from update_interval " +
                       std::to_string(f.update_interval()));
@@ -267,12 +272,14 @@ PolicyFile parse_policy(std::string_view bytes, const std::string& where) {
   const uint64_t size = get_le<uint64_t>(bytes.data() + 8);
   const uint32_t crc = get_le<uint32_t>(bytes.data() + 16);
   const uint64_t have = bytes.size() - kHeaderBytes;
-  if (have < size) fail(where, "truncated: header says " + std::to_string(size) + " payload bytes, file has " + std::to_string(have));
+  if (have < size)
+    fail(where, "truncated: header says " + std::to_string(size) + " payload bytes, file has " + std::to_string(have));
   if (have > size) fail(where, "corrupted: " + std::to_string(have - size) + " unexpected bytes after the payload");
   const std::string_view payload = bytes.substr(kHeaderBytes);
   if (crc32(payload) != crc) fail(where, "corrupted: checksum mismatch");
   PolicyFile f;
-  if (!f.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) fail(where, "corrupted: not a valid PolicyFile message");
+  if (!f.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
+    fail(where, "corrupted: not a valid PolicyFile message");
   validate_policy_file(f, where);
   return f;
 }
@@ -313,10 +320,14 @@ std::string describe_policy(const PolicyFile& f) {
     o << "spectrogram:     n_fft " << h.n_fft() << ", hop " << h.hop() << ", periodic Hann, " << h.n_fft() / 2 + 1
       << " bins, EMA " << h.ema_coeff() << " per token\n";
     o << "recency:         " << h.recency_dim() << " dims, max_freq " << h.recency_max_freq() << "\n";
-    o << "scorer:          " << (f.kind() == POLICY_NAMM_BAM ? "BAM (backward mask, gated residual), hidden " + std::to_string(h.hidden()) : std::string("linear read-out"))
+    o << "scorer:          "
+      << (f.kind() == POLICY_NAMM_BAM ? "BAM (backward mask, gated residual), hidden " + std::to_string(h.hidden())
+                                      : std::string("linear read-out"))
       << ", " << h.n_features() << " features\n";
-    o << "selection:       " << (h.selection() == SELECTION_PER_HEAD ? "per head" : "shared K = max over heads, top-K per head")
-      << ", threshold " << h.threshold() << ", cap " << (h.max_tokens_per_head() > 0 ? std::to_string(h.max_tokens_per_head()) : std::string("none")) << "\n";
+    o << "selection:       "
+      << (h.selection() == SELECTION_PER_HEAD ? "per head" : "shared K = max over heads, top-K per head")
+      << ", threshold " << h.threshold() << ", cap "
+      << (h.max_tokens_per_head() > 0 ? std::to_string(h.max_tokens_per_head()) : std::string("none")) << "\n";
     double sum_abs = 0, sum_sq = 0, max_abs = 0;
     int zeros = 0;
     for (float p : f.params()) {
@@ -333,7 +344,8 @@ std::string describe_policy(const PolicyFile& f) {
       o << "  bin " << i << (i < 10 ? " " : "") << "  mean " << f.norm().mean(i) << "  var " << f.norm().var(i) << "\n";
   } else if (f.kind() != POLICY_FULL) {
     const BaselineHyper& b = f.baseline();
-    o << "budget:          " << budget_from(b).to_string() << (b.budget_is_fraction() ? " of the tokens seen" : " tokens per head") << "\n";
+    o << "budget:          " << budget_from(b).to_string()
+      << (b.budget_is_fraction() ? " of the tokens seen" : " tokens per head") << "\n";
     if (f.kind() == POLICY_STREAMING) o << "sinks:           " << b.sinks() << "\n";
     if (f.kind() == POLICY_H2O) o << "heavy ratio:     " << b.heavy_ratio() << "\n";
     if (f.kind() == POLICY_RANDOM) o << "seed:            " << b.seed() << "\n";
@@ -342,8 +354,8 @@ std::string describe_policy(const PolicyFile& f) {
     const BmojoTarget& t = f.bmojo();
     o << "bmojo target:    window " << t.window() << ", memory " << t.memory_budget() << ", every " << t.update_every()
       << " tokens, " << (t.granularity() == BMOJO_TOKEN_PER_LAYER ? "token per layer" : "per KV head")
-      << ", innovation " << InnovationFeature_Name(t.innovation()) << ", threshold " << t.threshold()
-      << ", replaces " << (t.replaced_rule().empty() ? "?" : t.replaced_rule()) << "\n";
+      << ", innovation " << InnovationFeature_Name(t.innovation()) << ", threshold " << t.threshold() << ", replaces "
+      << (t.replaced_rule().empty() ? "?" : t.replaced_rule()) << "\n";
   }
   const BaseModel& m = f.base_model();
   if (!m.name().empty() || !m.path().empty())

@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include "namm/normalization.h"
 #include "namm/namm_policy.h"
+#include "namm/normalization.h"
 #include "namm/policy.pb.h"
 #include "transformer/memory_policy.h"
 #include "transformer/model.h"
@@ -43,10 +43,10 @@ void set_base_model(PolicyFile& file, const Model& model);
 // Checks version, kind, every hyper-parameter, sizes and finiteness. `where` prefixes errors.
 void validate_policy_file(const PolicyFile& file, const std::string& where);
 
-std::string serialize_policy(const PolicyFile& file);                           // envelope bytes
-PolicyFile parse_policy(std::string_view bytes, const std::string& where);       // validates
-void save_policy(const PolicyFile& file, const std::string& path);              // validates, atomic
-PolicyFile load_policy(const std::string& path);                                // validates
+std::string serialize_policy(const PolicyFile& file);                       // envelope bytes
+PolicyFile parse_policy(std::string_view bytes, const std::string& where);  // validates
+void save_policy(const PolicyFile& file, const std::string& path);          // validates, atomic
+PolicyFile load_policy(const std::string& path);                            // validates
 
 // JSON for humans (proto field names, every field printed). policy_from_json validates.
 std::string policy_to_json(const PolicyFile& file);

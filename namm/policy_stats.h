@@ -9,11 +9,11 @@
 namespace nammkit {
 
 struct LayerUpdateStats {
-  int64_t sequence = 0;             // index of the sequence (begin_sequence() calls) it belongs to
-  int64_t position = 0;             // absolute tokens seen at this update
+  int64_t sequence = 0;  // index of the sequence (begin_sequence() calls) it belongs to
+  int64_t position = 0;  // absolute tokens seen at this update
   int layer = 0;
-  std::vector<int32_t> before;      // [n_kv_heads] cached tokens before the update
-  std::vector<int32_t> kept;        // [n_kv_heads] cached tokens after it
+  std::vector<int32_t> before;  // [n_kv_heads] cached tokens before the update
+  std::vector<int32_t> kept;    // [n_kv_heads] cached tokens after it
 
   int32_t max_kept() const;
   int64_t total_kept() const;
@@ -22,7 +22,7 @@ struct LayerUpdateStats {
 struct PolicyStats {
   std::vector<LayerUpdateStats> updates;  // one per (update, layer), in call order
   int64_t sequences = 0;
-  int64_t tokens_before = 0;              // summed over every update, layer and head
+  int64_t tokens_before = 0;  // summed over every update, layer and head
   int64_t tokens_kept = 0;
 
   int64_t tokens_evicted() const { return tokens_before - tokens_kept; }

@@ -8,7 +8,8 @@ namespace nammkit {
 
 void RecencyConfig::validate(const std::string& where) const {
   if (dim < 2 || dim % 2 != 0) fail(where, "recency_dim: expected an even value >= 2, got " + std::to_string(dim));
-  if (!(max_freq > 0.0) || !std::isfinite(max_freq)) fail(where, "recency_max_freq: expected a positive value, got " + std::to_string(max_freq));
+  if (!(max_freq > 0.0) || !std::isfinite(max_freq))
+    fail(where, "recency_max_freq: expected a positive value, got " + std::to_string(max_freq));
 }
 
 void recency_embedding(const RecencyConfig& config, int64_t r, float* out) {

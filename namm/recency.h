@@ -8,8 +8,8 @@
 namespace nammkit {
 
 struct RecencyConfig {
-  int dim = 8;                 // even; half sines, half cosines
-  double max_freq = 50000.0;   // f_k = max_freq^(-k / (dim/2)): 1, 0.066874, 0.0044721, 0.00029907
+  int dim = 8;                // even; half sines, half cosines
+  double max_freq = 50000.0;  // f_k = max_freq^(-k / (dim/2)): 1, 0.066874, 0.0044721, 0.00029907
 
   void validate(const std::string& where) const;
 };

@@ -28,7 +28,6 @@ struct SelectionOptions {
   int max_tokens_per_head = 0;  // 0: no cap (the reference)
 };
 
-
 // scores_per_head[h] holds the scores of head h's cached tokens (oldest first). Returns one
 // ascending keep list per head (never the "keep everything" empty outer vector).
 KeepLists select_tokens(std::span<const std::span<const float>> scores_per_head, const SelectionOptions& options);

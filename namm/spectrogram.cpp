@@ -41,7 +41,8 @@ FftwBuffer<T> fftw_alloc(size_t n) {
 void SpectrogramConfig::validate(const std::string& where) const {
   if (n_fft < 2 || n_fft % 2 != 0) fail(where, "n_fft: expected an even value >= 2, got " + std::to_string(n_fft));
   if (hop < 1 || hop > n_fft) fail(where, "hop: expected 1..n_fft, got " + std::to_string(hop));
-  if (!(ema_coeff > 0.0 && ema_coeff < 1.0)) fail(where, "ema_coeff: expected a value in (0, 1), got " + std::to_string(ema_coeff));
+  if (!(ema_coeff > 0.0 && ema_coeff < 1.0))
+    fail(where, "ema_coeff: expected a value in (0, 1), got " + std::to_string(ema_coeff));
 }
 
 std::vector<float> periodic_hann(int n) {
@@ -72,8 +73,8 @@ void SpectralState::gather(std::span<const int32_t> keep, int n_bins, int overla
 }
 
 struct AttentionSpectrogram::Plan {
-  fftwf_plan batch = nullptr;  // kFramesPerBatch real frames of n_fft -> n_bins complex each
-  fftwf_plan single = nullptr; // one frame (frame_magnitudes)
+  fftwf_plan batch = nullptr;   // kFramesPerBatch real frames of n_fft -> n_bins complex each
+  fftwf_plan single = nullptr;  // one frame (frame_magnitudes)
 };
 
 AttentionSpectrogram::AttentionSpectrogram(SpectrogramConfig config)
@@ -85,10 +86,11 @@ AttentionSpectrogram::AttentionSpectrogram(SpectrogramConfig config)
   std::lock_guard<std::mutex> lock(fftw_planner_mutex());
   // FFTW_ESTIMATE: no timing-based choice of algorithm, so results are reproducible run to run.
   int dims[1] = {n};
-  plan_->batch = fftwf_plan_many_dft_r2c(1, dims, kFramesPerBatch, in.get(), nullptr, 1, n, out.get(), nullptr, 1,
-                                         bins, FFTW_ESTIMATE);
+  plan_->batch = fftwf_plan_many_dft_r2c(1, dims, kFramesPerBatch, in.get(), nullptr, 1, n, out.get(), nullptr, 1, bins,
+                                         FFTW_ESTIMATE);
   plan_->single = fftwf_plan_dft_r2c_1d(n, in.get(), out.get(), FFTW_ESTIMATE);
-  if (!plan_->batch || !plan_->single) fail("AttentionSpectrogram", "FFTW could not plan a " + std::to_string(n) + "-point transform");
+  if (!plan_->batch || !plan_->single)
+    fail("AttentionSpectrogram", "FFTW could not plan a " + std::to_string(n) + "-point transform");
 }
 
 AttentionSpectrogram::~AttentionSpectrogram() {
@@ -122,12 +124,13 @@ void AttentionSpectrogram::update(const float* attention_QxN, int n_queries, int
   const int n_fft = config_.n_fft, hop = config_.hop, bins = config_.n_bins(), overlap = config_.overlap();
   const char* where = "AttentionSpectrogram::update";
   if (n_queries <= 0 || n_queries % hop != 0)
-    fail(where, "n_queries: expected a positive multiple of hop " + std::to_string(hop) + ", got " + std::to_string(n_queries));
+    fail(where, "n_queries: expected a positive multiple of hop " + std::to_string(hop) + ", got " +
+                    std::to_string(n_queries));
   const int n_old = state.n_tokens;
   if (n_keys - n_old != n_queries)
     fail(where, "expected " + std::to_string(n_queries) + " new keys (one per query), got " +
-                    std::to_string(n_keys - n_old) + " (" + std::to_string(n_keys) + " keys, " +
-                    std::to_string(n_old) + " with state)");
+                    std::to_string(n_keys - n_old) + " (" + std::to_string(n_keys) + " keys, " + std::to_string(n_old) +
+                    " with state)");
 
   // Padded series per key: `overlap` carried samples, then n_queries new ones. Frame m reads
   // padded[m*hop, m*hop + n_fft), i.e. queries [m*hop - overlap, m*hop - overlap + n_fft).
@@ -164,10 +167,8 @@ void AttentionSpectrogram::update(const float* attention_QxN, int n_queries, int
     for (int jj = 0; jj < jn; ++jj) {
       const int j = j0 + jj;
       float* s = series.data() + static_cast<size_t>(jj) * padded_len;
-      if (j < n_old)
-        std::copy_n(state.tail_NxO.data() + static_cast<size_t>(j) * overlap, overlap, s);
-      else
-        std::fill_n(s, overlap, 0.0f);  // a new key received no attention before this window
+      if (j < n_old) std::copy_n(state.tail_NxO.data() + static_cast<size_t>(j) * overlap, overlap, s);
+      else std::fill_n(s, overlap, 0.0f);  // a new key received no attention before this window
     }
     for (int t = 0; t < n_queries; ++t) {
       const float* row = attention_QxN + static_cast<size_t>(t) * n_keys + j0;

@@ -11,8 +11,8 @@ double normalisation_denominator(double full_score, SampleKind kind, double epsi
   return kind == SampleKind::LogLikelihood ? full_score : std::max(full_score, epsilon);
 }
 
-TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
-                           double epsilon, SampleKind kind) {
+TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy,
+                           const std::vector<Outcome>& full, double epsilon, SampleKind kind) {
   if (policy.size() != full.size())
     fail(task, "fitness: " + std::to_string(policy.size()) + " policy results for " + std::to_string(full.size()) +
                    " full-cache results");
@@ -86,7 +86,8 @@ PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Out
 
 std::vector<Outcome> full_cache_outcomes(const Backend& backend, const Task& task, ReferenceCache& cache,
                                          const RunOptions& options) {
-  const std::string model_id = model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : std::string("@") + backend.name());
+  const std::string model_id =
+      model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : std::string("@") + backend.name());
   std::vector<Outcome> out;
   bool added = false;
   for (const Sample& s : task.samples) {

@@ -48,7 +48,7 @@ struct TaskFitness {
 };
 
 struct FitnessReport {
-  double fitness = 0;     // mean_ratio + cache_term
+  double fitness = 0;  // mean_ratio + cache_term
   double mean_ratio = 0;
   double cache_term = 0;
   double epsilon = 0;
@@ -64,8 +64,8 @@ struct FitnessReport {
 // are strictly positive and can lie far below any sensible floor (out-of-domain text): never floored.
 double normalisation_denominator(double full_score, SampleKind kind, double epsilon);
 
-TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy, const std::vector<Outcome>& full,
-                           double epsilon, SampleKind kind = SampleKind::Generate);
+TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy,
+                           const std::vector<Outcome>& full, double epsilon, SampleKind kind = SampleKind::Generate);
 FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon);
 
 // The same fitness as a sum over prompts, for population evaluators that score each prompt apart (CMA-ES
@@ -74,8 +74,8 @@ FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight,
 //   weight(p) = |P| / (|T| * n_t(p) * denominator_t),  denominator_t = normalisation_denominator(full mean of t)
 // so that the mean of value(p) over P is exactly combine_tasks(normalise_task(...)).fitness.
 struct PromptWeights {
-  std::vector<double> weight;   // per prompt, in the order given
-  double full_cache_mean = 1;   // mean full-cache cache size over the prompts (> 0)
+  std::vector<double> weight;  // per prompt, in the order given
+  double full_cache_mean = 1;  // mean full-cache cache size over the prompts (> 0)
   double cache_weight = 0;
   double value(size_t prompt, const Outcome& outcome) const {
     return outcome.score * weight[prompt] + cache_weight * (1.0 - outcome.mean_cache / full_cache_mean);

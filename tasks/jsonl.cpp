@@ -10,7 +10,6 @@
 namespace nammkit {
 namespace {
 
-
 std::string read_gzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) fail(path, std::string("cannot open file: ") + std::strerror(errno));
@@ -73,7 +72,8 @@ int64_t json_int(const nlohmann::json& obj, const std::string& field, const std:
   return it->get<int64_t>();
 }
 
-std::vector<std::string> json_string_list(const nlohmann::json& obj, const std::string& field, const std::string& where) {
+std::vector<std::string> json_string_list(const nlohmann::json& obj, const std::string& field,
+                                          const std::string& where) {
   auto it = obj.find(field);
   if (it == obj.end()) fail(where, field + ": missing");
   if (it->is_null()) return {};

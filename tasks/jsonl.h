@@ -16,6 +16,7 @@ void for_each_jsonl(const std::string& path, const std::function<void(const nloh
 // Typed field access for loaders: Error "<where>: <field>: missing" / ": expected <type>".
 std::string json_string(const nlohmann::json& obj, const std::string& field, const std::string& where);
 int64_t json_int(const nlohmann::json& obj, const std::string& field, const std::string& where);
-std::vector<std::string> json_string_list(const nlohmann::json& obj, const std::string& field, const std::string& where);
+std::vector<std::string> json_string_list(const nlohmann::json& obj, const std::string& field,
+                                          const std::string& where);
 
 }  // namespace nammkit

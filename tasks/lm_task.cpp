@@ -4,9 +4,9 @@
 #include <cmath>
 #include <random>
 
+#include "core/error.h"
 #include "tasks/corpus.h"
 #include "tasks/data_paths.h"
-#include "core/error.h"
 
 namespace nammkit {
 
@@ -20,7 +20,8 @@ Task make_lm_task(const LmTaskOptions& options, const Tokenizer& tokenizer, int 
   const std::string where = "lm: " + options.text + " (" + split_name(options.split) + ")";
   options.validate(where);
   if (tokenizer.empty()) fail(where, "tokenizer: the model has no tokenizer");
-  const std::string corpus = load_corpus(options.text, options.shared_dir.empty() ? default_shared_dir() : options.shared_dir);
+  const std::string corpus =
+      load_corpus(options.text, options.shared_dir.empty() ? default_shared_dir() : options.shared_dir);
   const std::vector<int32_t> ids = tokenizer.encode(split_text(corpus, options.split), /*add_bos=*/false);
   const size_t body = static_cast<size_t>(options.context_tokens - 1);
   if (ids.size() < body)
@@ -64,7 +65,8 @@ double mean_log_likelihood(InferenceSession& session, std::span<const int32_t> t
   for (size_t pos = first_scored; pos + 1 < n; pos += kChunk) {
     const size_t len = std::min(kChunk, n - 1 - pos);
     session.feed(tokens.subspan(pos, len), &rows);
-    for (size_t r = 0; r < len; ++r) total += log_prob_row(rows.data() + r * static_cast<size_t>(vocab), tokens[pos + r + 1]);
+    for (size_t r = 0; r < len; ++r)
+      total += log_prob_row(rows.data() + r * static_cast<size_t>(vocab), tokens[pos + r + 1]);
   }
   return total / static_cast<double>(score_tokens);
 }

@@ -27,8 +27,8 @@ struct LmTaskOptions {
   std::string text = "tinystories";  // a corpus name (corpus.h)
   std::string shared_dir;            // "" = default_shared_dir()
   Split split = Split::Train;
-  int context_tokens = 1024;         // window length, BOS included
-  int score_tokens = 256;            // scored tokens at the end of the window
+  int context_tokens = 1024;  // window length, BOS included
+  int score_tokens = 256;     // scored tokens at the end of the window
   uint64_t seed = 0;
   void validate(const std::string& where) const;
 };

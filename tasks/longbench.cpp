@@ -4,11 +4,11 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "tasks/data_paths.h"
-#include "tasks/jsonl.h"
 #include "core/byte_io.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "tasks/data_paths.h"
+#include "tasks/jsonl.h"
 
 namespace nammkit {
 
@@ -22,7 +22,8 @@ std::vector<LongBenchRecord> load_longbench_records(const std::string& path) {
     r.input = json_string(obj, "input", where);
     r.context = json_string(obj, "context", where);
     r.answers = json_string_list(obj, "answers", where);
-    r.all_classes = obj.contains("all_classes") ? json_string_list(obj, "all_classes", where) : std::vector<std::string>{};
+    r.all_classes =
+        obj.contains("all_classes") ? json_string_list(obj, "all_classes", where) : std::vector<std::string>{};
     if (obj.contains("length")) r.length = json_int(obj, "length", where);
     records.push_back(std::move(r));
   });
@@ -58,16 +59,26 @@ LongBenchConfig load_longbench_config(const std::string& prompt_path, const std:
 
 Metric longbench_metric(const std::string& dataset) {
   static const std::map<std::string, Metric> table = {
-      {"narrativeqa", Metric::QaF1},        {"qasper", Metric::QaF1},
-      {"multifieldqa_en", Metric::QaF1},    {"multifieldqa_zh", Metric::QaF1Zh},
-      {"hotpotqa", Metric::QaF1},           {"2wikimqa", Metric::QaF1},
-      {"musique", Metric::QaF1},            {"dureader", Metric::RougeZh},
-      {"gov_report", Metric::Rouge},        {"qmsum", Metric::Rouge},
-      {"multi_news", Metric::Rouge},        {"vcsum", Metric::RougeZh},
-      {"trec", Metric::Classification},     {"triviaqa", Metric::QaF1},
-      {"samsum", Metric::Rouge},            {"lsht", Metric::Classification},
-      {"passage_count", Metric::Count},     {"passage_retrieval_en", Metric::Retrieval},
-      {"passage_retrieval_zh", Metric::RetrievalZh}, {"lcc", Metric::CodeSim},
+      {"narrativeqa", Metric::QaF1},
+      {"qasper", Metric::QaF1},
+      {"multifieldqa_en", Metric::QaF1},
+      {"multifieldqa_zh", Metric::QaF1Zh},
+      {"hotpotqa", Metric::QaF1},
+      {"2wikimqa", Metric::QaF1},
+      {"musique", Metric::QaF1},
+      {"dureader", Metric::RougeZh},
+      {"gov_report", Metric::Rouge},
+      {"qmsum", Metric::Rouge},
+      {"multi_news", Metric::Rouge},
+      {"vcsum", Metric::RougeZh},
+      {"trec", Metric::Classification},
+      {"triviaqa", Metric::QaF1},
+      {"samsum", Metric::Rouge},
+      {"lsht", Metric::Classification},
+      {"passage_count", Metric::Count},
+      {"passage_retrieval_en", Metric::Retrieval},
+      {"passage_retrieval_zh", Metric::RetrievalZh},
+      {"lcc", Metric::CodeSim},
       {"repobench-p", Metric::CodeSim},
   };
   auto it = table.find(dataset);

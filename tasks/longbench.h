@@ -51,12 +51,12 @@ std::string format_longbench_prompt(const std::string& prompt_template, const Lo
 Sample make_longbench_sample(const LongBenchRecord& record, const std::string& dataset, const LongBenchConfig& config);
 
 struct LongBenchTaskOptions {
-  std::string dataset;       // e.g. "multi_news"; each record's "dataset" field must match
-  std::string file;          // the JSONL file
-  std::string prompt_config; // "" = default
-  std::string maxlen_config; // "" = default
-  Split split = Split::All;  // LongBench has no train split: "all" by default (spec §3.3)
-  int samples = 0;           // 0 = every record of the split, else a seeded choice without replacement
+  std::string dataset;        // e.g. "multi_news"; each record's "dataset" field must match
+  std::string file;           // the JSONL file
+  std::string prompt_config;  // "" = default
+  std::string maxlen_config;  // "" = default
+  Split split = Split::All;   // LongBench has no train split: "all" by default (spec §3.3)
+  int samples = 0;            // 0 = every record of the split, else a seeded choice without replacement
   uint64_t seed = 0;
 };
 

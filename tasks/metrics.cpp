@@ -7,9 +7,9 @@
 #include <set>
 #include <unordered_set>
 
+#include "core/error.h"
 #include "tasks/sequence_matcher.h"
 #include "tasks/text_util.h"
-#include "core/error.h"
 
 namespace nammkit {
 
@@ -36,13 +36,16 @@ const std::vector<std::pair<Metric, std::string>>& metric_names() {
   return names;
 }
 
-bool contains(std::string_view haystack, std::string_view needle) { return haystack.find(needle) != std::string_view::npos; }
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
 
 // The Chinese punctuation list of normalize_zh_answer, verbatim from metrics.py.
 const std::unordered_set<char32_t>& zh_punctuation() {
   static const std::unordered_set<char32_t> set = [] {
     const std::u32string cn = decode_utf8(
-        "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏.");
+        "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝"
+        "〞〟〰〾〿–—‘’‛“”„‟…‧﹏.");
     return std::unordered_set<char32_t>(cn.begin(), cn.end());
   }();
   return set;
@@ -305,10 +308,11 @@ double metric_score(Metric m, std::string_view prediction, std::string_view grou
     case Metric::Count: return count_score(prediction, ground_truth);
     case Metric::CodeSim: return code_sim_score(prediction, ground_truth);
     case Metric::StringMatchAll:
-      return contains(encode_utf8(text::lower(decode_utf8(prediction))), encode_utf8(text::lower(decode_utf8(ground_truth))))
-                 ? 1.0 : 0.0;
-    case Metric::SubspanEm:
-      return contains(normalize_answer(prediction), normalize_answer(ground_truth)) ? 1.0 : 0.0;
+      return contains(encode_utf8(text::lower(decode_utf8(prediction))),
+                      encode_utf8(text::lower(decode_utf8(ground_truth))))
+                 ? 1.0
+                 : 0.0;
+    case Metric::SubspanEm: return contains(normalize_answer(prediction), normalize_answer(ground_truth)) ? 1.0 : 0.0;
     case Metric::LastNumber: {
       const auto numbers = text::find_numbers(decode_utf8(prediction));
       if (numbers.empty()) return 0.0;

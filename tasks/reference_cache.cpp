@@ -20,7 +20,9 @@ struct Hasher {
   uint64_t h = kFnvOffset;
   void bytes(const void* p, size_t n) { h = fnv1a64(std::string_view(static_cast<const char*>(p), n), h); }
   template <class T>
-  void value(const T& v) { bytes(&v, sizeof(v)); }
+  void value(const T& v) {
+    bytes(&v, sizeof(v));
+  }
   void str(const std::string& s) {
     value(s.size());
     bytes(s.data(), s.size());
@@ -30,8 +32,9 @@ struct Hasher {
 std::string file_stamp(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return "missing";
-  return std::to_string(static_cast<long long>(st.st_size)) + "@" + std::to_string(static_cast<long long>(st.st_mtim.tv_sec)) +
-         "." + std::to_string(static_cast<long long>(st.st_mtim.tv_nsec));
+  return std::to_string(static_cast<long long>(st.st_size)) + "@" +
+         std::to_string(static_cast<long long>(st.st_mtim.tv_sec)) + "." +
+         std::to_string(static_cast<long long>(st.st_mtim.tv_nsec));
 }
 
 nlohmann::json parse_file(const std::string& path) {
@@ -80,7 +83,8 @@ std::string model_identity(const Model& model) {
                 c.rope_original_context, static_cast<int>(c.rope_style), static_cast<int>(c.rope_scaling),
                 static_cast<int>(c.qkv_bias), static_cast<int>(c.tied_embeddings)})
     h.value(v);
-  for (float v : {c.norm_eps, c.rope_theta, c.rope_factor, c.rope_ntk_alpha, c.rope_low_freq_factor, c.rope_high_freq_factor})
+  for (float v :
+       {c.norm_eps, c.rope_theta, c.rope_factor, c.rope_ntk_alpha, c.rope_low_freq_factor, c.rope_high_freq_factor})
     h.value(v);
   return std::filesystem::absolute(model.path).lexically_normal().string() + "|" + stamp + "|" + hex64(h.h);
 }

@@ -4,19 +4,20 @@
 #include <cstdint>
 #include <set>
 
+#include "core/error.h"
+#include "core/file_io.h"
 #include "tasks/data_paths.h"
 #include "tasks/lm_task.h"
 #include "tasks/longbench.h"
 #include "tasks/shipped_sets.h"
 #include "tasks/synthetic.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 namespace nammkit {
 namespace {
 
 const std::vector<std::string> kCommon = {"name", "label", "split", "samples", "seed"};
-const std::vector<std::string> kSynthetic = {"context_tokens", "haystack", "depth", "pairs", "queries", "hops", "max_new_tokens"};
+const std::vector<std::string> kSynthetic = {"context_tokens", "haystack", "depth",         "pairs",
+                                             "queries",        "hops",     "max_new_tokens"};
 
 // Typed reads that name the field on error.
 class Fields {
@@ -43,14 +44,16 @@ class Fields {
     if (!spec_.contains(f)) return fallback;
     if (!spec_[f].is_number_integer()) fail(where_, f + ": expected an integer");
     const int64_t v = spec_[f].get<int64_t>();
-    if (v < lo || v > hi) fail(where_, f + ": " + std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
+    if (v < lo || v > hi)
+      fail(where_, f + ": " + std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
     return v;
   }
   double number(const std::string& f, double fallback, double lo, double hi) const {
     if (!spec_.contains(f)) return fallback;
     if (!spec_[f].is_number()) fail(where_, f + ": expected a number");
     const double v = spec_[f].get<double>();
-    if (v < lo || v > hi) fail(where_, f + ": " + std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
+    if (v < lo || v > hi)
+      fail(where_, f + ": " + std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
     return v;
   }
   const std::string& where() const { return where_; }
@@ -68,7 +71,7 @@ const Tokenizer& need_tokenizer(const TaskContext& context, const std::string& w
 }  // namespace
 
 std::vector<std::string> task_names() {
-  return {"passkey", "needle", "multikey", "multiquery", "vartrack", "lm",
+  return {"passkey",   "needle",     "multikey",     "multiquery",     "vartrack", "lm",
           "longbench", "ruler_niah", "kv_retrieval", "longeval_lines", "babi"};
 }
 
@@ -100,7 +103,8 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
     o.queries = static_cast<int>(f.integer("queries", std::min(2, o.pairs), 1, o.pairs));
     o.hops = static_cast<int>(f.integer("hops", 4, 1, 64));
     o.max_new_tokens = static_cast<int>(f.integer("max_new_tokens", 0, 0, 1 << 16));
-    if (name != "needle" && f.has("depth")) fail(where, "depth: only the needle task places its needle at a given depth");
+    if (name != "needle" && f.has("depth"))
+      fail(where, "depth: only the needle task places its needle at a given depth");
     task = SyntheticGenerator(o, need_tokenizer(context, where)).task(samples);
   } else if (name == "lm") {
     f.allow({"context_tokens", "score_tokens", "text"});
@@ -133,8 +137,8 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
   } else if (name == "ruler_niah" || name == "kv_retrieval" || name == "longeval_lines" || name == "babi") {
     f.allow({"file", "max_new_tokens"});
     ShippedSetOptions o;
-    o.set = name == "ruler_niah"     ? ShippedSet::RulerNiah
-            : name == "kv_retrieval" ? ShippedSet::KvRetrieval
+    o.set = name == "ruler_niah"       ? ShippedSet::RulerNiah
+            : name == "kv_retrieval"   ? ShippedSet::KvRetrieval
             : name == "longeval_lines" ? ShippedSet::LongEvalLines
                                        : ShippedSet::Babi;
     o.file = resolve_path(context.base_dir, f.str("file", "", true));

@@ -4,9 +4,9 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/error.h"
 #include "tasks/lm_task.h"
 #include "tasks/truncation.h"
-#include "core/error.h"
 
 namespace nammkit {
 namespace {

@@ -35,10 +35,10 @@ struct CacheStats {
 CacheStats cache_stats(const InferenceSession& session);
 
 struct RunResult {
-  double score = 0;            // metric in [0, 1]; LogLikelihood: exp(log_likelihood)
-  double log_likelihood = 0;   // LogLikelihood: mean log-probability per scored token (nats)
-  std::string output;          // Generate: the decoded text that was scored
-  int prompt_tokens = 0;       // tokens fed before generation (after truncation), BOS included
+  double score = 0;           // metric in [0, 1]; LogLikelihood: exp(log_likelihood)
+  double log_likelihood = 0;  // LogLikelihood: mean log-probability per scored token (nats)
+  std::string output;         // Generate: the decoded text that was scored
+  int prompt_tokens = 0;      // tokens fed before generation (after truncation), BOS included
   int generated_tokens = 0;
   bool truncated = false;
   double prefill_seconds = 0;
@@ -47,7 +47,8 @@ struct RunResult {
   CacheStats cache;
 };
 
-RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample& sample, const RunOptions& options = {});
+RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample& sample,
+                     const RunOptions& options = {});
 
 // LongBench's first-line post-processing.
 std::string first_line(const std::string& text);

@@ -26,12 +26,12 @@ struct Sample {
   std::vector<std::string> all_classes;  // classification tasks (trec, lsht)
   Metric metric = Metric::QaF1;
   int max_new_tokens = 32;
-  bool first_line_only = false;          // LongBench trec/triviaqa/samsum/lsht: score the first line
-  bool stop_at_newline = false;          // generation ends at the first '\n' (LongBench samsum)
+  bool first_line_only = false;  // LongBench trec/triviaqa/samsum/lsht: score the first line
+  bool stop_at_newline = false;  // generation ends at the first '\n' (LongBench samsum)
 
   // LogLikelihood
-  std::vector<int32_t> tokens;           // BOS first
-  int score_tokens = 0;                  // the last `score_tokens` tokens are predicted and scored
+  std::vector<int32_t> tokens;  // BOS first
+  int score_tokens = 0;         // the last `score_tokens` tokens are predicted and scored
 };
 
 struct Task {

@@ -2,10 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tasks/jsonl.h"
-#include "tasks/longbench.h"
 #include "core/error.h"
 #include "core/text.h"
+#include "tasks/jsonl.h"
+#include "tasks/longbench.h"
 
 namespace nammkit {
 namespace {
@@ -74,7 +74,8 @@ std::vector<Sample> babi_samples(const std::string& path) {
     s.prompt =
         "I will give you context with the facts about positions of different persons and objects and a question. "
         "You need to answer the question based only on the information from the facts. Answer with a single word.\n\n"
-        "<context>\n" + q.story + "</context>\n\nQuestion: " + q.question + "\nAnswer:";
+        "<context>\n" +
+        q.story + "</context>\n\nQuestion: " + q.question + "\nAnswer:";
     s.answers = {q.answer};
     s.metric = Metric::StringMatchAll;
     s.max_new_tokens = 16;
@@ -99,7 +100,8 @@ std::string format_kv_records(const std::vector<std::pair<std::string, std::stri
 
 std::vector<BabiQuestion> parse_babi(const std::string& text, const std::string& where) {
   // Lines "<n> <statement>" or "<n> <question>\t<answer>\t<supporting ids>" (the shipped qa1 file
-  // separates with '|' instead of tabs; both are accepted); n restarts at 1 for a new story. A question sees every statement of its story before it.
+  // separates with '|' instead of tabs; both are accepted); n restarts at 1 for a new story. A question sees every
+  // statement of its story before it.
   std::vector<BabiQuestion> out;
   std::string story;
   size_t start = 0, line_no = 0;
@@ -136,10 +138,22 @@ Task make_shipped_task(const ShippedSetOptions& options) {
   std::vector<Sample> all;
   std::string name;
   switch (options.set) {
-    case ShippedSet::RulerNiah: all = ruler_samples(options.file); name = "ruler_niah"; break;
-    case ShippedSet::KvRetrieval: all = kv_samples(options.file); name = "kv_retrieval"; break;
-    case ShippedSet::LongEvalLines: all = longeval_samples(options.file); name = "longeval_lines"; break;
-    case ShippedSet::Babi: all = babi_samples(options.file); name = "babi"; break;
+    case ShippedSet::RulerNiah:
+      all = ruler_samples(options.file);
+      name = "ruler_niah";
+      break;
+    case ShippedSet::KvRetrieval:
+      all = kv_samples(options.file);
+      name = "kv_retrieval";
+      break;
+    case ShippedSet::LongEvalLines:
+      all = longeval_samples(options.file);
+      name = "longeval_lines";
+      break;
+    case ShippedSet::Babi:
+      all = babi_samples(options.file);
+      name = "babi";
+      break;
   }
   Task task;
   task.name = name;

@@ -25,11 +25,11 @@ enum class ShippedSet { RulerNiah, KvRetrieval, LongEvalLines, Babi };
 
 struct ShippedSetOptions {
   ShippedSet set = ShippedSet::RulerNiah;
-  std::string file;          // the data file (required)
+  std::string file;  // the data file (required)
   Split split = Split::All;
-  int samples = 0;           // 0 = all records of the split, else a seeded choice
+  int samples = 0;  // 0 = all records of the split, else a seeded choice
   uint64_t seed = 0;
-  int max_new_tokens = 0;    // 0 = the benchmark's default (above)
+  int max_new_tokens = 0;  // 0 = the benchmark's default (above)
 };
 
 Task make_shipped_task(const ShippedSetOptions& options);
@@ -37,7 +37,7 @@ Task make_shipped_task(const ShippedSetOptions& options);
 // Exposed for tests: the lost-in-the-middle record formatting and the bAbI question extraction.
 std::string format_kv_records(const std::vector<std::pair<std::string, std::string>>& records);
 struct BabiQuestion {
-  std::string story;     // the statements before the question, one per line, without line numbers
+  std::string story;  // the statements before the question, one per line, without line numbers
   std::string question;
   std::string answer;
 };

@@ -3,25 +3,23 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "tasks/corpus.h"
 #include "tasks/data_paths.h"
-#include "core/error.h"
 
 namespace nammkit {
 namespace {
 
 // Keys are "<adjective>-<noun>" as RULER's word keys; the adjective list is cut in two halves, one
 // per split, so a key can never occur in both.
-const char* const kAdjectives[] = {
-    "ancient", "bitter",  "brave",  "calm",   "clever", "crisp",  "dusty",   "eager",
-    "fierce",  "gentle",  "glossy", "hollow", "humble", "icy",    "jolly",   "keen",
-    "lively",  "mellow",  "misty",  "noble",  "odd",    "proud",  "quiet",   "rapid",
-    "rusty",   "shy",     "silent", "sturdy", "tender", "vivid",  "wild",    "zealous"};
-const char* const kNouns[] = {
-    "anchor", "badger",  "canyon", "dagger", "ember",  "falcon", "garden", "harbor",
-    "island", "jungle",  "kettle", "lantern", "meadow", "needle", "orchid", "pepper",
-    "quarry", "raven",   "saddle", "tunnel", "umbrella", "valley", "walnut", "yarrow",
-    "zephyr", "beacon",  "cobalt", "drum",   "feather", "glacier", "hammer", "ivory"};
+const char* const kAdjectives[] = {"ancient", "bitter", "brave",  "calm",   "clever", "crisp", "dusty", "eager",
+                                   "fierce",  "gentle", "glossy", "hollow", "humble", "icy",   "jolly", "keen",
+                                   "lively",  "mellow", "misty",  "noble",  "odd",    "proud", "quiet", "rapid",
+                                   "rusty",   "shy",    "silent", "sturdy", "tender", "vivid", "wild",  "zealous"};
+const char* const kNouns[] = {"anchor", "badger", "canyon", "dagger",  "ember",    "falcon",  "garden", "harbor",
+                              "island", "jungle", "kettle", "lantern", "meadow",   "needle",  "orchid", "pepper",
+                              "quarry", "raven",  "saddle", "tunnel",  "umbrella", "valley",  "walnut", "yarrow",
+                              "zephyr", "beacon", "cobalt", "drum",    "feather",  "glacier", "hammer", "ivory"};
 constexpr int kWords = 32;
 
 double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
@@ -91,7 +89,8 @@ std::string synthetic_kind_name(SyntheticKind kind) {
 void SyntheticOptions::validate(const std::string& where) const {
   if (context_tokens < 64) fail(where, "context_tokens: " + std::to_string(context_tokens) + " is too small (>= 64)");
   if (depth_percent > 100) fail(where, "depth: must be within 0..100");
-  if (pairs < 1 || pairs > kWords * kWords / 2) fail(where, "pairs: must be within 1.." + std::to_string(kWords * kWords / 2));
+  if (pairs < 1 || pairs > kWords * kWords / 2)
+    fail(where, "pairs: must be within 1.." + std::to_string(kWords * kWords / 2));
   if (queries < 1 || queries > pairs) fail(where, "queries: must be within 1..pairs");
   if (hops < 1 || hops > 64) fail(where, "hops: must be within 1..64");
   if (max_new_tokens < 0) fail(where, "max_new_tokens: must be >= 0");
@@ -149,26 +148,30 @@ SyntheticGenerator::SyntheticGenerator(SyntheticOptions options, const Tokenizer
   chars_per_token_ = static_cast<double>(probe.size()) / static_cast<double>(probe_tokens);
 }
 
-std::string SyntheticGenerator::build_prompt(std::mt19937_64& rng, const std::string& prefix, std::vector<Needle> needles,
-                                             const std::string& suffix) const {
-  const std::string where = synthetic_kind_name(options_.kind) + ": " + options_.haystack + " (" +
-                            split_name(options_.split) + ")";
+std::string SyntheticGenerator::build_prompt(std::mt19937_64& rng, const std::string& prefix,
+                                             std::vector<Needle> needles, const std::string& suffix) const {
+  const std::string where =
+      synthetic_kind_name(options_.kind) + ": " + options_.haystack + " (" + split_name(options_.split) + ")";
   const int target = options_.context_tokens;
   std::vector<std::pair<std::string, double>> placed;
   for (auto& n : needles) placed.emplace_back(std::move(n.text), n.depth);
 
   auto prompt_for = [&](std::string_view hay) { return prefix + insert_needles(hay, placed) + suffix; };
-  auto tokens_for = [&](std::string_view hay) { return static_cast<int>(tokenizer_.encode(prompt_for(hay), true).size()); };
+  auto tokens_for = [&](std::string_view hay) {
+    return static_cast<int>(tokenizer_.encode(prompt_for(hay), true).size());
+  };
 
   const int base = tokens_for({});
   if (base > target)
-    fail(where, "context_tokens: " + std::to_string(target) + " is below the template's own " + std::to_string(base) + " tokens");
+    fail(where, "context_tokens: " + std::to_string(target) + " is below the template's own " + std::to_string(base) +
+                    " tokens");
 
   // A random sentence start with enough text after it (1.5x the estimate), when the split allows.
   const double estimate = (target - base) * chars_per_token_;
   const size_t needed = static_cast<size_t>(1.5 * estimate) + 64;
   size_t start = 0;
-  if (text_.size() > needed) start = sentence_start_after(text_, static_cast<size_t>(below(rng, text_.size() - needed)));
+  if (text_.size() > needed)
+    start = sentence_start_after(text_, static_cast<size_t>(below(rng, text_.size() - needed)));
 
   // Largest word-aligned length with tokens <= target. Bracket [lo, hi] with tokens(lo) <= target
   // < tokens(hi) (hi grows from a multiple of the estimate, so the whole split is never encoded),
@@ -197,7 +200,8 @@ std::string SyntheticGenerator::build_prompt(std::mt19937_64& rng, const std::st
       hi = guess;
     }
     double next = static_cast<double>(guess) + (target - t) * chars_per_token_;
-    if (!(next > static_cast<double>(lo) && next < static_cast<double>(hi)) || std::abs(next - static_cast<double>(guess)) < 1)
+    if (!(next > static_cast<double>(lo) && next < static_cast<double>(hi)) ||
+        std::abs(next - static_cast<double>(guess)) < 1)
       next = static_cast<double>(lo + (hi - lo) / 2);
     guess = static_cast<size_t>(next);
   }
@@ -239,7 +243,8 @@ Sample SyntheticGenerator::sample(uint64_t index) const {
     }
     case SyntheticKind::Needle: {
       const std::string key = ValueRanges::key(rng, split), value = ValueRanges::number(rng, 7, split);
-      s.prompt = build_prompt(rng, niah_prefix, {{"One of the special magic numbers for " + key + " is: " + value + ".", depth()}},
+      s.prompt = build_prompt(rng, niah_prefix,
+                              {{"One of the special magic numbers for " + key + " is: " + value + ".", depth()}},
                               "\nWhat is the special magic number for " + key +
                                   " mentioned in the provided text? The special magic number for " + key +
                                   " mentioned in the provided text is");
@@ -253,7 +258,8 @@ Sample SyntheticGenerator::sample(uint64_t index) const {
       std::vector<Needle> needles;
       for (const auto& k : keys) {
         values.push_back(ValueRanges::number(rng, 7, split));
-        needles.push_back({"One of the special magic numbers for " + k + " is: " + values.back() + ".", uniform01(rng)});
+        needles.push_back(
+            {"One of the special magic numbers for " + k + " is: " + values.back() + ".", uniform01(rng)});
       }
       const int asked = options_.kind == SyntheticKind::MultiKey ? 1 : options_.queries;
       // The asked keys: a seeded choice without replacement, in needle order.
@@ -268,13 +274,12 @@ Sample SyntheticGenerator::sample(uint64_t index) const {
         s.answers.push_back(values[i]);
       }
       const std::string query = join_keys(asked_keys);
-      const std::string suffix =
-          asked == 1 ? "\nWhat is the special magic number for " + query +
-                           " mentioned in the provided text? The special magic number for " + query +
-                           " mentioned in the provided text is"
-                     : "\nWhat are all the special magic numbers for " + query +
-                           " mentioned in the provided text? The special magic numbers for " + query +
-                           " mentioned in the provided text are";
+      const std::string suffix = asked == 1 ? "\nWhat is the special magic number for " + query +
+                                                  " mentioned in the provided text? The special magic number for " +
+                                                  query + " mentioned in the provided text is"
+                                            : "\nWhat are all the special magic numbers for " + query +
+                                                  " mentioned in the provided text? The special magic numbers for " +
+                                                  query + " mentioned in the provided text are";
       s.prompt = build_prompt(rng, niah_prefix, std::move(needles), suffix);
       default_new_tokens = 16 * asked;
       break;
@@ -291,14 +296,16 @@ Sample SyntheticGenerator::sample(uint64_t index) const {
       std::sort(depths.begin(), depths.end());  // the chain reads in order
       std::vector<Needle> needles;
       needles.push_back({"VAR " + vars[0] + " = " + value + ".", depths[0]});
-      for (size_t i = 1; i < vars.size(); ++i) needles.push_back({"VAR " + vars[i] + " = VAR " + vars[i - 1] + ".", depths[i]});
+      for (size_t i = 1; i < vars.size(); ++i)
+        needles.push_back({"VAR " + vars[i] + " = VAR " + vars[i - 1] + ".", depths[i]});
       // RULER's template, its "assgined" typo included.
-      s.prompt = build_prompt(rng, "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n",
-                              std::move(needles),
-                              "\nQuestion: Find all variables that are assigned the value " + value +
-                                  " in the text above. Answer: According to the chain(s) of variable assignment in "
-                                  "the text above, " + std::to_string(vars.size()) +
-                                  " variables are assgined the value " + value + ", they are: ");
+      s.prompt =
+          build_prompt(rng, "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n",
+                       std::move(needles),
+                       "\nQuestion: Find all variables that are assigned the value " + value +
+                           " in the text above. Answer: According to the chain(s) of variable assignment in "
+                           "the text above, " +
+                           std::to_string(vars.size()) + " variables are assgined the value " + value + ", they are: ");
       s.answers = vars;
       default_new_tokens = 30;
       break;

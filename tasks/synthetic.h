@@ -44,12 +44,12 @@ struct SyntheticOptions {
   std::string haystack = "pg_essays";  // a corpus name (corpus.h)
   std::string shared_dir;              // "" = default_shared_dir()
   uint64_t seed = 0;
-  double depth_percent = -1;           // needle: 0..100; < 0 = uniform per sample
-  int pairs = 4;                       // multikey, multiquery: needles in the haystack
-  int queries = 2;                     // multiquery: keys asked (<= pairs)
-  int hops = 4;                        // vartrack: assignments after the first
-  int max_new_tokens = 0;              // 0 = the kind's default (passkey 8, needle/multikey 16,
-                                       // multiquery 16 per query, vartrack 30)
+  double depth_percent = -1;  // needle: 0..100; < 0 = uniform per sample
+  int pairs = 4;              // multikey, multiquery: needles in the haystack
+  int queries = 2;            // multiquery: keys asked (<= pairs)
+  int hops = 4;               // vartrack: assignments after the first
+  int max_new_tokens = 0;     // 0 = the kind's default (passkey 8, needle/multikey 16,
+                              // multiquery 16 per query, vartrack 30)
   void validate(const std::string& where) const;
 };
 
@@ -81,8 +81,8 @@ class SyntheticGenerator {
   SyntheticOptions options_;
   const Tokenizer& tokenizer_;
   std::string corpus_;
-  std::string_view text_;    // the split's part of corpus_
-  double chars_per_token_;   // measured on the split text, seeds the length search
+  std::string_view text_;   // the split's part of corpus_
+  double chars_per_token_;  // measured on the split text, seeds the length search
 };
 
 // Inserts each needle at the sentence boundary at or before depth * size (needles are sorted by

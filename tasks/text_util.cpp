@@ -55,9 +55,8 @@ std::string encode_utf8(std::u32string_view s) {
 }
 
 bool is_space(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 bool is_digit(char32_t c) { return (c >= U'0' && c <= U'9') || (c >= 0xFF10 && c <= 0xFF19); }
@@ -67,20 +66,19 @@ bool is_ascii_punct(char32_t c) {
 }
 
 bool is_cjk(char32_t c) {
-  return (c >= 0x3040 && c <= 0x30FF) ||   // hiragana, katakana
-         (c >= 0x3400 && c <= 0x4DBF) ||   // CJK extension A
-         (c >= 0x4E00 && c <= 0x9FFF) ||   // CJK unified ideographs
-         (c >= 0xAC00 && c <= 0xD7AF) ||   // hangul syllables
-         (c >= 0xF900 && c <= 0xFAFF) ||   // compatibility ideographs
-         (c >= 0x20000 && c <= 0x2FA1F);   // extensions B-F, compatibility supplement
+  return (c >= 0x3040 && c <= 0x30FF) ||  // hiragana, katakana
+         (c >= 0x3400 && c <= 0x4DBF) ||  // CJK extension A
+         (c >= 0x4E00 && c <= 0x9FFF) ||  // CJK unified ideographs
+         (c >= 0xAC00 && c <= 0xD7AF) ||  // hangul syllables
+         (c >= 0xF900 && c <= 0xFAFF) ||  // compatibility ideographs
+         (c >= 0x20000 && c <= 0x2FA1F);  // extensions B-F, compatibility supplement
 }
 
 namespace {
 bool is_non_ascii_punct(char32_t c) {
   return (c >= 0xA1 && c <= 0xBF) || c == 0xD7 || c == 0xF7 || (c >= 0x2010 && c <= 0x206F) ||
-         (c >= 0x3001 && c <= 0x303F) || (c >= 0xFE30 && c <= 0xFE6F) ||
-         (c >= 0xFF01 && c <= 0xFF0F) || (c >= 0xFF1A && c <= 0xFF20) || (c >= 0xFF3B && c <= 0xFF40) ||
-         (c >= 0xFF5B && c <= 0xFF65);
+         (c >= 0x3001 && c <= 0x303F) || (c >= 0xFE30 && c <= 0xFE6F) || (c >= 0xFF01 && c <= 0xFF0F) ||
+         (c >= 0xFF1A && c <= 0xFF20) || (c >= 0xFF3B && c <= 0xFF40) || (c >= 0xFF5B && c <= 0xFF65);
 }
 }  // namespace
 
@@ -91,7 +89,7 @@ bool is_word_char(char32_t c) {
 
 char32_t to_lower(char32_t c) {
   if (c >= U'A' && c <= U'Z') return c + 32;
-  if ((c >= 0xC0 && c <= 0xDE && c != 0xD7)) return c + 32;            // Latin-1
+  if ((c >= 0xC0 && c <= 0xDE && c != 0xD7)) return c + 32;  // Latin-1
   if (c >= 0x100 && c <= 0x17F && c != 0x130 && c != 0x138 && c != 0x149 && c != 0x178) {
     // Latin Extended-A alternates capital/small; the block shifts parity at U+0139..U+0148 and U+0179..
     const bool odd_block = (c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E);
@@ -99,9 +97,9 @@ char32_t to_lower(char32_t c) {
     return c;
   }
   if (c == 0x178) return 0xFF;
-  if (c >= 0x391 && c <= 0x3AB && c != 0x3A2) return c + 32;           // Greek
-  if (c >= 0x410 && c <= 0x42F) return c + 32;                         // Cyrillic А-Я
-  if (c >= 0x400 && c <= 0x40F) return c + 80;                         // Cyrillic Ѐ-Џ
+  if (c >= 0x391 && c <= 0x3AB && c != 0x3A2) return c + 32;  // Greek
+  if (c >= 0x410 && c <= 0x42F) return c + 32;                // Cyrillic А-Я
+  if (c >= 0x400 && c <= 0x40F) return c + 80;                // Cyrillic Ѐ-Џ
   return c;
 }
 

@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "transformer/backend.h"
 #include "core/file_io.h"
+#include "transformer/backend.h"
 #include "transformer/loader.h"
 
 namespace nammkit::testing {
@@ -27,6 +27,6 @@ inline const Backend& stories_cpu() {
 
 }  // namespace nammkit::testing
 
-#define REQUIRE_STORIES()                                   \
+#define REQUIRE_STORIES()                                    \
   if (!::nammkit::file_exists(::nammkit::testing::kStories)) \
   GTEST_SKIP() << "shared model missing: " << ::nammkit::testing::kStories

@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+#include "core/file_io.h"
 #include "evolution/checkpoint.h"
 #include "evolution/cmaes.h"
 #include "evolution/test_functions.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 using namespace nammkit::evo;
 namespace fs = std::filesystem;
@@ -45,8 +45,8 @@ Checkpoint wrap(const CmaesState& state) {
 
 // Runs `total` generations straight, and `split` + checkpoint file + fresh object + the rest; the two
 // final states must serialise to the same bytes.
-void expect_bit_for_bit_resume(const CmaesSettings& settings, double (*f)(const Eigen::VectorXd&), int split,
-                               int total, const std::string& name) {
+void expect_bit_for_bit_resume(const CmaesSettings& settings, double (*f)(const Eigen::VectorXd&), int split, int total,
+                               const std::string& name) {
   Cmaes straight(settings);
   for (int g = 0; g < total; ++g) step(straight, f);
 

@@ -7,10 +7,10 @@
 #include <cstdio>
 #include <vector>
 
+#include "core/error.h"
 #include "evolution/cmaes.h"
 #include "evolution/cmaes_constants.h"
 #include "evolution/test_functions.h"
-#include "core/error.h"
 
 using namespace nammkit::evo;
 
@@ -129,8 +129,10 @@ TEST(EvolutionCmaesBenchmark, RastriginIpop10) {
     evals.push_back(r.reached ? static_cast<double>(r.evaluations) : INFINITY);
   }
   std::sort(evals.begin(), evals.end());
-  std::printf("{\"case\":\"rastrigin_ipop\",\"n\":10,\"median_evals\":%.0f,\"reference\":75870,\"ratio\":%.3f,"
-              "\"success\":%d}\n", evals[10], evals[10] / 75870.0, success);
+  std::printf(
+      "{\"case\":\"rastrigin_ipop\",\"n\":10,\"median_evals\":%.0f,\"reference\":75870,\"ratio\":%.3f,"
+      "\"success\":%d}\n",
+      evals[10], evals[10] / 75870.0, success);
   EXPECT_LE(evals[10], 1.15 * 75870);
 }
 
@@ -153,9 +155,10 @@ TEST(EvolutionCmaesBenchmark, SeparableBeatsFullOnSeparableEllipsoid100) {
     ASSERT_TRUE(sep.reached) << "separable, seed " << seed;
     s.separable = false;
     MinimiseResult full = minimise(ellipsoid, s, target, sep.evaluations);
-    std::printf("{\"case\":\"ellipsoid_100\",\"seed\":%d,\"separable_evals\":%ld,"
-                "\"full_best_f_at_same_evals\":%.3g}\n",
-                static_cast<int>(seed), static_cast<long>(sep.evaluations), full.best_f);
+    std::printf(
+        "{\"case\":\"ellipsoid_100\",\"seed\":%d,\"separable_evals\":%ld,"
+        "\"full_best_f_at_same_evals\":%.3g}\n",
+        static_cast<int>(seed), static_cast<long>(sep.evaluations), full.best_f);
     EXPECT_FALSE(full.reached) << "seed " << seed;
     EXPECT_GT(full.best_f, 1e3 * target) << "seed " << seed;
   }

@@ -11,14 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+#include "core/file_io.h"
 #include "evolution/checkpoint.h"
 #include "evolution/fitness_plot.h"
 #include "evolution/interrupt.h"
 #include "evolution/metrics_log.h"
 #include "evolution/population_eval.h"
 #include "evolution/trainer.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 using namespace nammkit::evo;
 namespace fs = std::filesystem;
@@ -169,8 +169,7 @@ TEST(EvolutionTrainer, StagesMeanEvaluationBestCheckpointAndLog) {
   TrainResult result = trainer.run();
   EXPECT_EQ(result.status, TrainStatus::completed);
   ASSERT_EQ(task_sets.size(), 5u);
-  for (int64_t g = 0; g < 5; ++g)
-    EXPECT_EQ(task_sets[g], std::set<std::string>{g < 3 ? "stage-a" : "stage-b"}) << g;
+  for (int64_t g = 0; g < 5; ++g) EXPECT_EQ(task_sets[g], std::set<std::string>{g < 3 ? "stage-a" : "stage-b"}) << g;
 
   const auto log = read_log(dir + "/log.jsonl");
   ASSERT_EQ(log.size(), 5u);

@@ -5,14 +5,14 @@
 
 #include <filesystem>
 
-#include "tests/shared_model.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "evolution/checkpoint.h"
 #include "evolution/metrics_log.h"
 #include "namm/policy_file.h"
+#include "tests/shared_model.h"
 #include "tools/nammkit/evaluation.h"
 #include "tools/nammkit/experiment.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 namespace nammkit::cli {
 namespace {

@@ -20,8 +20,8 @@
 namespace nammkit::kernels {
 namespace {
 
-#define REQUIRE_CUDA_DEVICE()                                                                   \
-  if (!cuda_device_available())                                                                 \
+#define REQUIRE_CUDA_DEVICE()   \
+  if (!cuda_device_available()) \
   GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or found 0): GPU test not run"
 
 std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
@@ -137,8 +137,14 @@ TEST(KernelsGpu, DecodeAttentionMatchesReference) {
       DeviceBuffer<uint8_t> ws(decode_workspace_bytes(shape));
       auto d_q = to_device(q);
       DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
-      DecodeArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
-                      d_out.get(), with_probs ? d_probs.get() : nullptr, stride};
+      DecodeArgs args{d_q.get(),
+                      cache.d_key_ptrs.get(),
+                      cache.d_value_ptrs.get(),
+                      cache.d_lens.get(),
+                      scale,
+                      d_out.get(),
+                      with_probs ? d_probs.get() : nullptr,
+                      stride};
       attention_decode(shape, args, ws.get(), ws.bytes(), nullptr);
       expect_close(to_host(d_out, q.size()), want_out, tolerance(c.dtype), "decode out");
       if (with_probs) expect_close(to_host(d_probs, want_probs.size()), want_probs, tolerance(c.dtype), "decode probs");
@@ -183,7 +189,8 @@ void expect_zeros_where_zero(const std::vector<float>& got, const std::vector<fl
   ASSERT_EQ(got.size(), want.size()) << what;
   size_t bad = 0;
   for (size_t i = 0; i < got.size(); ++i)
-    if (want[i] == 0.0f && got[i] != 0.0f && bad++ < 10) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want 0";
+    if (want[i] == 0.0f && got[i] != 0.0f && bad++ < 10)
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want 0";
   EXPECT_EQ(bad, 0u) << what << ": nonzero probabilities where the reference has 0";
 }
 
@@ -240,8 +247,14 @@ TEST(KernelsGpu, PrefillAttentionMatchesReference) {
         PrefillShape shape{c.dtype, c.n_q_heads, c.n_kv_heads, c.head_dim, T, max_len};
         auto d_q = to_device(q);
         DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
-        PrefillArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
-                         d_out.get(), with_probs ? d_probs.get() : nullptr, stride};
+        PrefillArgs args{d_q.get(),
+                         cache.d_key_ptrs.get(),
+                         cache.d_value_ptrs.get(),
+                         cache.d_lens.get(),
+                         scale,
+                         d_out.get(),
+                         with_probs ? d_probs.get() : nullptr,
+                         stride};
         attention_prefill(shape, args, nullptr);
         check(to_host(d_out, q.size()), want_out, "prefill out");
         if (with_probs) {
@@ -294,8 +307,14 @@ TEST(KernelsGpu, PrefillCausalMaskIsExact) {
       auto d_q = to_device(q);
       DeviceBuffer<float> d_out(q.size()), d_probs(want_probs.size());
       cuda_check(cudaMemset(d_probs.get(), 0x7f, d_probs.bytes()), "cudaMemset");  // garbage the kernel must clear
-      PrefillArgs args{d_q.get(), cache.d_key_ptrs.get(), cache.d_value_ptrs.get(), cache.d_lens.get(), scale,
-                       d_out.get(), d_probs.get(), stride};
+      PrefillArgs args{d_q.get(),
+                       cache.d_key_ptrs.get(),
+                       cache.d_value_ptrs.get(),
+                       cache.d_lens.get(),
+                       scale,
+                       d_out.get(),
+                       d_probs.get(),
+                       stride};
       attention_prefill(shape, args, nullptr);
       const auto got_out = to_host(d_out, q.size());
       const auto got_probs = to_host(d_probs, want_probs.size());
@@ -353,8 +372,9 @@ TEST(KernelsGpu, KvCompactionMatchesReference) {
     EXPECT_EQ(to_host(d_pos, positions.size()), want_p);
 
     const std::vector<int32_t> bad = {5, 5};
-    EXPECT_THROW(kv_compact_head(t, D, len, d_keys.get(), d_values.get(), d_pos.get(), bad, ws.get(), ws.bytes(), nullptr),
-                 Error);
+    EXPECT_THROW(
+        kv_compact_head(t, D, len, d_keys.get(), d_values.get(), d_pos.get(), bad, ws.get(), ws.bytes(), nullptr),
+        Error);
   }
 }
 
@@ -401,8 +421,8 @@ TEST(KernelsGpu, SpectrogramFeaturesMatchReference) {
     auto d_pos = to_device(positions);
     DeviceBuffer<float> ema_new(static_cast<size_t>(N) * B), tail_new(static_cast<size_t>(N) * O),
         features(static_cast<size_t>(N) * F);
-    gpu.update(d_att.get(), Q, N, n_old, n_old ? ema_old.get() : nullptr, n_old ? tail_old.get() : nullptr,
-               d_pos.get(), ema_new.get(), tail_new.get(), features.get(), nullptr);
+    gpu.update(d_att.get(), Q, N, n_old, n_old ? ema_old.get() : nullptr, n_old ? tail_old.get() : nullptr, d_pos.get(),
+               ema_new.get(), tail_new.get(), features.get(), nullptr);
     expect_close(to_host(ema_new, state.ema_NxB.size()), state.ema_NxB, 1e-5f, "ema");
     expect_close(to_host(tail_new, state.tail_NxO.size()), state.tail_NxO, 0.0f, "tail");
     expect_close(to_host(features, want.size()), want, 2e-5f, "features");

@@ -137,9 +137,9 @@ struct PolicyCase {
   // tokens they keep may differ where scores tie (f16 weights and KV move attention by ~1e-3), and the
   // difference then carries over to later updates.
   double min_position_agreement;
-  int length_slack;       // allowed |len_cpu - len_gpu| per head: length_slack + length_slack_rel * len_cpu
+  int length_slack;  // allowed |len_cpu - len_gpu| per head: length_slack + length_slack_rel * len_cpu
   double length_slack_rel;
-  bool must_evict;        // the CPU run must evict something (else the case checks nothing)
+  bool must_evict;  // the CPU run must evict something (else the case checks nothing)
 };
 
 std::vector<PolicyCase> policy_cases() {
@@ -209,21 +209,21 @@ void check_eviction(const std::string& path) {
 }
 
 // One test per (model, check): stories260K needs the shared folder, the fixtures are in the tree.
-#define MODEL_TESTS(Name, path_expr, require)        \
-  TEST(KernelSession, Logits##Name) {                \
-    require;                                         \
-    REQUIRE_CUDA_DEVICE();                           \
-    check_logits(path_expr);                         \
-  }                                                  \
-  TEST(KernelSession, GreedyText##Name) {            \
-    require;                                         \
-    REQUIRE_CUDA_DEVICE();                           \
-    check_greedy(path_expr);                         \
-  }                                                  \
-  TEST(KernelSession, Eviction##Name) {              \
-    require;                                         \
-    REQUIRE_CUDA_DEVICE();                           \
-    check_eviction(path_expr);                       \
+#define MODEL_TESTS(Name, path_expr, require) \
+  TEST(KernelSession, Logits##Name) {         \
+    require;                                  \
+    REQUIRE_CUDA_DEVICE();                    \
+    check_logits(path_expr);                  \
+  }                                           \
+  TEST(KernelSession, GreedyText##Name) {     \
+    require;                                  \
+    REQUIRE_CUDA_DEVICE();                    \
+    check_greedy(path_expr);                  \
+  }                                           \
+  TEST(KernelSession, Eviction##Name) {       \
+    require;                                  \
+    REQUIRE_CUDA_DEVICE();                    \
+    check_eviction(path_expr);                \
   }
 
 // The testbed model (tools/train_testbed): $NAMMKIT_TESTBED_MODEL, else models/testbed/testbed.gguf in the tree.

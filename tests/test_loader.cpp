@@ -32,7 +32,7 @@ const std::string kShared = NAMMKIT_SHARED_DIR;
 const std::string kStories = kShared + "/models/stories260K/stories260K.bin";
 const std::string kFixtures = std::string(NAMMKIT_SOURCE_DIR) + "/tests/fixtures";
 
-#define SKIP_WITHOUT(path)                                                              \
+#define SKIP_WITHOUT(path) \
   if (!file_exists(path)) GTEST_SKIP() << "shared data missing: " << (path) << " (see ../shared/README.md)"
 
 // A scratch directory removed at the end of the test.
@@ -40,8 +40,9 @@ class TempDir {
  public:
   TempDir() {
     static int counter = 0;
-    path_ = (fs::temp_directory_path() / ("nammkit_test_loader_" + std::to_string(::getpid()) + "_" +
-                                          std::to_string(counter++))).string();
+    path_ = (fs::temp_directory_path() /
+             ("nammkit_test_loader_" + std::to_string(::getpid()) + "_" + std::to_string(counter++)))
+                .string();
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -240,8 +241,8 @@ TEST(DType, F16RoundTripsEveryHalfAndRoundsToNearestEven) {
   // Ties go to the even neighbour: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10.
   EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);
   EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);
-  EXPECT_EQ(f32_to_f16(65520.0f), 0x7C00);  // rounds past the largest half: infinity
-  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);             // exactly half the smallest subnormal: even (0)
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7C00);               // rounds past the largest half: infinity
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);  // exactly half the smallest subnormal: even (0)
   EXPECT_EQ(f32_to_f16(std::ldexp(1.5f, -25)), 0x0001);
   EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(std::nanf("")))));
   // Against the compiler's own conversion on random values of every magnitude.
@@ -520,7 +521,8 @@ TEST(GgufConvert, Stories260KToGgufKeepsWeightsAndTokenizer) {
                                ? read_file(kShared + "/data/tinystories/tinystories_sample.txt").substr(0, 4000)
                                : std::string("Once upon a time, there was a little girl named Lily.");
   EXPECT_EQ(back.tokenizer.encode(text, true), src.tokenizer.encode(text, true));
-  EXPECT_EQ(back.tokenizer.decode(back.tokenizer.encode(text, true)), src.tokenizer.decode(src.tokenizer.encode(text, true)));
+  EXPECT_EQ(back.tokenizer.decode(back.tokenizer.encode(text, true)),
+            src.tokenizer.decode(src.tokenizer.encode(text, true)));
 }
 
 TEST(GgufConvert, Stories260KToQ8_0FallsBackToF16ForOddWidths) {
@@ -802,7 +804,9 @@ std::string encoded(const std::vector<float>& v, DType t) {
 std::vector<StTensor> hf_tensors(const Model& m, DType type) {
   const std::string st = type == DType::F32 ? "F32" : type == DType::F16 ? "F16" : "BF16";
   std::vector<StTensor> out;
-  auto mat = [&](const std::string& name, const WeightMatrix& w) { out.push_back({name, st, {w.rows, w.cols}, encoded(w, type)}); };
+  auto mat = [&](const std::string& name, const WeightMatrix& w) {
+    out.push_back({name, st, {w.rows, w.cols}, encoded(w, type)});
+  };
   auto vec = [&](const std::string& name, const std::vector<float>& v) {
     out.push_back({name, "F32", {static_cast<int64_t>(v.size())}, encoded(v, DType::F32)});
   };
@@ -852,7 +856,9 @@ json byte_level_tokenizer_json() {
   json vocab = json::object();
   int id = 0;
   auto byte_char = [](int b) {
-    const auto printable = [](int x) { return (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF); };
+    const auto printable = [](int x) {
+      return (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF);
+    };
     int cp = b;
     if (!printable(b)) {
       cp = 256;
@@ -881,7 +887,8 @@ void write_hf_dir(const std::string& dir, const Model& m, DType type, size_t pad
   write_file_atomic(dir + "/config.json", hf_config(m.config).dump(2));
   write_safetensors(dir + "/model.safetensors", hf_tensors(m, type), pad);
   write_file_atomic(dir + "/tokenizer.json", byte_level_tokenizer_json().dump());
-  write_file_atomic(dir + "/tokenizer_config.json", json{{"bos_token", "<|endoftext|>"}, {"eos_token", {{"content", "<|endoftext|>"}}}}.dump());
+  write_file_atomic(dir + "/tokenizer_config.json",
+                    json{{"bos_token", "<|endoftext|>"}, {"eos_token", {{"content", "<|endoftext|>"}}}}.dump());
 }
 
 Model hf_source(const std::string& arch, uint32_t seed) {
@@ -927,7 +934,8 @@ TEST(Safetensors, ShardedQwen2WithBiasAndTiedEmbeddings) {
   write_hf_dir(dir.path(), src, DType::F16, 0);
   // Split the tensors over two shards listed in the index.
   std::vector<StTensor> all = hf_tensors(src, DType::F16);
-  const std::vector<StTensor> first(all.begin(), all.begin() + all.size() / 2), second(all.begin() + all.size() / 2, all.end());
+  const std::vector<StTensor> first(all.begin(), all.begin() + all.size() / 2),
+      second(all.begin() + all.size() / 2, all.end());
   fs::remove(dir.file("model.safetensors"));
   write_safetensors(dir.file("model-00001-of-00002.safetensors"), first, 5);
   write_safetensors(dir.file("model-00002-of-00002.safetensors"), second, 0);
@@ -955,8 +963,11 @@ TEST(Safetensors, RopeScalingVariants) {
   EXPECT_EQ(r.rope_scaling, RopeScaling::NtkStatic);
   EXPECT_FLOAT_EQ(r.rope_factor, 4.0f);
   EXPECT_FLOAT_EQ(r.rope_ntk_alpha, 2.0f);
-  config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  config["rope_scaling"] = {{"rope_type", "llama3"},
+                            {"factor", 8.0},
+                            {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 4.0},
+                            {"original_max_position_embeddings", 8192}};
   write_file_atomic(dir.file("config.json"), config.dump());
   r = read_hf_config(dir.path());
   EXPECT_EQ(r.rope_scaling, RopeScaling::Llama3);
@@ -976,18 +987,25 @@ TEST(Safetensors, RopeScalingVariants) {
 TEST(Safetensors, SentencePieceStyleTokenizerJson) {
   TempDir dir;
   const std::string sp = "\xE2\x96\x81";
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}, {sp, 3}, {"a", 4}, {"b", 5}, {sp + "a", 6}, {"ab", 7}, {sp + "ab", 8}};
+  json vocab = {{"<unk>", 0}, {"<s>", 1},    {"</s>", 2}, {sp, 3},       {"a", 4},
+                {"b", 5},     {sp + "a", 6}, {"ab", 7},   {sp + "ab", 8}};
   for (int b = 0; b < 256; ++b) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "<0x%02X>", b);
     vocab[hex] = 9 + b;
   }
   const json tok = {
-      {"added_tokens", {{{"id", 1}, {"content", "<s>"}, {"special", true}}, {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
-      {"normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "Prepend"}, {"prepend", sp}}, {{"type", "Replace"}}}}}},
+      {"added_tokens",
+       {{{"id", 1}, {"content", "<s>"}, {"special", true}}, {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+      {"normalizer",
+       {{"type", "Sequence"}, {"normalizers", {{{"type", "Prepend"}, {"prepend", sp}}, {{"type", "Replace"}}}}}},
       {"pre_tokenizer", nullptr},
-      {"model", {{"type", "BPE"}, {"byte_fallback", true}, {"unk_token", "<unk>"}, {"vocab", vocab},
-                 {"merges", {"a b", sp + " a", sp + " ab"}}}}};
+      {"model",
+       {{"type", "BPE"},
+        {"byte_fallback", true},
+        {"unk_token", "<unk>"},
+        {"vocab", vocab},
+        {"merges", {"a b", sp + " a", sp + " ab"}}}}};
   write_file_atomic(dir.file("tokenizer.json"), tok.dump());
   write_file_atomic(dir.file("config.json"), hf_config(small_config("llama")).dump());
   const Tokenizer t(load_hf_tokenizer(dir.path()));
@@ -1027,8 +1045,9 @@ TEST(Safetensors, Errors) {
     if (t.name == "model.layers.0.self_attn.q_proj.weight") t.dtype = "I32";  // same byte size as F32
   }
   write_safetensors(dir.file("model.safetensors"), tensors, 0);
-  expect_error([&] { load_model(dir.path()); },
-               {dir.file("model.safetensors") + ": tensor model.layers.0.self_attn.q_proj.weight: unsupported dtype I32"});
+  expect_error(
+      [&] { load_model(dir.path()); },
+      {dir.file("model.safetensors") + ": tensor model.layers.0.self_attn.q_proj.weight: unsupported dtype I32"});
 
   tensors = hf_tensors(src, DType::F32);
   for (StTensor& t : tensors) {
@@ -1036,7 +1055,8 @@ TEST(Safetensors, Errors) {
   }
   write_safetensors(dir.file("model.safetensors"), tensors, 0);
   expect_error([&] { load_model(dir.path()); },
-               {dir.file("model.safetensors") + ": tensor model.layers.1.mlp.down_proj.weight: shape [96, 64], expected [64, 96]"});
+               {dir.file("model.safetensors") +
+                ": tensor model.layers.1.mlp.down_proj.weight: shape [96, 64], expected [64, 96]"});
 
   const std::string whole = read_file(dir.file("model.safetensors"));
   write_file_atomic(dir.file("model.safetensors"), whole.substr(0, whole.size() - 100));
@@ -1062,7 +1082,7 @@ TEST(Loader, DetectsAndRejects) {
 // ---------------------------------------------------------------------------------------------
 // Fixtures written by tools/reference (PyTorch), when present.
 
-#define SKIP_WITHOUT_FIXTURE(path)                                                                   \
+#define SKIP_WITHOUT_FIXTURE(path) \
   if (!file_exists(path)) GTEST_SKIP() << "fixture missing: " << (path) << " (tools/reference/make_fixtures.py)"
 
 void expect_tiny_config(const ModelConfig& c) {
@@ -1134,8 +1154,10 @@ TEST(LoaderFixtures, SaveGgufMatchesTheReferenceConversion) {
   SKIP_WITHOUT_FIXTURE(hf);
   const Model src = load_model(hf);
   TempDir dir;
-  const std::pair<const char*, DType> files[] = {{"tiny_llama_f32.gguf", DType::F32}, {"tiny_llama_f16.gguf", DType::F16},
-                                                 {"tiny_llama_bf16.gguf", DType::BF16}, {"tiny_llama_q8_0.gguf", DType::Q8_0}};
+  const std::pair<const char*, DType> files[] = {{"tiny_llama_f32.gguf", DType::F32},
+                                                 {"tiny_llama_f16.gguf", DType::F16},
+                                                 {"tiny_llama_bf16.gguf", DType::BF16},
+                                                 {"tiny_llama_q8_0.gguf", DType::Q8_0}};
   int checked = 0;
   for (const auto& [name, type] : files) {
     const std::string reference = kFixtures + "/" + name;

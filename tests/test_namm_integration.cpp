@@ -4,10 +4,10 @@
 #include <filesystem>
 #include <random>
 
+#include "core/file_io.h"
 #include "namm/baselines.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
-#include "core/file_io.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
 
@@ -106,7 +106,8 @@ TEST_F(NammIntegration, RandomNammEvictsAndStatisticsAddUp) {
 }
 
 TEST_F(NammIntegration, BaselinesHoldTheirBudgetExactly) {
-  for (const char* spec : {"streaming:48,sinks=4", "h2o:48", "l2:48", "random:48,seed=1", "h2o:0.25", "streaming:0.1", "l2:0.2"}) {
+  for (const char* spec :
+       {"streaming:48,sinks=4", "h2o:48", "l2:48", "random:48,seed=1", "h2o:0.25", "streaming:0.1", "l2:0.2"}) {
     auto policy = make_baseline_policy(spec);
     const PolicyFile file = make_baseline_policy_file(spec);
     const Budget budget{file.baseline().budget_is_fraction(), file.baseline().budget()};

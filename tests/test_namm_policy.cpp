@@ -8,11 +8,11 @@
 #include <numeric>
 #include <random>
 
+#include "core/error.h"
+#include "core/file_io.h"
 #include "namm/baselines.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 using namespace nammkit;
 
@@ -226,7 +226,8 @@ TEST(NammPolicyFile, DamagedFilesGiveFieldNamedErrors) {
     write_raw(path, good.substr(0, cut));
     const std::string e = error_of([&] { load_policy(path); });
     EXPECT_NE(e.find(path + ": "), std::string::npos) << e;
-    EXPECT_TRUE(e.find("truncated") != std::string::npos || e.find("not a nammkit policy") != std::string::npos) << cut << ": " << e;
+    EXPECT_TRUE(e.find("truncated") != std::string::npos || e.find("not a nammkit policy") != std::string::npos)
+        << cut << ": " << e;
   }
   std::string flipped = good;
   flipped[good.size() - 100] ^= 0x40;
@@ -262,7 +263,10 @@ TEST(NammPolicyFile, DamagedFilesGiveFieldNamedErrors) {
   no_kind.set_kind(POLICY_KIND_UNSPECIFIED);
   EXPECT_NE(error_of([&] { validate_policy_file(no_kind, "x"); }).find("kind"), std::string::npos);
 
-  EXPECT_NE(error_of([&] { policy_from_json("{\"format_version\": 1, \"paramz\": []}", "p.json"); }).find("p.json: invalid policy JSON"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              policy_from_json("{\"format_version\": 1, \"paramz\": []}", "p.json");
+            }).find("p.json: invalid policy JSON"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { policy_from_json("{\"format_version\": 1,", "p.json"); }), "");
 }
 
@@ -281,6 +285,7 @@ TEST(NammPolicyFile, BaselineSpecs) {
   const std::string path = temp_path("h2o.nammpolicy");
   save_policy(make_baseline_policy_file("h2o:0.25,heavy=0.3"), path);
   EXPECT_DOUBLE_EQ(load_policy(path).baseline().heavy_ratio(), 0.3);
-  for (const char* bad : {"", "foo:1", "h2o", "h2o:0", "h2o:1.5", "streaming:10,bogus=1", "full:5", "l2:abc", "random:0.5,seed=-1"})
+  for (const char* bad :
+       {"", "foo:1", "h2o", "h2o:0", "h2o:1.5", "streaming:10,bogus=1", "full:5", "l2:abc", "random:0.5,seed=-1"})
     EXPECT_NE(error_of([&] { make_baseline_policy(bad); }), "") << bad;
 }

@@ -74,7 +74,8 @@ TEST(NammScorer, BamMatchesLoopReference) {
     std::vector<float> got(n);
     score_tokens(shape, p, x.data(), n, got.data());
     const std::vector<double> want = reference_bam(p, x, n, 25, 32);
-    for (int i = 0; i < n; ++i) EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0, std::fabs(want[i]))) << "n " << n << " token " << i;
+    for (int i = 0; i < n; ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0, std::fabs(want[i]))) << "n " << n << " token " << i;
   }
 }
 

@@ -8,13 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "tests/shared_model.h"
-#include "tests/reference_forward.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "namm/policy_file.h"
+#include "tests/reference_forward.h"
+#include "tests/shared_model.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
-#include "namm/policy_file.h"
 
 namespace nammkit {
 namespace {
@@ -115,7 +115,9 @@ class KeepAllExplicitly : public MemoryPolicy {
         EXPECT_NEAR(sum, 1.0, 1e-4);
         // A key newer than the query was invisible to it: exactly zero.
         for (int j = 0; j < h.n_keys; ++j)
-          if (h.positions[j] > w.query_positions[t]) EXPECT_EQ(h.attention[size_t(t) * h.n_keys + j], 0.0f);
+          if (h.positions[j] > w.query_positions[t]) {
+            EXPECT_EQ(h.attention[size_t(t) * h.n_keys + j], 0.0f);
+          }
       }
       for (int j = 0; j < h.n_keys; ++j) keep[g].push_back(j);
     }
@@ -214,8 +216,8 @@ TEST(Runtime, SlidingWindowEqualsMaskingOldKeys) {
   Session s(stories(), nullptr, opt);
   std::vector<float> all;
   s.feed(tokens, &all);
-  const auto ref = testing::reference_logits(stories(), tokens,
-                                             [&](int, int, int key, int query) { return key <= query - window; });
+  const auto ref =
+      testing::reference_logits(stories(), tokens, [&](int, int, int key, int query) { return key <= query - window; });
   const int V = stories().config.vocab_size;
   for (size_t p = 0; p < tokens.size(); ++p) EXPECT_LT(rel_error(all.data() + p * V, ref[p]), 1e-4) << "position " << p;
 }
@@ -352,7 +354,6 @@ TEST(Runtime, EvictionMatchesPyTorchMaskedFixture) {
     EXPECT_LT(rel_error(all.data() + positions[r] * V, rows[r]), 1e-3) << "position " << positions[r];
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The backend interface (transformer/backend.h) on the CPU.
 
@@ -367,7 +368,7 @@ TEST(Backend, CpuSessionsAreTheCpuRuntime) {
   const std::unique_ptr<InferenceSession> via_backend = backend->new_session(policy.get(), o);
   auto policy2 = make_baseline_policy("h2o:24");
   Session direct(stories(), policy2.get(), o);
-  const std::vector<int32_t> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
+  const std::vector<int32_t> tokens = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
                                        338, 401, 396, 267, 337, 410, 408, 419, 292, 300, 301, 302, 303, 304, 305, 306};
   EXPECT_EQ(via_backend->feed(tokens), direct.feed(tokens));  // 32 tokens: updates at 16 and 32
   EXPECT_EQ(via_backend->total_tokens(), direct.total_tokens());

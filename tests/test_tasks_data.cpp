@@ -4,13 +4,13 @@
 
 #include <set>
 
-#include "tests/shared_model.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "tasks/longbench.h"
 #include "tasks/registry.h"
 #include "tasks/shipped_sets.h"
 #include "tasks/truncation.h"
-#include "core/error.h"
-#include "core/file_io.h"
+#include "tests/shared_model.h"
 #include "transformer/loader.h"
 
 namespace nammkit {
@@ -49,8 +49,8 @@ TEST(TasksLongBench, LoadsTheSharedFiles) {
 
 TEST(TasksLongBench, ConfigMetricAndPrompt) {
   REQUIRE_FILE(kLongBench + "/config/dataset2prompt.json");
-  const LongBenchConfig config = load_longbench_config(kLongBench + "/config/dataset2prompt.json",
-                                                       kLongBench + "/config/dataset2maxlen.json");
+  const LongBenchConfig config =
+      load_longbench_config(kLongBench + "/config/dataset2prompt.json", kLongBench + "/config/dataset2maxlen.json");
   EXPECT_EQ(config.prompt.size(), 21u);
   EXPECT_EQ(config.max_new_tokens.at("multi_news"), 512);
   EXPECT_EQ(config.max_new_tokens.at("passage_retrieval_en"), 32);
@@ -128,9 +128,11 @@ TEST(TasksShipped, RulerKvLongEvalAndBabi) {
   o.split = Split::HeldOut;
   t = make_shipped_task(o);
   ASSERT_EQ(t.samples.size(), 10u);  // 50 records, the last 20 %
-  for (const auto& s : t.samples) EXPECT_NE(s.prompt.find("REGISTER_CONTENT is <" + s.answers[0] + ">"), std::string::npos);
+  for (const auto& s : t.samples)
+    EXPECT_NE(s.prompt.find("REGISTER_CONTENT is <" + s.answers[0] + ">"), std::string::npos);
 
-  const auto qs = parse_babi("1 Mary went home.\n2 Where is Mary? \thome\t1\n1 John left.\n2 Where is John? \tgarden\t1\n", "x");
+  const auto qs =
+      parse_babi("1 Mary went home.\n2 Where is Mary? \thome\t1\n1 John left.\n2 Where is John? \tgarden\t1\n", "x");
   ASSERT_EQ(qs.size(), 2u);
   EXPECT_EQ(qs[0].story, "Mary went home.\n");
   EXPECT_EQ(qs[0].question, "Where is Mary?");
@@ -160,9 +162,9 @@ TEST(TasksTruncation, KeepsFirstAndLastHalves) {
   ASSERT_GT(full.size(), 100u);
   EXPECT_EQ(truncate_middle_text(tok, prompt, full.size()), prompt);
   const std::string cut = truncate_middle_text(tok, prompt, 60);
-  EXPECT_EQ(cut.rfind("Line 0 of", 0), 0u);                 // starts like the prompt
+  EXPECT_EQ(cut.rfind("Line 0 of", 0), 0u);                                   // starts like the prompt
   EXPECT_EQ(cut.substr(cut.size() - 20), prompt.substr(prompt.size() - 20));  // ends like it
-  EXPECT_EQ(cut.find("Line 20 "), std::string::npos);       // the middle is gone
+  EXPECT_EQ(cut.find("Line 20 "), std::string::npos);                         // the middle is gone
   bool truncated = false;
   const auto ids60 = encode_truncated(tok, prompt, 60, &truncated);
   EXPECT_TRUE(truncated);
@@ -190,22 +192,29 @@ TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
   EXPECT_EQ(set[2].samples.size(), 4u);
   EXPECT_EQ(set[3].name, "babi2");
 
-  auto err = [&](const char* json) { return error_of([&] { build_task_set(nlohmann::json::parse(json), ctx, "set.json"); }); };
-  EXPECT_EQ(err(R"({"name": "passkey", "contxt_tokens": 10})"), "set.json: task 0 (passkey): contxt_tokens: unknown field");
-  EXPECT_EQ(err(R"({"name": "passkey", "context_tokens": "big"})"), "set.json: task 0 (passkey): context_tokens: expected an integer");
+  auto err = [&](const char* json) {
+    return error_of([&] { build_task_set(nlohmann::json::parse(json), ctx, "set.json"); });
+  };
+  EXPECT_EQ(err(R"({"name": "passkey", "contxt_tokens": 10})"),
+            "set.json: task 0 (passkey): contxt_tokens: unknown field");
+  EXPECT_EQ(err(R"({"name": "passkey", "context_tokens": "big"})"),
+            "set.json: task 0 (passkey): context_tokens: expected an integer");
   EXPECT_EQ(err(R"({"name": "passkey", "split": "dev"})"),
             "set.json: task 0 (passkey): split: unknown split \"dev\" (expected train, heldout or all)");
-  EXPECT_EQ(err(R"({"name": "needle", "depth": 150})"), "set.json: task 0 (needle): depth: 150.000000 is outside 0.000000..100.000000");
+  EXPECT_EQ(err(R"({"name": "needle", "depth": 150})"),
+            "set.json: task 0 (needle): depth: 150.000000 is outside 0.000000..100.000000");
   EXPECT_EQ(err(R"({"name": "passkey", "depth": 50})"),
             "set.json: task 0 (passkey): depth: only the needle task places its needle at a given depth");
   EXPECT_EQ(err(R"({"name": "longbench", "dataset": "nope", "file": "x"})"),
             "set.json: task 0 (longbench): dataset: unknown LongBench dataset \"nope\"");
   EXPECT_EQ(err(R"({"name": "longbench", "dataset": "multi_news"})"), "set.json: task 0 (longbench): file: missing");
-  EXPECT_NE(err(R"({"name": "sudoku"})").find("set.json: task 0 (sudoku): name: unknown task \"sudoku\""), std::string::npos);
-  EXPECT_NE(err(R"({"name": "lm", "text": "wiki"})").find("corpus: wiki: unknown text"), std::string::npos);
-  EXPECT_NE(err(R"([{"name": "lm", "context_tokens": 64, "score_tokens": 8}, {"name": "lm", "context_tokens": 64, "score_tokens": 8}])")
-                .find("set.json: task 1: label: task name \"lm/tinystories\" is used twice"),
+  EXPECT_NE(err(R"({"name": "sudoku"})").find("set.json: task 0 (sudoku): name: unknown task \"sudoku\""),
             std::string::npos);
+  EXPECT_NE(err(R"({"name": "lm", "text": "wiki"})").find("corpus: wiki: unknown text"), std::string::npos);
+  EXPECT_NE(
+      err(R"([{"name": "lm", "context_tokens": 64, "score_tokens": 8}, {"name": "lm", "context_tokens": 64, "score_tokens": 8}])")
+          .find("set.json: task 1: label: task name \"lm/tinystories\" is used twice"),
+      std::string::npos);
   EXPECT_EQ(err(R"({"tasks": [], "extra": 1})"), "set.json: extra: unknown field (a task set has only \"tasks\")");
 }
 

@@ -4,13 +4,13 @@
 
 #include <filesystem>
 
-#include "tests/shared_model.h"
+#include "core/error.h"
+#include "core/file_io.h"
 #include "tasks/fitness.h"
 #include "tasks/lm_task.h"
 #include "tasks/reference_cache.h"
 #include "tasks/runner.h"
-#include "core/error.h"
-#include "core/file_io.h"
+#include "tests/shared_model.h"
 #include "transformer/loader.h"
 
 namespace nammkit {
@@ -76,7 +76,8 @@ TEST(TasksFitness, RatioOfMeansMeanOverTasksAndEpsilonFloor) {
 // task-level aggregation gives on the same prompts (two tasks of unequal size, one floored).
 TEST(TasksFitness, PromptWeightsAverageToCombineTasks) {
   const std::vector<int> task = {0, 1, 0, 1, 1, 0, 1};
-  const std::vector<Outcome> full = {{0.5, 100}, {0.002, 90}, {0.7, 120}, {0.004, 95}, {0.0, 80}, {0.6, 110}, {0.01, 70}};
+  const std::vector<Outcome> full = {{0.5, 100}, {0.002, 90}, {0.7, 120}, {0.004, 95},
+                                     {0.0, 80},  {0.6, 110},  {0.01, 70}};
   const std::vector<Outcome> mine = {{0.4, 30}, {0.1, 20}, {0.7, 50}, {0.0, 25}, {0.3, 40}, {0.2, 35}, {0.05, 10}};
   const std::vector<SampleKind> kind(task.size(), SampleKind::Generate);
   const double eps = 0.01, w = 0.5;
@@ -85,8 +86,7 @@ TEST(TasksFitness, PromptWeightsAverageToCombineTasks) {
     (task[p] ? f1 : f0).push_back(full[p]);
     (task[p] ? m1 : m0).push_back(mine[p]);
   }
-  const FitnessReport r =
-      combine_tasks({normalise_task("a", m0, f0, eps), normalise_task("b", m1, f1, eps)}, w, eps);
+  const FitnessReport r = combine_tasks({normalise_task("a", m0, f0, eps), normalise_task("b", m1, f1, eps)}, w, eps);
   const PromptWeights pw = prompt_weights(task, full, kind, eps, w);
   double mean = 0;
   for (size_t p = 0; p < task.size(); ++p) mean += pw.value(p, mine[p]) / double(task.size());
@@ -192,14 +192,15 @@ TEST(TasksLm, FullCacheNormalisesToOneAndKeepingLast32IsWorse) {
   const FitnessReport worse = evaluate_fitness(stories_cpu(), &last32, {task}, cache, fo);
   const RunResult rf = run_sample(stories_cpu(), nullptr, task.samples[0], fo.run);
   const RunResult rl = run_sample(stories_cpu(), &last32, task.samples[0], fo.run);
-  std::printf("stories260K, 1024-token TinyStories window, all scored: NLL full %.3f, keep-last-32 %.3f, "
-              "normalised %.3f; mean cache %.1f vs %.1f tokens\n",
-              -rf.log_likelihood, -rl.log_likelihood, worse.fitness, rf.cache.mean, rl.cache.mean);
+  std::printf(
+      "stories260K, 1024-token TinyStories window, all scored: NLL full %.3f, keep-last-32 %.3f, "
+      "normalised %.3f; mean cache %.1f vs %.1f tokens\n",
+      -rf.log_likelihood, -rl.log_likelihood, worse.fitness, rf.cache.mean, rl.cache.mean);
   EXPECT_LT(worse.fitness, 0.99);
   EXPECT_GT(worse.fitness, 0.5);
   EXPECT_NEAR(-rf.log_likelihood, 1.25, 0.3);  // README: 1.249 over a whole 1,024-token window
   EXPECT_LE(rl.cache.mean, 33);
-  EXPECT_DOUBLE_EQ(rf.cache.mean, 1023.0);     // the last token is predicted, not fed
+  EXPECT_DOUBLE_EQ(rf.cache.mean, 1023.0);  // the last token is predicted, not fed
 }
 
 }  // namespace

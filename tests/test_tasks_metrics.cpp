@@ -2,10 +2,10 @@
 // CPython's difflib to pin the autojunk heuristic).
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "tasks/metrics.h"
 #include "tasks/sequence_matcher.h"
 #include "tasks/text_util.h"
-#include "core/error.h"
 
 namespace nammkit {
 namespace {

@@ -4,10 +4,10 @@
 
 #include <set>
 
+#include "core/error.h"
 #include "tasks/corpus.h"
 #include "tasks/lm_task.h"
 #include "tasks/synthetic.h"
-#include "core/error.h"
 #include "transformer/loader.h"
 
 namespace nammkit {
@@ -61,7 +61,8 @@ TEST(TasksSynthetic, NeedleDepthIsControlled) {
     o.depth_percent = depth;
     const Sample s = SyntheticGenerator(o, tok()).sample(0);
     const size_t body_begin = s.prompt.find('\n') + 1, body_end = s.prompt.rfind("\nWhat is the special");
-    const double at = double(s.prompt.find("One of the special magic numbers") - body_begin) / double(body_end - body_begin);
+    const double at =
+        double(s.prompt.find("One of the special magic numbers") - body_begin) / double(body_end - body_begin);
     // At the sentence boundary at or before the requested depth.
     EXPECT_LE(at, depth / 100 + 0.01) << depth;
     EXPECT_GE(at, depth / 100 - 0.15) << depth;
@@ -81,7 +82,8 @@ TEST(TasksSynthetic, TrainAndHeldOutAreDisjoint) {
 
   for (SyntheticKind kind : kKinds) {
     SCOPED_TRACE(synthetic_kind_name(kind));
-    const SyntheticGenerator gtrain(options(kind, Split::Train, 1024), tok()), gheld(options(kind, Split::HeldOut, 1024), tok());
+    const SyntheticGenerator gtrain(options(kind, Split::Train, 1024), tok()),
+        gheld(options(kind, Split::HeldOut, 1024), tok());
     std::set<std::string> train_answers;
     for (uint64_t i = 0; i < 6; ++i) {
       const Sample s = gtrain.sample(i);
@@ -100,7 +102,8 @@ TEST(TasksSynthetic, TrainAndHeldOutAreDisjoint) {
       const size_t begin = s.prompt.find('\n') + 1;
       int in_held = 0;
       for (double at : {0.2, 0.4, 0.6, 0.8}) {
-        const std::string piece = s.prompt.substr(begin + static_cast<size_t>(at * double(s.prompt.size() - begin - 200)), 40);
+        const std::string piece =
+            s.prompt.substr(begin + static_cast<size_t>(at * double(s.prompt.size() - begin - 200)), 40);
         EXPECT_EQ(train.find(piece), std::string_view::npos) << piece;
         in_held += held.find(piece) != std::string_view::npos;
       }
@@ -126,7 +129,8 @@ TEST(TasksSynthetic, TooLittleTextIsAnError) {
     SyntheticGenerator(o, tok()).sample(0);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("passkey: tinystories (heldout): context_tokens: the split's text"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("passkey: tinystories (heldout): context_tokens: the split's text"),
+              std::string::npos)
         << e.what();
   }
 }

@@ -22,7 +22,7 @@ const std::string kShared = NAMMKIT_SHARED_DIR;
 const std::string kStories = kShared + "/models/stories260K/stories260K.bin";
 const std::string kFixtures = std::string(NAMMKIT_SOURCE_DIR) + "/tests/fixtures";
 
-#define SKIP_WITHOUT(path)                                                              \
+#define SKIP_WITHOUT(path) \
   if (!file_exists(path)) GTEST_SKIP() << "shared data missing: " << (path) << " (see ../shared/README.md)"
 
 Tokenizer stories_tokenizer() { return Tokenizer(load_llama2c_tokenizer(kStories, 512)); }
@@ -154,7 +154,16 @@ TEST(StoriesTokenizer, ControlTokensNeverComeFromText) {
 TokenizerData small_sentencepiece(float score_ab, float score_aa) {
   TokenizerData d;
   d.kind = TokenizerKind::SentencePiece;
-  d.pieces = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "ab", "aa", "\xE2\x96\x81" "a"};
+  d.pieces = {"<unk>",
+              "<s>",
+              "</s>",
+              "\xE2\x96\x81",
+              "a",
+              "b",
+              "ab",
+              "aa",
+              "\xE2\x96\x81"
+              "a"};
   d.scores = {0, 0, 0, -1, -2, -3, score_ab, score_aa, -10};
   d.unk_id = 0;
   d.bos_id = 1;
@@ -222,7 +231,7 @@ TEST(PreSplit, UnicodeClasses) {
   // Letters and digits of other scripts: \p{L} and \p{N}, not just ASCII.
   EXPECT_EQ(byte_level_pre_split("naïve café 東京 ١٢٣٤", "llama3"),
             (Chunks{"naïve", " café", " 東京", " ", "١٢٣", "٤"}));
-  EXPECT_EQ(byte_level_pre_split("Ωμέγα²", "gpt2"), (Chunks{"Ωμέγα", "²"}));  // ² is No, a number
+  EXPECT_EQ(byte_level_pre_split("Ωμέγα²", "gpt2"), (Chunks{"Ωμέγα", "²"}));        // ² is No, a number
   EXPECT_EQ(byte_level_pre_split("a\u3000b", "llama3"), (Chunks{"a", "\u3000b"}));  // ideographic space
 }
 

@@ -32,7 +32,7 @@ class CpuBackend final : public Backend {
   const Model& model_;
 };
 
-// The entry point libnammkit_cuda.so exports (kernels/cuda_backend_module.cpp): a new CUDA backend
+// The entry point libnammkit_cuda.so exports (kernels/cuda_module.cpp): a new CUDA backend
 // owned by the caller, or nullptr with the reason in *error.
 using CudaBackendEntry = Backend* (*)(const Model* model, std::string* error);
 constexpr const char* kCudaEntry = "nammkit_cuda_backend_v1";

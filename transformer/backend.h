@@ -28,7 +28,7 @@ namespace nammkit {
 inline constexpr int kDefaultUpdateInterval = 512;
 
 struct SessionOptions {
-  int prefill_chunk = 128;      // tokens per forward during prefill (bounds the attention matrix)
+  int prefill_chunk = 128;                       // tokens per forward during prefill (bounds the attention matrix)
   int update_interval = kDefaultUpdateInterval;  // the policy runs whenever the absolute token count hits a multiple
   bool attention_bf16 = false;  // round the probabilities handed to the policy to bf16 (the reference does)
   // Sliding-window attention (B'MOJO's in-context window): a query at position p sees the keys at
@@ -40,9 +40,9 @@ struct SessionOptions {
 
 // Counters a caller can read after a run.
 struct SessionStats {
-  int64_t policy_updates = 0;   // update rounds (each covers all layers)
-  int64_t tokens_evicted = 0;   // summed over layers and KV heads
-  double policy_seconds = 0;    // time spent inside MemoryPolicy::update and compaction
+  int64_t policy_updates = 0;  // update rounds (each covers all layers)
+  int64_t tokens_evicted = 0;  // summed over layers and KV heads
+  double policy_seconds = 0;   // time spent inside MemoryPolicy::update and compaction
 };
 
 // One sequence through a frozen model on some device.

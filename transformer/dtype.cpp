@@ -27,8 +27,8 @@ size_t dtype_bytes(DType t, int64_t n) {
     case DType::BF16: return static_cast<size_t>(n) * 2;
     case DType::Q8_0:
       if (n % kQ8BlockSize != 0) {
-        fail("Q8_0", std::to_string(n) + " elements is not a multiple of the block size " +
-                         std::to_string(kQ8BlockSize));
+        fail("Q8_0",
+             std::to_string(n) + " elements is not a multiple of the block size " + std::to_string(kQ8BlockSize));
       }
       return static_cast<size_t>(n / kQ8BlockSize) * kQ8BlockBytes;
   }
@@ -93,9 +93,7 @@ uint16_t f32_to_bf16(float f) {
 void dequantize(DType t, const void* src, float* dst, int64_t n) {
   const auto* bytes = static_cast<const uint8_t*>(src);
   switch (t) {
-    case DType::F32:
-      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
-      return;
+    case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h;

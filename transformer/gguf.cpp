@@ -96,21 +96,25 @@ GgufValue GgufValue::i32s(const std::vector<int32_t>& v) {
 
 bool GgufValue::is_integer() const {
   switch (type) {
-    case GgufType::Uint8: case GgufType::Int8: case GgufType::Uint16: case GgufType::Int16:
-    case GgufType::Uint32: case GgufType::Int32: case GgufType::Uint64: case GgufType::Int64:
-    case GgufType::Bool:
-      return true;
-    default:
-      return false;
+    case GgufType::Uint8:
+    case GgufType::Int8:
+    case GgufType::Uint16:
+    case GgufType::Int16:
+    case GgufType::Uint32:
+    case GgufType::Int32:
+    case GgufType::Uint64:
+    case GgufType::Int64:
+    case GgufType::Bool: return true;
+    default: return false;
   }
 }
 
 std::string ggml_type_name(uint32_t type) {
   static const char* const names[] = {
-      "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
-      "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
-      "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "Q4_0_4_4", "Q4_0_4_8",
-      "Q4_0_8_8", "TQ1_0", "TQ2_0"};
+      "F32",     "F16",   "Q4_0",   "Q4_1",  "Q4_2",     "Q4_3",     "Q5_0",     "Q5_1",    "Q8_0",
+      "Q8_1",    "Q2_K",  "Q3_K",   "Q4_K",  "Q5_K",     "Q6_K",     "Q8_K",     "IQ2_XXS", "IQ2_XS",
+      "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S",    "IQ4_XS",   "I8",       "I16",     "I32",
+      "I64",     "F64",   "IQ1_M",  "BF16",  "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",   "TQ2_0"};
   if (type < std::size(names)) return names[type];
   return "type " + std::to_string(type);
 }
@@ -189,10 +193,17 @@ class Reader {
 
 size_t min_encoded_size(GgufType t) {
   switch (t) {
-    case GgufType::Uint8: case GgufType::Int8: case GgufType::Bool: return 1;
-    case GgufType::Uint16: case GgufType::Int16: return 2;
-    case GgufType::Uint32: case GgufType::Int32: case GgufType::Float32: return 4;
-    case GgufType::Uint64: case GgufType::Int64: case GgufType::Float64: return 8;
+    case GgufType::Uint8:
+    case GgufType::Int8:
+    case GgufType::Bool: return 1;
+    case GgufType::Uint16:
+    case GgufType::Int16: return 2;
+    case GgufType::Uint32:
+    case GgufType::Int32:
+    case GgufType::Float32: return 4;
+    case GgufType::Uint64:
+    case GgufType::Int64:
+    case GgufType::Float64: return 8;
     case GgufType::String: return 8;
     case GgufType::Array: return 12;
   }
@@ -296,12 +307,13 @@ GgufFile::GgufFile(const std::string& path) : path_(path), map_(std::make_shared
     const std::optional<DType> dtype = dtype_from_ggml(t.type);
     if (!dtype) continue;  // sized and rejected when (if) the model asks for it
     if (*dtype == DType::Q8_0 && t.ne[0] % kQ8BlockSize != 0) {
-      fail(path_, "tensor " + t.name + ": Q8_0 rows of " + std::to_string(t.ne[0]) + " elements (not a multiple of 32)");
+      fail(path_,
+           "tensor " + t.name + ": Q8_0 rows of " + std::to_string(t.ne[0]) + " elements (not a multiple of 32)");
     }
     t.bytes = dtype_bytes(*dtype, t.elements());
     if (data_start + t.offset + t.bytes > map_->size()) {
-      fail(path_, "truncated: tensor " + t.name + " data ends at byte " + std::to_string(data_start + t.offset + t.bytes) +
-                      ", file has " + std::to_string(map_->size()));
+      fail(path_, "truncated: tensor " + t.name + " data ends at byte " +
+                      std::to_string(data_start + t.offset + t.bytes) + ", file has " + std::to_string(map_->size()));
     }
     t.data = map_->data() + data_start + t.offset;
   }
@@ -387,7 +399,6 @@ std::string ne_string(const std::vector<int64_t>& ne) {
   return s + "]";
 }
 
-
 class GgufModelBuilder {
  public:
   explicit GgufModelBuilder(const GgufFile& file) : f_(file) {}
@@ -439,7 +450,8 @@ class GgufModelBuilder {
 
   int int_key(const std::string& key) const {
     const int64_t v = f_.get_int(key);
-    if (v <= 0 || v > std::numeric_limits<int>::max()) fail(f_.path(), key + ": out of range (" + std::to_string(v) + ")");
+    if (v <= 0 || v > std::numeric_limits<int>::max())
+      fail(f_.path(), key + ": out of range (" + std::to_string(v) + ")");
     return static_cast<int>(v);
   }
   int int_key(const std::string& key, int fallback) const { return f_.find(key) ? int_key(key) : fallback; }
@@ -470,7 +482,8 @@ class GgufModelBuilder {
     c.rope_style = arch == "llama" ? RopeStyle::Interleaved : RopeStyle::HalfSplit;
     read_rope_scaling(p, c);
     const GgufTensorInfo& embd = tensor("token_embd.weight");
-    if (embd.ne.size() != 2) fail(f_.path(), "tensor token_embd.weight: shape " + ne_string(embd.ne) + ", expected 2 dims");
+    if (embd.ne.size() != 2)
+      fail(f_.path(), "tensor token_embd.weight: shape " + ne_string(embd.ne) + ", expected 2 dims");
     c.vocab_size = static_cast<int>(embd.ne[1]);
     if (f_.find(p + "vocab_size") && f_.get_int(p + "vocab_size") != c.vocab_size) {
       fail(f_.path(), p + "vocab_size: " + std::to_string(f_.get_int(p + "vocab_size")) +
@@ -499,7 +512,8 @@ class GgufModelBuilder {
     } else {
       fail(f_.path(), p + "rope.scaling.type: unsupported '" + type + "' (supported: none, linear, llama3, ntk)");
     }
-    if (c.rope_scaling != RopeScaling::None) c.rope_factor = static_cast<float>(f_.get_float(p + "rope.scaling.factor"));
+    if (c.rope_scaling != RopeScaling::None)
+      c.rope_factor = static_cast<float>(f_.get_float(p + "rope.scaling.factor"));
     if (c.rope_scaling != RopeScaling::Llama3 && f_.find_tensor("rope_freqs.weight")) {
       fail(f_.path(), "tensor rope_freqs.weight: per-frequency RoPE factors are not supported without " + p +
                           "rope.scaling.type = llama3 and its parameters");
@@ -543,7 +557,8 @@ class GgufModelBuilder {
 
   int32_t token_id(const std::string& key, size_t vocab) const {
     const int64_t id = f_.get_int(key, -1);
-    if (id >= static_cast<int64_t>(vocab)) fail(f_.path(), key + ": id " + std::to_string(id) + " outside the vocabulary");
+    if (id >= static_cast<int64_t>(vocab))
+      fail(f_.path(), key + ": id " + std::to_string(id) + " outside the vocabulary");
     return static_cast<int32_t>(id);
   }
 
@@ -561,12 +576,17 @@ class GgufModelBuilder {
     for (const GgufValue& v : array("tokenizer.ggml.tokens", GgufType::String).items) t.pieces.push_back(v.text);
     const size_t n = t.pieces.size();
     if (f_.find("tokenizer.ggml.scores")) {
-      for (const GgufValue& v : array("tokenizer.ggml.scores", GgufType::Float32).items) t.scores.push_back(static_cast<float>(v.number));
-      if (t.scores.size() != n) fail(f_.path(), "tokenizer.ggml.scores: " + std::to_string(t.scores.size()) + " entries for " + std::to_string(n) + " tokens");
+      for (const GgufValue& v : array("tokenizer.ggml.scores", GgufType::Float32).items)
+        t.scores.push_back(static_cast<float>(v.number));
+      if (t.scores.size() != n)
+        fail(f_.path(), "tokenizer.ggml.scores: " + std::to_string(t.scores.size()) + " entries for " +
+                            std::to_string(n) + " tokens");
     }
     if (f_.find("tokenizer.ggml.token_type")) {
       const GgufValue& types = array("tokenizer.ggml.token_type", GgufType::Int32);
-      if (types.items.size() != n) fail(f_.path(), "tokenizer.ggml.token_type: " + std::to_string(types.items.size()) + " entries for " + std::to_string(n) + " tokens");
+      if (types.items.size() != n)
+        fail(f_.path(), "tokenizer.ggml.token_type: " + std::to_string(types.items.size()) + " entries for " +
+                            std::to_string(n) + " tokens");
       constexpr int64_t kControl = 3;
       for (size_t id = 0; id < n; ++id) {
         if (types.items[id].integer == kControl) t.special_ids.push_back(static_cast<int32_t>(id));

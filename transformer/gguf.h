@@ -23,8 +23,19 @@
 namespace nammkit {
 
 enum class GgufType : uint32_t {
-  Uint8 = 0, Int8 = 1, Uint16 = 2, Int16 = 3, Uint32 = 4, Int32 = 5, Float32 = 6, Bool = 7,
-  String = 8, Array = 9, Uint64 = 10, Int64 = 11, Float64 = 12,
+  Uint8 = 0,
+  Int8 = 1,
+  Uint16 = 2,
+  Int16 = 3,
+  Uint32 = 4,
+  Int32 = 5,
+  Float32 = 6,
+  Bool = 7,
+  String = 8,
+  Array = 9,
+  Uint64 = 10,
+  Int64 = 11,
+  Float64 = 12,
 };
 const char* gguf_type_name(GgufType t);
 
@@ -54,17 +65,17 @@ struct GgufValue {
 
 // ggml tensor types nammkit knows by name; only F32, F16, Q8_0 and BF16 load.
 enum : uint32_t { kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ8_0 = 8, kGgmlBF16 = 30 };
-std::string ggml_type_name(uint32_t type);       // "Q4_K", or "type 99" when unknown
+std::string ggml_type_name(uint32_t type);  // "Q4_K", or "type 99" when unknown
 std::optional<DType> dtype_from_ggml(uint32_t type);
 uint32_t ggml_type_of(DType t);
 
 struct GgufTensorInfo {
   std::string name;
-  std::vector<int64_t> ne;      // ne[0] is the innermost (contiguous) dimension
-  uint32_t type = 0;            // ggml type id
-  uint64_t offset = 0;          // from the start of the data section
+  std::vector<int64_t> ne;  // ne[0] is the innermost (contiguous) dimension
+  uint32_t type = 0;        // ggml type id
+  uint64_t offset = 0;      // from the start of the data section
   const uint8_t* data = nullptr;
-  size_t bytes = 0;             // 0 for types nammkit cannot size (unsupported)
+  size_t bytes = 0;  // 0 for types nammkit cannot size (unsupported)
 
   int64_t elements() const;
 };

@@ -37,7 +37,9 @@ void put_value(std::string& out, const GgufValue& v) {
       put_le<uint32_t>(out, static_cast<uint32_t>(v.element_type));
       put_le<uint64_t>(out, v.items.size());
       for (const GgufValue& item : v.items) {
-        if (item.type != v.element_type) fail("gguf writer", "array element of type " + std::string(gguf_type_name(item.type)) + " in an array of " + gguf_type_name(v.element_type));
+        if (item.type != v.element_type)
+          fail("gguf writer", "array element of type " + std::string(gguf_type_name(item.type)) + " in an array of " +
+                                  gguf_type_name(v.element_type));
         put_value(out, item);
       }
       break;
@@ -54,9 +56,7 @@ std::string encode_f32(const float* values, int64_t n, DType type) {
   std::string out;
   out.reserve(dtype_bytes(type, n));
   switch (type) {
-    case DType::F32:
-      out.assign(reinterpret_cast<const char*>(values), static_cast<size_t>(n) * 4);
-      break;
+    case DType::F32: out.assign(reinterpret_cast<const char*>(values), static_cast<size_t>(n) * 4); break;
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) put_le<uint16_t>(out, f32_to_f16(values[i]));
       break;
@@ -157,7 +157,9 @@ void GgufWriter::write(const std::string& path) const { write_file_atomic(path, 
 
 namespace {
 
-RopeStyle gguf_rope_style(const std::string& arch) { return arch == "llama" ? RopeStyle::Interleaved : RopeStyle::HalfSplit; }
+RopeStyle gguf_rope_style(const std::string& arch) {
+  return arch == "llama" ? RopeStyle::Interleaved : RopeStyle::HalfSplit;
+}
 
 // Row order that re-lays a Q/K matrix (or bias) from RoPE style `from` to `to`: order[new] = old.
 // Empty when nothing moves.
@@ -204,10 +206,10 @@ void add_vector(GgufWriter& w, const std::string& name, const std::vector<float>
 
 uint32_t gguf_file_type(DType t) {
   switch (t) {
-    case DType::F32: return 0;   // LLAMA_FTYPE_ALL_F32
-    case DType::F16: return 1;   // LLAMA_FTYPE_MOSTLY_F16
-    case DType::Q8_0: return 7;  // LLAMA_FTYPE_MOSTLY_Q8_0
-    case DType::BF16: return 32; // LLAMA_FTYPE_MOSTLY_BF16
+    case DType::F32: return 0;    // LLAMA_FTYPE_ALL_F32
+    case DType::F16: return 1;    // LLAMA_FTYPE_MOSTLY_F16
+    case DType::Q8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
+    case DType::BF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
   }
   return 0;
 }
@@ -227,8 +229,7 @@ void set_config(GgufWriter& w, const ModelConfig& c) {
   w.set(p + "rope.freq_base", GgufValue::f32(c.rope_theta));
   w.set(p + "rope.dimension_count", GgufValue::u32(c.head_dim));
   switch (c.rope_scaling) {
-    case RopeScaling::None:
-      break;
+    case RopeScaling::None: break;
     case RopeScaling::Linear:
       w.set(p + "rope.scaling.type", GgufValue::string("linear"));
       w.set(p + "rope.scaling.factor", GgufValue::f32(c.rope_factor));

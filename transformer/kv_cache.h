@@ -11,12 +11,12 @@
 namespace nammkit {
 
 struct HeadCache {
-  std::vector<float> keys;        // [len][head_dim]
-  std::vector<float> values;      // [len][head_dim]
-  std::vector<int32_t> positions; // [len]
+  std::vector<float> keys;         // [len][head_dim]
+  std::vector<float> values;       // [len][head_dim]
+  std::vector<int32_t> positions;  // [len]
   // 1 for "memory" entries that stay visible outside a sliding attention window: tokens a policy
   // kept after they left the window (B'MOJO's eidetic memory) and injected entries (Memory3).
-  std::vector<uint8_t> memory;    // [len]
+  std::vector<uint8_t> memory;  // [len]
   int len = 0;
 };
 
@@ -38,8 +38,8 @@ class KVCache {
   void keep(int layer, int kv_head, std::span<const int32_t> keep);
 
   void clear();
-  size_t total_tokens() const;           // summed over layers and heads
-  size_t bytes() const;                  // keys + values, f32
+  size_t total_tokens() const;  // summed over layers and heads
+  size_t bytes() const;         // keys + values, f32
 
  private:
   int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0;

@@ -6,8 +6,8 @@
 #include <memory>
 
 #include "core/error.h"
-#include "core/text.h"
 #include "core/file_io.h"
+#include "core/text.h"
 
 namespace nammkit {
 
@@ -20,7 +20,6 @@ std::string directory_of(const std::string& path) {
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : path.substr(0, slash);
 }
-
 
 std::string header_string(const Llama2cHeader& h) {
   return "dim " + std::to_string(h.dim) + ", hidden " + std::to_string(h.hidden_dim) + ", layers " +
@@ -91,12 +90,14 @@ std::optional<std::string> llama2c_header_problem(const Llama2cHeader& h) {
   if (!in(h.dim, 1, 1 << 16)) return "dim " + std::to_string(h.dim) + " out of range";
   if (!in(h.hidden_dim, 1, 1 << 18)) return "hidden_dim " + std::to_string(h.hidden_dim) + " out of range";
   if (!in(h.n_layers, 1, 1024)) return "n_layers " + std::to_string(h.n_layers) + " out of range";
-  if (!in(h.n_heads, 1, 1024) || h.dim % h.n_heads != 0) return "n_heads " + std::to_string(h.n_heads) + " does not divide dim";
+  if (!in(h.n_heads, 1, 1024) || h.dim % h.n_heads != 0)
+    return "n_heads " + std::to_string(h.n_heads) + " does not divide dim";
   if ((h.dim / h.n_heads) % 2 != 0) return "head size " + std::to_string(h.dim / h.n_heads) + " is odd";
   if (!in(h.n_kv_heads, 1, h.n_heads) || h.n_heads % h.n_kv_heads != 0) {
     return "n_kv_heads " + std::to_string(h.n_kv_heads) + " does not divide n_heads";
   }
-  if (!in(std::abs(static_cast<int64_t>(h.vocab_size)), 1, 1 << 22)) return "vocab_size " + std::to_string(h.vocab_size) + " out of range";
+  if (!in(std::abs(static_cast<int64_t>(h.vocab_size)), 1, 1 << 22))
+    return "vocab_size " + std::to_string(h.vocab_size) + " out of range";
   if (!in(h.seq_len, 1, 1 << 24)) return "seq_len " + std::to_string(h.seq_len) + " out of range";
   return std::nullopt;
 }
@@ -105,13 +106,13 @@ uint64_t llama2c_expected_size(const Llama2cHeader& h) {
   const uint64_t dim = h.dim, hidden = h.hidden_dim, layers = h.n_layers;
   const uint64_t vocab = static_cast<uint64_t>(std::abs(static_cast<int64_t>(h.vocab_size)));
   const uint64_t head = dim / h.n_heads, q_dim = head * h.n_heads, kv_dim = head * h.n_kv_heads;
-  uint64_t floats = vocab * dim;                                   // tok_emb
-  floats += layers * (2 * dim);                                    // rms_att, rms_ffn
+  uint64_t floats = vocab * dim;                                      // tok_emb
+  floats += layers * (2 * dim);                                       // rms_att, rms_ffn
   floats += layers * (dim * q_dim + 2 * dim * kv_dim + q_dim * dim);  // wq, wk, wv, wo
-  floats += layers * (3 * dim * hidden);                           // w1, w2, w3
-  floats += dim;                                                   // rms_final
-  floats += static_cast<uint64_t>(h.seq_len) * head;               // freq_cis_real + imag (head/2 each)
-  if (h.vocab_size < 0) floats += vocab * dim;                     // wcls
+  floats += layers * (3 * dim * hidden);                              // w1, w2, w3
+  floats += dim;                                                      // rms_final
+  floats += static_cast<uint64_t>(h.seq_len) * head;                  // freq_cis_real + imag (head/2 each)
+  if (h.vocab_size < 0) floats += vocab * dim;                        // wcls
   return kHeaderBytes + floats * sizeof(float);
 }
 

@@ -98,8 +98,9 @@ Model load_model(const std::string& path) {
   const FileStart s = read_start(path);
   if (plausible_llama2c(s, &h)) {
     const uint64_t expected = llama2c_expected_size(h);
-    fail(path, std::string(s.size < expected ? "truncated: " : "size mismatch: ") + "looks like a llama2.c checkpoint but has " +
-                   std::to_string(s.size) + " bytes where its header implies " + std::to_string(expected));
+    fail(path, std::string(s.size < expected ? "truncated: " : "size mismatch: ") +
+                   "looks like a llama2.c checkpoint but has " + std::to_string(s.size) +
+                   " bytes where its header implies " + std::to_string(expected));
   }
   fail(path, "unknown model format (not GGUF, safetensors or a llama2.c checkpoint)");
 }

@@ -29,8 +29,8 @@ void check_matrix(const std::string& where, const std::string& name, const Weigh
   }
   if (w.data == nullptr) fail(where, name + ": no data");
   if (w.dtype == DType::Q8_0 && cols % kQ8BlockSize != 0) {
-    fail(where, name + ": Q8_0 needs a multiple of " + std::to_string(kQ8BlockSize) + " columns, has " +
-                    std::to_string(cols));
+    fail(where,
+         name + ": Q8_0 needs a multiple of " + std::to_string(kQ8BlockSize) + " columns, has " + std::to_string(cols));
   }
 }
 

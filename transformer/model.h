@@ -33,11 +33,11 @@ struct ModelConfig {
   int dim = 0;                         // residual width
   int hidden_dim = 0;                  // SwiGLU width
   int n_layers = 0;
-  int n_heads = 0;                     // query heads
-  int n_kv_heads = 0;                  // key/value heads (GQA groups)
-  int head_dim = 0;                    // usually dim / n_heads
+  int n_heads = 0;     // query heads
+  int n_kv_heads = 0;  // key/value heads (GQA groups)
+  int head_dim = 0;    // usually dim / n_heads
   int vocab_size = 0;
-  int max_seq_len = 0;                 // trained context length
+  int max_seq_len = 0;  // trained context length
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   RopeStyle rope_style = RopeStyle::Interleaved;
@@ -56,27 +56,27 @@ struct ModelConfig {
 };
 
 struct LayerWeights {
-  std::vector<float> attn_norm;  // [dim]
-  WeightMatrix wq;               // [q_dim][dim]
-  WeightMatrix wk;               // [kv_dim][dim]
-  WeightMatrix wv;               // [kv_dim][dim]
-  WeightMatrix wo;               // [dim][q_dim]
-  std::vector<float> bq, bk, bv; // empty unless qkv_bias
-  std::vector<float> ffn_norm;   // [dim]
-  WeightMatrix w_gate;           // [hidden][dim]  (w1)
-  WeightMatrix w_up;             // [hidden][dim]  (w3)
-  WeightMatrix w_down;           // [dim][hidden]  (w2)
+  std::vector<float> attn_norm;   // [dim]
+  WeightMatrix wq;                // [q_dim][dim]
+  WeightMatrix wk;                // [kv_dim][dim]
+  WeightMatrix wv;                // [kv_dim][dim]
+  WeightMatrix wo;                // [dim][q_dim]
+  std::vector<float> bq, bk, bv;  // empty unless qkv_bias
+  std::vector<float> ffn_norm;    // [dim]
+  WeightMatrix w_gate;            // [hidden][dim]  (w1)
+  WeightMatrix w_up;              // [hidden][dim]  (w3)
+  WeightMatrix w_down;            // [dim][hidden]  (w2)
 };
 
 struct Model {
   ModelConfig config;
   WeightMatrix token_embedding;  // [vocab][dim]
   std::vector<LayerWeights> layers;
-  std::vector<float> final_norm; // [dim]
-  WeightMatrix output;           // [vocab][dim]; same bytes as token_embedding when tied
+  std::vector<float> final_norm;  // [dim]
+  WeightMatrix output;            // [vocab][dim]; same bytes as token_embedding when tied
   Tokenizer tokenizer;
-  std::string path;              // where it was loaded from
-  std::string format;            // "gguf", "safetensors", "llama2c"
+  std::string path;    // where it was loaded from
+  std::string format;  // "gguf", "safetensors", "llama2c"
 
   // Keeps the weight bytes alive (memory maps, converted buffers). WeightMatrix points into these.
   std::vector<std::shared_ptr<const void>> storage;

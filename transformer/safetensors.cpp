@@ -31,7 +31,6 @@ std::string base_name(const std::string& path) {
   return s.substr(s.find_last_of('/') + 1);
 }
 
-
 std::vector<std::string> list_directory(const std::string& dir) {
   std::vector<std::string> names;
   if (DIR* d = ::opendir(dir.c_str())) {
@@ -54,8 +53,8 @@ json parse_json_file(const std::string& path) {
 // Bytes per element of the safetensors dtypes (0 for unknown names).
 size_t element_size(const std::string& dtype) {
   static const std::map<std::string, size_t, std::less<>> sizes = {
-      {"F64", 8}, {"I64", 8}, {"U64", 8}, {"F32", 4}, {"I32", 4}, {"U32", 4}, {"F16", 2}, {"BF16", 2},
-      {"I16", 2}, {"U16", 2}, {"I8", 1}, {"U8", 1}, {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+      {"F64", 8}, {"I64", 8}, {"U64", 8}, {"F32", 4}, {"I32", 4},  {"U32", 4},     {"F16", 2},    {"BF16", 2},
+      {"I16", 2}, {"U16", 2}, {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
   auto it = sizes.find(dtype);
   return it == sizes.end() ? 0 : it->second;
 }
@@ -309,7 +308,8 @@ int32_t config_token_id(const json& config, const char* key) {
   if (!config.contains(key)) return -1;
   const json& v = config.at(key);
   if (v.is_number_integer()) return v.get<int32_t>();
-  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int32_t>();  // Llama-3.1 lists several EOS
+  if (v.is_array() && !v.empty() && v[0].is_number_integer())
+    return v[0].get<int32_t>();  // Llama-3.1 lists several EOS
   return -1;
 }
 
@@ -361,7 +361,8 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
     t.kind = TokenizerKind::SentencePiece;
     t.add_space_prefix = prepended;
     if (metaspace) {
-      const std::string scheme = metaspace->value("prepend_scheme", metaspace->value("add_prefix_space", true) ? "always" : "never");
+      const std::string scheme =
+          metaspace->value("prepend_scheme", metaspace->value("add_prefix_space", true) ? "always" : "never");
       t.add_space_prefix = scheme != "never";
     }
   } else if (find_step(pre, "ByteLevel") || find_step(decoders, "ByteLevel")) {
@@ -377,7 +378,9 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
     }
     return -1;
   };
-  if (const std::string unk = model.value("unk_token", json()).is_string() ? model.at("unk_token").get<std::string>() : ""; !unk.empty()) {
+  if (const std::string unk =
+          model.value("unk_token", json()).is_string() ? model.at("unk_token").get<std::string>() : "";
+      !unk.empty()) {
     t.unk_id = id_of(unk);
   }
   // BOS/EOS: tokenizer_config.json names them; config.json has the ids otherwise.
@@ -398,7 +401,8 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
     if (t.eos_id < 0) t.eos_id = config_token_id(config, "eos_token_id");
   }
   for (int32_t id : {t.bos_id, t.eos_id}) {
-    if (id >= static_cast<int32_t>(t.pieces.size())) fail(path, "bos/eos id " + std::to_string(id) + " outside the vocabulary");
+    if (id >= static_cast<int32_t>(t.pieces.size()))
+      fail(path, "bos/eos id " + std::to_string(id) + " outside the vocabulary");
   }
   return t;
 }
@@ -451,7 +455,8 @@ class HfModelBuilder {
       fail(found->file->path(), "tensor " + name + ": unsupported dtype " + t.dtype + " (supported: F32, F16, BF16)");
     }
     if (t.shape != shape) {
-      fail(found->file->path(), "tensor " + name + ": shape " + shape_string(t.shape) + ", expected " + shape_string(shape));
+      fail(found->file->path(),
+           "tensor " + name + ": shape " + shape_string(t.shape) + ", expected " + shape_string(shape));
     }
     return *found;
   }
@@ -492,7 +497,8 @@ class HfModelBuilder {
       l.wk = matrix(m, p + "self_attn.k_proj.weight", c.kv_dim(), c.dim);
       l.wv = matrix(m, p + "self_attn.v_proj.weight", c.kv_dim(), c.dim);
       l.wo = matrix(m, p + "self_attn.o_proj.weight", c.dim, c.q_dim());
-      if (lookup(p + "self_attn.o_proj.bias")) fail(dir_, "tensor " + p + "self_attn.o_proj.bias: output projection bias is not supported");
+      if (lookup(p + "self_attn.o_proj.bias"))
+        fail(dir_, "tensor " + p + "self_attn.o_proj.bias: output projection bias is not supported");
       if (c.qkv_bias) {
         l.bq = vector(p + "self_attn.q_proj.bias", c.q_dim());
         l.bk = vector(p + "self_attn.k_proj.bias", c.kv_dim());
@@ -533,7 +539,8 @@ std::vector<std::string> weight_files(const std::string& path, const std::string
     if (name.ends_with(".safetensors")) found.push_back(dir + "/" + name);
   }
   if (found.size() != 1) {
-    fail(dir, found.empty() ? "no .safetensors file" : "several .safetensors files but no model.safetensors.index.json");
+    fail(dir,
+         found.empty() ? "no .safetensors file" : "several .safetensors files but no model.safetensors.index.json");
   }
   return found;
 }

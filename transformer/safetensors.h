@@ -26,8 +26,8 @@ namespace nammkit {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string dtype;            // "F32", "BF16", "I64", ...
-  std::vector<int64_t> shape;   // outermost first (PyTorch order)
+  std::string dtype;           // "F32", "BF16", "I64", ...
+  std::vector<int64_t> shape;  // outermost first (PyTorch order)
   const uint8_t* data = nullptr;
   size_t bytes = 0;
 };

@@ -67,11 +67,11 @@ struct Session::Scratch {
 // the cache only grows, so key index j of an early row is still key j at the update.
 struct Session::AttentionLog {
   struct Rows {
-    std::vector<float> data;       // concatenated rows, each as long as the cache was then
-    std::vector<size_t> offsets;   // start of each row in data
+    std::vector<float> data;      // concatenated rows, each as long as the cache was then
+    std::vector<size_t> offsets;  // start of each row in data
   };
-  std::vector<Rows> heads;                // [layer * n_kv + kv_head]
-  std::vector<int32_t> query_positions;   // absolute positions of the logged queries
+  std::vector<Rows> heads;               // [layer * n_kv + kv_head]
+  std::vector<int32_t> query_positions;  // absolute positions of the logged queries
 
   void reset(int n_layers, int n_kv) {
     heads.assign(size_t(n_layers) * n_kv, Rows{});
@@ -80,7 +80,10 @@ struct Session::AttentionLog {
 };
 
 Session::Session(const Model& model, MemoryPolicy* policy, SessionOptions options)
-    : model_(model), policy_(policy), options_(options), scratch_(std::make_shared<Scratch>()),
+    : model_(model),
+      policy_(policy),
+      options_(options),
+      scratch_(std::make_shared<Scratch>()),
       attn_log_(std::make_shared<AttentionLog>()) {
   if (options_.prefill_chunk < 1) fail("session options", "prefill_chunk must be >= 1");
   if (options_.update_interval < 1) fail("session options", "update_interval must be >= 1");
@@ -196,10 +199,8 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
         StridedMap O(s.attn_out.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
         O.noalias() = scores * V;
         if (log_attention) {
-          if (options_.attention_bf16)
-            mean_probs += scores.unaryExpr([](float p) { return round_to_bf16(p); });
-          else
-            mean_probs += scores;
+          if (options_.attention_bf16) mean_probs += scores.unaryExpr([](float p) { return round_to_bf16(p); });
+          else mean_probs += scores;
         }
       }
       if (log_attention) {

@@ -40,8 +40,8 @@ class Session final : public InferenceSession {
   // Sees every layer's projections of each chunk before RoPE: q [n][q_dim], k and v [n][kv_dim]
   // (biases added), for the tokens at positions first_position .. first_position + n - 1. For tools
   // that need pre-RoPE queries and keys (Memory3's selection rule). Called on the caller's thread.
-  using ProjectionObserver = std::function<void(int layer, int n, int64_t first_position, const float* q,
-                                                const float* k, const float* v)>;
+  using ProjectionObserver =
+      std::function<void(int layer, int n, int64_t first_position, const float* q, const float* k, const float* v)>;
   void set_projection_observer(ProjectionObserver observer) { projection_observer_ = std::move(observer); }
 
   int64_t position() const override { return position_; }  // absolute tokens processed so far

@@ -20,7 +20,7 @@ const char* dtype_name(DType t);
 size_t dtype_bytes(DType t, int64_t n);
 
 float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);   // round to nearest even
+uint16_t f32_to_f16(float f);  // round to nearest even
 float bf16_to_f32(uint16_t b);
 uint16_t f32_to_bf16(float f);  // round to nearest even
 // Rounds an f32 to the nearest bf16 value and back (what the reference does to attention probabilities).

@@ -19,16 +19,16 @@ enum class TokenizerKind : uint8_t { None, SentencePiece, ByteLevelBPE };
 
 struct TokenizerData {
   TokenizerKind kind = TokenizerKind::None;
-  std::vector<std::string> pieces;        // id -> piece as stored ("▁the", "<0x0A>", "Ġthe")
-  std::vector<float> scores;              // SentencePiece merge priority (higher first); may be empty
-  std::vector<std::string> merges;        // "a b" in rank order; may be empty. For SentencePiece (HF
-                                          // byte_fallback BPE) merges, when present, replace scores
-  std::vector<int32_t> special_ids;       // control tokens never produced by encode()
+  std::vector<std::string> pieces;   // id -> piece as stored ("▁the", "<0x0A>", "Ġthe")
+  std::vector<float> scores;         // SentencePiece merge priority (higher first); may be empty
+  std::vector<std::string> merges;   // "a b" in rank order; may be empty. For SentencePiece (HF
+                                     // byte_fallback BPE) merges, when present, replace scores
+  std::vector<int32_t> special_ids;  // control tokens never produced by encode()
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t unk_id = -1;
-  bool add_space_prefix = true;           // SentencePiece: prepend "▁" to the text (llama, llama2.c)
-  std::string pre_tokenizer;              // byte-level: "llama3", "qwen2", "gpt2" (pre-split regex)
+  bool add_space_prefix = true;  // SentencePiece: prepend "▁" to the text (llama, llama2.c)
+  std::string pre_tokenizer;     // byte-level: "llama3", "qwen2", "gpt2" (pre-split regex)
 };
 
 // The byte-level pre-split ("gpt2", "llama3" or "qwen2" regex, matched by hand): the chunks BPE

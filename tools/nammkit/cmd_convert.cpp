@@ -27,7 +27,8 @@ int convert_command(const std::vector<std::string>& raw) {
   const DType type = parse_type(args.get("--type", "f16"));
   const std::string out = args.require("--out");
   save_gguf(model, out, type);
-  std::fprintf(stderr, "wrote %s (%s, %s matrices)\n", out.c_str(), model.config.architecture.c_str(), dtype_name(type));
+  std::fprintf(stderr, "wrote %s (%s, %s matrices)\n", out.c_str(), model.config.architecture.c_str(),
+               dtype_name(type));
   return 0;
 }
 

@@ -2,11 +2,11 @@
 #include <cstdio>
 #include <memory>
 
+#include "core/file_io.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
-#include "tools/nammkit/thread_limit.h"
 #include "tools/nammkit/evaluation.h"
-#include "core/file_io.h"
+#include "tools/nammkit/thread_limit.h"
 
 namespace nammkit::cli {
 namespace {
@@ -26,8 +26,8 @@ const char* kEvalHelp =
 
 int eval_command(const std::vector<std::string>& raw) {
   Args args("eval", raw,
-            {"--model", "--tasks", "--policy", "--baseline", "--interval", "--chunk", "--max-context", "--json", "--threads",
-             "--device"},
+            {"--model", "--tasks", "--policy", "--baseline", "--interval", "--chunk", "--max-context", "--json",
+             "--threads", "--device"},
             {"--help"});
   if (args.has("--help")) {
     std::fputs(kEvalHelp, stdout);

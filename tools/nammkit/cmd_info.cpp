@@ -50,7 +50,8 @@ int info_command(const std::vector<std::string>& raw) {
   std::printf("norm eps        %g\n", c.norm_eps);
   std::printf("qkv bias        %s\n", c.qkv_bias ? "yes" : "no");
   std::printf("embeddings      %s\n", c.tied_embeddings ? "tied" : "untied");
-  for (const auto& [type, bytes] : bytes_by_type) std::printf("weights %-7s %.2f MiB\n", type.c_str(), bytes / 1048576.0);
+  for (const auto& [type, bytes] : bytes_by_type)
+    std::printf("weights %-7s %.2f MiB\n", type.c_str(), bytes / 1048576.0);
   std::printf("bytes/token     %.2f MiB read per decoded token\n", model.weight_bytes_per_token() / 1048576.0);
   return 0;
 }

@@ -1,12 +1,12 @@
 // nammkit plot RUN_DIR: RUN_DIR/log.jsonl -> RUN_DIR/fitness.svg (fitness curves and mean cache size).
 #include <cstdio>
 
+#include "core/error.h"
+#include "core/file_io.h"
 #include "evolution/fitness_plot.h"
 #include "evolution/metrics_log.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 namespace {
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+#include "core/file_io.h"
 #include "namm/policy_file.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
-#include "core/error.h"
-#include "core/file_io.h"
 
 namespace nammkit::cli {
 namespace {
@@ -28,7 +28,8 @@ constexpr const char* kUsage =
     "      BUDGET is tokens (512) or a fraction of the tokens seen (0.25)\n";
 
 void expect_positional(const Args& args, size_t n, const std::string& what) {
-  if (args.positional().size() != n) fail("nammkit policy " + what, "expected " + std::to_string(n) + " argument(s)\n" + kUsage);
+  if (args.positional().size() != n)
+    fail("nammkit policy " + what, "expected " + std::to_string(n) + " argument(s)\n" + kUsage);
 }
 
 int cmd_policy(const std::vector<std::string>& argv) {
@@ -68,7 +69,8 @@ int cmd_policy(const std::vector<std::string>& argv) {
       file = make_baseline_policy_file(args.get("--baseline"));
     } else {
       const std::string kind = args.get("--kind", "namm_bam");
-      if (kind != "namm_bam" && kind != "namm_mlp") fail("nammkit policy init", "--kind: expected namm_bam or namm_mlp, got '" + kind + "'");
+      if (kind != "namm_bam" && kind != "namm_mlp")
+        fail("nammkit policy init", "--kind: expected namm_bam or namm_mlp, got '" + kind + "'");
       file = make_namm_policy_file(kind == "namm_bam" ? ScorerKind::Bam : ScorerKind::Mlp);
     }
     file.set_update_interval(run_update_interval(args.get_int("--interval", 0), &file, nullptr));

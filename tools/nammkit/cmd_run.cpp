@@ -3,11 +3,11 @@
 #include <cstdio>
 #include <memory>
 
+#include "namm/export_bmojo.h"
+#include "namm/policy_file.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
-#include "namm/export_bmojo.h"
-#include "namm/policy_file.h"
 #include "transformer/backend.h"
 #include "transformer/loader.h"
 
@@ -57,7 +57,8 @@ int run_command(const std::vector<std::string>& raw) {
     options = runtime.session;
     policy = std::move(runtime.policy);
   } else if (args.has("--policy") || args.has("--baseline")) {
-    PolicyFile file = args.has("--policy") ? load_policy(args.get("--policy")) : make_baseline_policy_file(args.get("--baseline"));
+    PolicyFile file =
+        args.has("--policy") ? load_policy(args.get("--policy")) : make_baseline_policy_file(args.get("--baseline"));
     options.update_interval = run_update_interval(interval_flag, args.has("--policy") ? &file : nullptr, nullptr);
     file.set_update_interval(options.update_interval);
     policy = make_policy(file);
@@ -98,10 +99,11 @@ int run_command(const std::vector<std::string>& raw) {
                g.decode_seconds, steps / std::max(g.decode_seconds, 1e-9));
   if (policy) {
     const ModelConfig& c = model.config;
-    std::fprintf(stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu of %lld tokens per head on average\n",
-                 policy->name().c_str(), static_cast<long long>(session->stats().policy_updates),
-                 static_cast<long long>(session->stats().tokens_evicted),
-                 session->total_tokens() / size_t(c.n_layers * c.n_kv_heads), static_cast<long long>(session->position()));
+    std::fprintf(
+        stderr, "policy %s: %lld update(s), %lld token(s) evicted; cache now %zu of %lld tokens per head on average\n",
+        policy->name().c_str(), static_cast<long long>(session->stats().policy_updates),
+        static_cast<long long>(session->stats().tokens_evicted),
+        session->total_tokens() / size_t(c.n_layers * c.n_kv_heads), static_cast<long long>(session->position()));
   }
   return 0;
 }

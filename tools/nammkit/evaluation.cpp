@@ -7,11 +7,11 @@
 #include <cstdio>
 #include <sstream>
 
+#include "core/error.h"
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
-#include "core/error.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -99,7 +99,8 @@ EvalReport run_eval(const EvalOptions& options) {
   if (tasks.empty()) fail(options.tasks_file, "no tasks");
 
   std::vector<Row> namm_rows;
-  for (const std::string& path : options.policy_files) namm_rows.push_back({"namm(" + file_name(path) + ")", load_policy(path)});
+  for (const std::string& path : options.policy_files)
+    namm_rows.push_back({"namm(" + file_name(path) + ")", load_policy(path)});
   const PolicyFile* first_file = namm_rows.empty() ? nullptr : &namm_rows[0].file;
   const int interval = run_update_interval(options.update_interval, nullptr, first_file);  // baselines and full
 
@@ -113,7 +114,8 @@ EvalReport run_eval(const EvalOptions& options) {
   report.rows.push_back(run_row(*backend, tasks, {"full", full_file}, options));
   normalise(report.rows[0], report.rows[0], tasks, options.epsilon);
 
-  for (Row& row : namm_rows) row.file.set_update_interval(run_update_interval(options.update_interval, &row.file, nullptr));
+  for (Row& row : namm_rows)
+    row.file.set_update_interval(run_update_interval(options.update_interval, &row.file, nullptr));
   for (const Row& row : namm_rows) {
     std::fprintf(stderr, "eval: %s...\n", row.label.c_str());
     report.rows.push_back(run_row(*backend, tasks, row, options));
@@ -207,8 +209,8 @@ std::string EvalReport::table() const {
       o << buf;
       max_cache = std::max(max_cache, t.max_cache);
     }
-    std::snprintf(buf, sizeof buf, "   %9.3f  %10.1f  %9d  %6.1f%%  %6.0f\n", r.mean_normalised, r.mean_cache, max_cache,
-                  100.0 * r.cache_fraction, r.tokens_per_second);
+    std::snprintf(buf, sizeof buf, "   %9.3f  %10.1f  %9d  %6.1f%%  %6.0f\n", r.mean_normalised, r.mean_cache,
+                  max_cache, 100.0 * r.cache_fraction, r.tokens_per_second);
     o << buf;
   }
   o << "\ncache per layer (mean/max tokens per KV head, first task):\n";

@@ -18,14 +18,14 @@ namespace nammkit::cli {
 
 struct EvalOptions {
   std::string model;
-  std::string tasks_file;               // a task-set JSON (tasks/registry.h); use split "heldout"
+  std::string tasks_file;  // a task-set JSON (tasks/registry.h); use split "heldout"
   std::vector<std::string> policy_files;
-  std::vector<std::string> baselines;   // "h2o:0.25", "streaming:256,sinks=4", or a bare kind to match NAMM's cache
-  int update_interval = 0;              // --interval (0: not given), by run_update_interval's rule
+  std::vector<std::string> baselines;  // "h2o:0.25", "streaming:256,sinks=4", or a bare kind to match NAMM's cache
+  int update_interval = 0;             // --interval (0: not given), by run_update_interval's rule
   int prefill_chunk = 128;
-  int max_context = 0;                  // 0 = the model's context
+  int max_context = 0;  // 0 = the model's context
   double epsilon = 0.01;
-  DeviceChoice device;                  // where the samples run (auto: CUDA when a GPU is present)
+  DeviceChoice device;  // where the samples run (auto: CUDA when a GPU is present)
 };
 
 struct TaskRow {
@@ -42,7 +42,7 @@ struct TaskRow {
 };
 
 struct PolicyRow {
-  std::string label;      // "full", "namm(policy.nammp)", "h2o:0.31" ...
+  std::string label;  // "full", "namm(policy.nammp)", "h2o:0.31" ...
   std::vector<TaskRow> tasks;
   double mean_normalised = 0;
   double mean_cache = 0;      // mean over all samples of all tasks
@@ -55,7 +55,7 @@ struct EvalReport {
   std::string device;           // the backend's name: "cpu", "cuda:0 NVIDIA H200"
   std::vector<PolicyRow> rows;  // rows[0] is the full cache
   nlohmann::json to_json() const;
-  std::string table() const;    // the side-by-side text table
+  std::string table() const;  // the side-by-side text table
 };
 
 EvalReport run_eval(const EvalOptions& options);

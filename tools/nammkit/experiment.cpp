@@ -11,17 +11,17 @@
 #include <memory>
 #include <mutex>
 
+#include "core/error.h"
+#include "core/file_io.h"
+#include "core/text.h"
 #include "evolution/interrupt.h"
 #include "evolution/population_eval.h"
 #include "evolution/trainer.h"
-#include "core/text.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
-#include "core/error.h"
-#include "core/file_io.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -52,7 +52,6 @@ FeatureStats stats_from_json(const std::string& text, const std::string& where) 
     fail(where, std::string("normalisation statistics: ") + e.what());
   }
 }
-
 
 std::vector<float> to_floats(std::span<const double> v) { return std::vector<float>(v.begin(), v.end()); }
 
@@ -86,7 +85,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
   double evaluate_mean(const Eigen::VectorXd& mean, int64_t generation, const std::string& task_set) {
     prepare(generation, task_set);
     return evaluators_.at(task_set)->evaluate_vector(std::span<const double>(mean.data(), mean.size()), generation,
-                                                    task_set);
+                                                     task_set);
   }
 
  private:
@@ -144,8 +143,8 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
 // Full-cache pass over the first prompts of stage 1 with NAMM in statistics mode (reference §2.3).
 FeatureStats collect_normalisation(const Backend& backend, const ExperimentConfig& config, const NammConfig& namm,
                                    const StagePool& pool) {
-  const int n = config.norm_samples > 0 ? std::min<int>(config.norm_samples, pool.entries.size())
-                                        : int(pool.entries.size());
+  const int n =
+      config.norm_samples > 0 ? std::min<int>(config.norm_samples, pool.entries.size()) : int(pool.entries.size());
   ScorerShape shape = namm.scorer;
   std::vector<FeatureStats> per_sample(n);
   tbb::parallel_for(0, n, [&](int i) {
@@ -161,11 +160,11 @@ FeatureStats collect_normalisation(const Backend& backend, const ExperimentConfi
   FeatureStats total(namm.spectrogram.n_bins());
   for (const auto& s : per_sample) total.merge(s);  // in order: deterministic
   if (total.count() == 0)
-    fail(config.file, "normalization: no policy update happened on stage 1's prompts (prompts shorter than "
-                      "session.update_interval?)");
+    fail(config.file,
+         "normalization: no policy update happened on stage 1's prompts (prompts shorter than "
+         "session.update_interval?)");
   return total;
 }
-
 
 void write_policy(const std::string& path, const ExperimentConfig& config, const Model& model,
                   const std::vector<double>& params, const FeatureStats& stats, int64_t generation, double fitness,
@@ -200,7 +199,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
   const std::string latest = config.output_dir + "/latest.ckpt";
   if (options.resume && !file_exists(latest)) fail(latest, "--resume: no checkpoint to resume from");
   if (!options.resume && file_exists(latest))
-    fail(config.output_dir, "already holds a run (latest.ckpt); pass --resume to continue it or pick another output_dir");
+    fail(config.output_dir,
+         "already holds a run (latest.ckpt); pass --resume to continue it or pick another output_dir");
   write_file_atomic(config.output_dir + "/config.json", config.source);
 
   const Model model = load_model(config.model);
@@ -219,7 +219,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
   std::map<std::string, StagePool> pools;
   for (size_t s = 0; s < config.stages.size(); ++s) {
     const StageConfig& stage = config.stages[s];
-    if (pools.count(stage.name)) fail(config.file, "stages[" + std::to_string(s) + "].name: duplicate '" + stage.name + "'");
+    if (pools.count(stage.name))
+      fail(config.file, "stages[" + std::to_string(s) + "].name: duplicate '" + stage.name + "'");
     StagePool& pool = pools[stage.name];
     pool.tasks = build_task_set(stage.tasks, context, config.file + ": stages[" + std::to_string(s) + "].tasks");
     std::fprintf(stderr, "stage %s: computing full-cache references...\n", stage.name.c_str());
@@ -243,7 +244,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
     extra = evo::load_checkpoint(latest).extra;
     stats = stats_from_json(extra, latest);
   } else {
-    std::fprintf(stderr, "collecting normalisation statistics (full cache, stage %s)...\n", config.stages[0].name.c_str());
+    std::fprintf(stderr, "collecting normalisation statistics (full cache, stage %s)...\n",
+                 config.stages[0].name.c_str());
     stats = collect_normalisation(*backend, config, namm, pools.at(config.stages[0].name));
     extra = stats_to_json(stats);
   }
@@ -274,7 +276,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
     write_policy(config.output_dir + "/best_policy.nammp", config, model, progress.best_mean, stats,
                  progress.best_mean_generation, progress.best_mean_fitness, "best evaluated CMA-ES mean");
   std::fprintf(stderr, "%s after %lld generation(s) this session; policy written to %s/policy.nammp\n",
-               evo::to_string(result.status), static_cast<long long>(result.generations_run), config.output_dir.c_str());
+               evo::to_string(result.status), static_cast<long long>(result.generations_run),
+               config.output_dir.c_str());
   if (result.status == evo::TrainStatus::interrupted) {
     std::fprintf(stderr, "interrupted: resume with  nammkit evolve %s --resume\n", config.file.c_str());
     return 130;

@@ -1,10 +1,10 @@
 #include "tools/nammkit/experiment_config.h"
 
+#include "core/byte_io.h"
+#include "core/file_io.h"
 #include "namm/bam_scorer.h"
 #include "tasks/data_paths.h"
 #include "tools/nammkit/json_reader.h"
-#include "core/byte_io.h"
-#include "core/file_io.h"
 
 namespace nammkit::cli {
 

@@ -24,25 +24,25 @@ struct StageConfig {
 };
 
 struct ExperimentConfig {
-  std::string file;                // where it was read from (for error messages)
+  std::string file;  // where it was read from (for error messages)
   std::string name;
   uint64_t seed = 0;
-  std::string model;               // resolved path
+  std::string model;  // resolved path
   std::string output_dir;
-  int threads = 0;                 // 0 = all cores
+  int threads = 0;  // 0 = all cores
   SessionOptions session;
-  int max_context = 0;             // tokens a prompt may span; 0 = the model's context
+  int max_context = 0;  // tokens a prompt may span; 0 = the model's context
   ScorerKind scorer = ScorerKind::Bam;
   SelectionOptions selection;
-  evo::CmaesSettings cmaes;        // n is filled from the scorer's parameter count
-  double cache_weight = 0;         // fitness += cache_weight * (1 - cache / full cache)
-  double epsilon = 0.01;           // floor of a task's full-cache score
-  int norm_samples = 0;            // prompts of stage 1 for the normalisation pass; 0 = all
+  evo::CmaesSettings cmaes;  // n is filled from the scorer's parameter count
+  double cache_weight = 0;   // fitness += cache_weight * (1 - cache / full cache)
+  double epsilon = 0.01;     // floor of a task's full-cache score
+  int norm_samples = 0;      // prompts of stage 1 for the normalisation pass; 0 = all
   std::vector<StageConfig> stages;
-  std::string canonical;           // the config without output_dir, as canonical JSON (hashed, checked on resume)
-  std::string source;              // the whole config, pretty-printed (copied to OUTPUT_DIR/config.json)
+  std::string canonical;  // the config without output_dir, as canonical JSON (hashed, checked on resume)
+  std::string source;     // the whole config, pretty-printed (copied to OUTPUT_DIR/config.json)
 
-  std::string hash() const;        // hex FNV-1a of `canonical`
+  std::string hash() const;  // hex FNV-1a of `canonical`
 };
 
 // "$SHARED/x" -> <shared>/x; anything else unchanged.

@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "tools/nammkit/commands.h"
 #include "core/error.h"
+#include "tools/nammkit/commands.h"
 
 namespace nammkit::cli {
 std::map<std::string, Command>& command_registry() {
