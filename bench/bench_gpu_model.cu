@@ -21,7 +21,6 @@
 #include <tbb/global_control.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -49,10 +48,6 @@ void emit(nlohmann::json line) {
   line["bench"] = "gpu_model";
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::vector<int> parse_list(const std::string& text) {
@@ -89,6 +84,19 @@ std::unique_ptr<MemoryPolicy> random_namm() {
   return make_policy(f);
 }
 
+struct Throughput {
+  double prefill_tokens_per_s, decode_tokens_per_s;
+};
+
+// Prefill `context` tokens in one feed, then `decode` greedy steps (the one generation loop).
+Throughput time_session(InferenceSession& session, std::span<const int32_t> tokens, int context, int decode) {
+  GenerateOptions g;
+  g.max_new_tokens = decode + 1;  // the first token comes from the prefill's logits
+  g.stop_at_eos = false;
+  const Generation r = generate_greedy(session, tokens.first(size_t(context)), g);
+  return {context / r.prefill_seconds, decode > 0 ? decode / r.decode_seconds : 0.0};
+}
+
 void run(const CudaModel& model, int context, int decode, const std::string& policy_name) {
   std::unique_ptr<MemoryPolicy> policy = policy_name == "namm" ? random_namm() : nullptr;
   CudaSessionOptions o;
@@ -102,47 +110,19 @@ void run(const CudaModel& model, int context, int decode, const std::string& pol
   std::vector<int32_t> tokens(size_t(context) + decode);
   for (int32_t& t : tokens) t = u(rng);
 
-  const auto t0 = std::chrono::steady_clock::now();
-  std::span<const int32_t> all(tokens);
-  const std::vector<float>* logits = &session.feed(all.first(size_t(context)));
-  const double prefill_s = seconds_since(t0);
-  const auto t1 = std::chrono::steady_clock::now();
-  for (int i = 0; i < decode; ++i) {
-    const int32_t one[1] = {argmax(*logits)};
-    logits = &session.feed(one);
-  }
-  const double decode_s = seconds_since(t1);
+  const Throughput t = time_session(session, tokens, context, decode);
   const ModelConfig& c = model.config();
   const double heads = double(c.n_layers) * c.n_kv_heads;
   emit({{"policy", policy_name},
         {"layers", c.n_layers},
         {"context", context},
-        {"prefill_tokens_per_s", context / prefill_s},
+        {"prefill_tokens_per_s", t.prefill_tokens_per_s},
         {"decode_tokens", decode},
-        {"decode_tokens_per_s", decode > 0 ? decode / decode_s : 0.0},
+        {"decode_tokens_per_s", t.decode_tokens_per_s},
         {"mean_cache_tokens_per_head", double(session.total_tokens()) / heads},
         {"policy_updates", session.stats().policy_updates},
         {"policy_seconds", session.stats().policy_seconds},
         {"tokens_evicted", session.stats().tokens_evicted}});
-}
-
-struct Throughput {
-  double prefill_tokens_per_s, decode_tokens_per_s;
-};
-
-// Prefill `context` tokens in one feed, then `decode` greedy steps; works for Session and CudaSession.
-template <typename S>
-Throughput time_session(S& session, std::span<const int32_t> tokens, int context, int decode) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<float>* logits = &session.feed(tokens.first(size_t(context)));
-  const double prefill_s = seconds_since(t0);
-  const auto t1 = std::chrono::steady_clock::now();
-  for (int i = 0; i < decode; ++i) {
-    const int32_t one[1] = {argmax(*logits)};
-    logits = &session.feed(one);
-  }
-  const double decode_s = seconds_since(t1);
-  return {context / prefill_s, decode > 0 ? decode / decode_s : 0.0};
 }
 
 void run_real_model(const std::string& path, const std::vector<int>& contexts, int decode, int threads) {
