@@ -171,7 +171,7 @@ EncodedReference encode_chunk(const Model& model, const ReferenceChunk& chunk, c
   if (tok.empty()) fail(model.path, "tokenizer: the model has none (needed to encode reference chunks)");
   EncodedReference r;
   r.id = chunk.id;
-  r.tokens.push_back(tok.bos_id());
+  if (tok.adds_bos()) r.tokens.push_back(tok.bos_id());
   for (int32_t t : tok.encode(options.prefix, false)) r.tokens.push_back(t);
   r.prefix_len = static_cast<int>(r.tokens.size());
   const std::vector<int32_t> body = tok.encode(chunk.text, false);

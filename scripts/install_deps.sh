@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages nammkit builds against, if any are missing. Idempotent and silent
 # when everything is already there. CUDA is optional and comes from /usr/local/cuda when present.
-# clang-format (14 on Debian 12) is for scripts/format.sh, which scripts/test.sh runs as a check.
+# clang-format (14 on Debian 12) is for scripts/format.sh, which scripts/test.sh runs as a check; unzip
+# is for scripts/fetch_models.sh.
 set -euo pipefail
 packages=(build-essential cmake pkg-config zlib1g-dev libeigen3-dev nlohmann-json3-dev libtbb-dev libprotobuf-dev
-          protobuf-compiler libgtest-dev libfftw3-dev clang-format)
+          protobuf-compiler libgtest-dev libfftw3-dev clang-format unzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

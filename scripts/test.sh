@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
+bash scripts/fetch_models.sh  # SmolLM2 for the quantisation, tokenizer and logits tests
 jobs=$(nproc)
 
 format_ok=1

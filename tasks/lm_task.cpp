@@ -36,7 +36,7 @@ Task make_lm_task(const LmTaskOptions& options, const Tokenizer& tokenizer, int 
     s.kind = SampleKind::LogLikelihood;
     s.id = "lm/" + options.text + "/" + split_name(options.split) + "/" + std::to_string(options.seed) + "/" +
            std::to_string(i) + "@" + std::to_string(offset);
-    s.tokens.push_back(tokenizer.bos_id());
+    if (tokenizer.adds_bos()) s.tokens.push_back(tokenizer.bos_id());  // SmolLM2 has none
     s.tokens.insert(s.tokens.end(), ids.begin() + static_cast<std::ptrdiff_t>(offset),
                     ids.begin() + static_cast<std::ptrdiff_t>(offset + body));
     s.score_tokens = options.score_tokens;

@@ -704,14 +704,14 @@ TEST_F(GgufErrors, WrongMagicAndVersion) {
 }
 
 TEST_F(GgufErrors, UnsupportedTensorType) {
-  const std::string path = dir_.file("q4k.gguf");
+  const std::string path = dir_.file("q2k.gguf");
   rewrite_gguf(good_, path, [](GgufWriter& w, const GgufTensorInfo& t) {
     if (t.name != "blk.0.attn_q.weight") return false;
-    constexpr uint32_t kQ4_K = 12;
-    w.add_tensor(t.name, t.ne, kQ4_K, std::string(t.ne[0] * t.ne[1] * 9 / 16, '\0'));  // 144 bytes per 256
+    constexpr uint32_t kQ2_K = 10;  // 2-bit K-quant: not loaded (84 bytes per 256 weights)
+    w.add_tensor(t.name, t.ne, kQ2_K, std::string(t.ne[0] * t.ne[1] * 84 / 256, '\0'));
     return true;
   });
-  expect_error([&] { load_model(path); }, {path + ": tensor blk.0.attn_q.weight: unsupported type Q4_K"});
+  expect_error([&] { load_model(path); }, {path + ": tensor blk.0.attn_q.weight: unsupported type Q2_K"});
 }
 
 TEST_F(GgufErrors, ShapeMismatch) {

@@ -14,6 +14,7 @@
 #include "tests/reference_forward.h"
 #include "tests/shared_model.h"
 #include "transformer/loader.h"
+#include "transformer/quant.h"
 #include "transformer/session.h"
 
 namespace nammkit {
@@ -290,6 +291,10 @@ TEST(Runtime, MatchesPyTorchFixtures) {
     const Model m = load_model(path);
     const std::vector<int32_t> tokens = fx.at("tokens").get<std::vector<int32_t>>();
     const auto rows = fx.at("logits").get<std::vector<std::vector<double>>>();
+    // The reference multiplies f32 activations; with block-quantised weights nammkit (as llama.cpp)
+    // rounds the activations to 8 bits per block of 32 inside each product: ~0.3% relative error per
+    // product, ~1-2% of max|logit| after this model's 14 products. Float weights: f32 rounding only.
+    const double tolerance = is_quantized(m.layers[0].wq.dtype) ? 3e-2 : 1e-3;
     // Chunked prefill (GEMM path) and one token at a time (the fused decode dot kernels).
     for (int chunk : {128, 1}) {
       SessionOptions opt;
@@ -301,7 +306,7 @@ TEST(Runtime, MatchesPyTorchFixtures) {
       for (size_t r = 0; r < rows.size(); ++r) {
         const size_t pos = tokens.size() - rows.size() + r;
         ASSERT_EQ(rows[r].size(), V);
-        EXPECT_LT(rel_error(all.data() + pos * V, rows[r]), 1e-3) << "position " << pos << " chunk " << chunk;
+        EXPECT_LT(rel_error(all.data() + pos * V, rows[r]), tolerance) << "position " << pos << " chunk " << chunk;
       }
     }
     ++checked;

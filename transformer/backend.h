@@ -36,6 +36,10 @@ struct SessionOptions {
   // update, every kept token that is already outside the window becomes a memory entry; tokens that
   // leave the window between updates are hidden until the policy decides on them. CPU only.
   int sliding_window = 0;
+  // CPU, block-quantised weights: multiply with f32 activations (exact to f32 rounding: logits within
+  // ~1e-3 of a float64 forward of the same weights) instead of llama.cpp's 8-bit activation products
+  // (several times faster; moves SmolLM2's logits by ~0.25 rms). CUDA ignores it (f16 weights).
+  bool float_activations = false;
 };
 
 // Counters a caller can read after a run.

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "transformer/quant.h"
 #include "transformer/tensor.h"
 
 namespace nammkit {
@@ -16,23 +17,23 @@ const char* dtype_name(DType t) {
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
     case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
+    case DType::Q4_1: return "Q4_1";
+    case DType::Q5_0: return "Q5_0";
+    case DType::Q5_1: return "Q5_1";
+    case DType::Q4_K: return "Q4_K";
+    case DType::Q5_K: return "Q5_K";
+    case DType::Q6_K: return "Q6_K";
   }
   return "?";
 }
 
 size_t dtype_bytes(DType t, int64_t n) {
-  switch (t) {
-    case DType::F32: return static_cast<size_t>(n) * 4;
-    case DType::F16:
-    case DType::BF16: return static_cast<size_t>(n) * 2;
-    case DType::Q8_0:
-      if (n % kQ8BlockSize != 0) {
-        fail("Q8_0",
-             std::to_string(n) + " elements is not a multiple of the block size " + std::to_string(kQ8BlockSize));
-      }
-      return static_cast<size_t>(n / kQ8BlockSize) * kQ8BlockBytes;
+  const int64_t block = dtype_block_size(t);
+  if (n % block != 0) {
+    fail(dtype_name(t), std::to_string(n) + " elements is not a multiple of the block size " + std::to_string(block));
   }
-  fail("dtype", "unknown type");
+  return static_cast<size_t>(n / block) * static_cast<size_t>(dtype_block_bytes(t));
 }
 
 float f16_to_f32(uint16_t h) {
@@ -108,18 +109,7 @@ void dequantize(DType t, const void* src, float* dst, int64_t n) {
         dst[i] = bf16_to_f32(h);
       }
       return;
-    case DType::Q8_0: {
-      const int64_t blocks = static_cast<int64_t>(dtype_bytes(t, n) / kQ8BlockBytes);
-      for (int64_t b = 0; b < blocks; ++b) {
-        const uint8_t* block = bytes + b * kQ8BlockBytes;
-        uint16_t d16;
-        std::memcpy(&d16, block, 2);
-        const float d = f16_to_f32(d16);
-        const auto* q = reinterpret_cast<const int8_t*>(block + 2);
-        for (int i = 0; i < kQ8BlockSize; ++i) dst[b * kQ8BlockSize + i] = d * static_cast<float>(q[i]);
-      }
-      return;
-    }
+    default: dequantize_blocks(t, bytes, dst, n); return;
   }
   fail("dequantize", "unknown type");
 }

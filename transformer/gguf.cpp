@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/text.h"
+#include "transformer/quant.h"
 
 namespace nammkit {
 
@@ -125,6 +126,13 @@ std::optional<DType> dtype_from_ggml(uint32_t type) {
     case kGgmlF16: return DType::F16;
     case kGgmlQ8_0: return DType::Q8_0;
     case kGgmlBF16: return DType::BF16;
+    case kGgmlQ4_0: return DType::Q4_0;
+    case kGgmlQ4_1: return DType::Q4_1;
+    case kGgmlQ5_0: return DType::Q5_0;
+    case kGgmlQ5_1: return DType::Q5_1;
+    case kGgmlQ4_K: return DType::Q4_K;
+    case kGgmlQ5_K: return DType::Q5_K;
+    case kGgmlQ6_K: return DType::Q6_K;
     default: return std::nullopt;
   }
 }
@@ -135,6 +143,13 @@ uint32_t ggml_type_of(DType t) {
     case DType::F16: return kGgmlF16;
     case DType::Q8_0: return kGgmlQ8_0;
     case DType::BF16: return kGgmlBF16;
+    case DType::Q4_0: return kGgmlQ4_0;
+    case DType::Q4_1: return kGgmlQ4_1;
+    case DType::Q5_0: return kGgmlQ5_0;
+    case DType::Q5_1: return kGgmlQ5_1;
+    case DType::Q4_K: return kGgmlQ4_K;
+    case DType::Q5_K: return kGgmlQ5_K;
+    case DType::Q6_K: return kGgmlQ6_K;
   }
   return kGgmlF32;
 }
@@ -306,9 +321,9 @@ GgufFile::GgufFile(const std::string& path) : path_(path), map_(std::make_shared
   for (GgufTensorInfo& t : tensors_) {
     const std::optional<DType> dtype = dtype_from_ggml(t.type);
     if (!dtype) continue;  // sized and rejected when (if) the model asks for it
-    if (*dtype == DType::Q8_0 && t.ne[0] % kQ8BlockSize != 0) {
-      fail(path_,
-           "tensor " + t.name + ": Q8_0 rows of " + std::to_string(t.ne[0]) + " elements (not a multiple of 32)");
+    if (t.ne[0] % dtype_block_size(*dtype) != 0) {
+      fail(path_, "tensor " + t.name + ": " + dtype_name(*dtype) + " rows of " + std::to_string(t.ne[0]) +
+                      " elements (not a multiple of " + std::to_string(dtype_block_size(*dtype)) + ")");
     }
     t.bytes = dtype_bytes(*dtype, t.elements());
     if (data_start + t.offset + t.bytes > map_->size()) {
@@ -381,15 +396,100 @@ std::string pre_tokenizer_from_gguf(const std::string& where, const std::string&
   if (pre.empty() || pre == "default" || pre == "gpt-2" || pre == "gpt2") return "gpt2";
   if (pre == "llama-bpe" || pre == "llama3" || pre == "smaug-bpe") return "llama3";
   if (pre == "qwen2") return "qwen2";
+  if (pre == "smollm") return "smollm";
   fail(where, "tokenizer.ggml.pre: unsupported pre-tokenizer '" + pre +
-                  "' (supported: default, gpt-2, llama-bpe, smaug-bpe, qwen2)");
+                  "' (supported: default, gpt-2, llama-bpe, smaug-bpe, qwen2, smollm)");
 }
 
 std::string pre_tokenizer_to_gguf(const std::string& pre) {
   if (pre == "llama3") return "llama-bpe";
   if (pre == "qwen2") return "qwen2";
+  if (pre == "smollm") return "smollm";
   return "gpt-2";
 }
+
+// --------------------------------------------------------------------------------------------
+// Tokenizer (metadata only: shared by load_gguf and load_gguf_tokenizer)
+
+namespace {
+
+const GgufValue& metadata_array(const GgufFile& f, const std::string& key, GgufType element) {
+  const GgufValue* v = f.find(key);
+  if (!v) fail(f.path(), key + ": missing");
+  if (v->type != GgufType::Array || v->element_type != element) {
+    fail(f.path(), key + ": expected an array of " + gguf_type_name(element));
+  }
+  return *v;
+}
+
+int32_t metadata_token_id(const GgufFile& f, const std::string& key, size_t vocab) {
+  const int64_t id = f.get_int(key, -1);
+  if (id >= static_cast<int64_t>(vocab)) fail(f.path(), key + ": id " + std::to_string(id) + " outside the vocabulary");
+  return static_cast<int32_t>(id);
+}
+
+TokenizerData read_tokenizer(const GgufFile& f) {
+  TokenizerData t;
+  const std::string model = f.get_string("tokenizer.ggml.model");
+  if (model == "llama") {
+    t.kind = TokenizerKind::SentencePiece;
+  } else if (model == "gpt2") {
+    t.kind = TokenizerKind::ByteLevelBPE;
+    t.pre_tokenizer = pre_tokenizer_from_gguf(f.path(), f.get_string("tokenizer.ggml.pre", "default"));
+  } else {
+    fail(f.path(), "tokenizer.ggml.model: unsupported '" + model + "' (supported: llama, gpt2)");
+  }
+  for (const GgufValue& v : metadata_array(f, "tokenizer.ggml.tokens", GgufType::String).items) {
+    t.pieces.push_back(v.text);
+  }
+  const size_t n = t.pieces.size();
+  if (f.find("tokenizer.ggml.scores")) {
+    for (const GgufValue& v : metadata_array(f, "tokenizer.ggml.scores", GgufType::Float32).items) {
+      t.scores.push_back(static_cast<float>(v.number));
+    }
+    if (t.scores.size() != n) {
+      fail(f.path(), "tokenizer.ggml.scores: " + std::to_string(t.scores.size()) + " entries for " + std::to_string(n) +
+                         " tokens");
+    }
+  }
+  if (f.find("tokenizer.ggml.token_type")) {
+    const GgufValue& types = metadata_array(f, "tokenizer.ggml.token_type", GgufType::Int32);
+    if (types.items.size() != n) {
+      fail(f.path(), "tokenizer.ggml.token_type: " + std::to_string(types.items.size()) + " entries for " +
+                         std::to_string(n) + " tokens");
+    }
+    constexpr int64_t kControl = 3;
+    for (size_t id = 0; id < n; ++id) {
+      if (types.items[id].integer == kControl) t.special_ids.push_back(static_cast<int32_t>(id));
+    }
+  }
+  if (f.find("tokenizer.ggml.merges")) {
+    for (const GgufValue& v : metadata_array(f, "tokenizer.ggml.merges", GgufType::String).items) {
+      t.merges.push_back(v.text);
+    }
+  }
+  t.bos_id = metadata_token_id(f, "tokenizer.ggml.bos_token_id", n);
+  t.eos_id = metadata_token_id(f, "tokenizer.ggml.eos_token_id", n);
+  t.unk_id = metadata_token_id(f, "tokenizer.ggml.unknown_token_id", n);
+  t.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", t.kind == TokenizerKind::SentencePiece);
+  // Absent: BOS first, as nammkit always did.
+  t.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", true);
+  t.chat_template = f.get_string("tokenizer.chat_template", "");
+  return t;
+}
+
+Tokenizer tokenizer_from_gguf(const GgufFile& f) {
+  TokenizerData data = read_tokenizer(f);
+  try {
+    return Tokenizer(std::move(data));
+  } catch (const Error& e) {
+    fail(f.path(), e.what());  // the Tokenizer's own checks name no file
+  }
+}
+
+}  // namespace
+
+Tokenizer load_gguf_tokenizer(const std::string& path) { return tokenizer_from_gguf(GgufFile(path)); }
 
 namespace {
 
@@ -410,12 +510,7 @@ class GgufModelBuilder {
     m.storage.push_back(f_.mapping());
     read_config(m.config);
     read_weights(m);
-    TokenizerData tokenizer = read_tokenizer();
-    try {
-      m.tokenizer = Tokenizer(std::move(tokenizer));
-    } catch (const Error& e) {
-      fail(f_.path(), e.what());  // the Tokenizer's own checks name no file
-    }
+    m.tokenizer = tokenizer_from_gguf(f_);
     return m;
   }
 
@@ -544,62 +639,6 @@ class GgufModelBuilder {
       l.w_up = matrix(b + "ffn_up.weight", c.hidden_dim, c.dim);
       l.w_down = matrix(b + "ffn_down.weight", c.dim, c.hidden_dim);
     }
-  }
-
-  const GgufValue& array(const std::string& key, GgufType element) const {
-    const GgufValue* v = f_.find(key);
-    if (!v) fail(f_.path(), key + ": missing");
-    if (v->type != GgufType::Array || v->element_type != element) {
-      fail(f_.path(), key + ": expected an array of " + gguf_type_name(element));
-    }
-    return *v;
-  }
-
-  int32_t token_id(const std::string& key, size_t vocab) const {
-    const int64_t id = f_.get_int(key, -1);
-    if (id >= static_cast<int64_t>(vocab))
-      fail(f_.path(), key + ": id " + std::to_string(id) + " outside the vocabulary");
-    return static_cast<int32_t>(id);
-  }
-
-  TokenizerData read_tokenizer() const {
-    TokenizerData t;
-    const std::string model = f_.get_string("tokenizer.ggml.model");
-    if (model == "llama") {
-      t.kind = TokenizerKind::SentencePiece;
-    } else if (model == "gpt2") {
-      t.kind = TokenizerKind::ByteLevelBPE;
-      t.pre_tokenizer = pre_tokenizer_from_gguf(f_.path(), f_.get_string("tokenizer.ggml.pre", "default"));
-    } else {
-      fail(f_.path(), "tokenizer.ggml.model: unsupported '" + model + "' (supported: llama, gpt2)");
-    }
-    for (const GgufValue& v : array("tokenizer.ggml.tokens", GgufType::String).items) t.pieces.push_back(v.text);
-    const size_t n = t.pieces.size();
-    if (f_.find("tokenizer.ggml.scores")) {
-      for (const GgufValue& v : array("tokenizer.ggml.scores", GgufType::Float32).items)
-        t.scores.push_back(static_cast<float>(v.number));
-      if (t.scores.size() != n)
-        fail(f_.path(), "tokenizer.ggml.scores: " + std::to_string(t.scores.size()) + " entries for " +
-                            std::to_string(n) + " tokens");
-    }
-    if (f_.find("tokenizer.ggml.token_type")) {
-      const GgufValue& types = array("tokenizer.ggml.token_type", GgufType::Int32);
-      if (types.items.size() != n)
-        fail(f_.path(), "tokenizer.ggml.token_type: " + std::to_string(types.items.size()) + " entries for " +
-                            std::to_string(n) + " tokens");
-      constexpr int64_t kControl = 3;
-      for (size_t id = 0; id < n; ++id) {
-        if (types.items[id].integer == kControl) t.special_ids.push_back(static_cast<int32_t>(id));
-      }
-    }
-    if (f_.find("tokenizer.ggml.merges")) {
-      for (const GgufValue& v : array("tokenizer.ggml.merges", GgufType::String).items) t.merges.push_back(v.text);
-    }
-    t.bos_id = token_id("tokenizer.ggml.bos_token_id", n);
-    t.eos_id = token_id("tokenizer.ggml.eos_token_id", n);
-    t.unk_id = token_id("tokenizer.ggml.unknown_token_id", n);
-    t.add_space_prefix = f_.get_bool("tokenizer.ggml.add_space_prefix", t.kind == TokenizerKind::SentencePiece);
-    return t;
   }
 
   const GgufFile& f_;

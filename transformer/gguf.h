@@ -63,8 +63,20 @@ struct GgufValue {
   bool is_float() const { return type == GgufType::Float32 || type == GgufType::Float64; }
 };
 
-// ggml tensor types nammkit knows by name; only F32, F16, Q8_0 and BF16 load.
-enum : uint32_t { kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ8_0 = 8, kGgmlBF16 = 30 };
+// ggml tensor type ids of the types nammkit loads (ggml_type_name knows the others by name).
+enum : uint32_t {
+  kGgmlF32 = 0,
+  kGgmlF16 = 1,
+  kGgmlQ4_0 = 2,
+  kGgmlQ4_1 = 3,
+  kGgmlQ5_0 = 6,
+  kGgmlQ5_1 = 7,
+  kGgmlQ8_0 = 8,
+  kGgmlQ4_K = 12,
+  kGgmlQ5_K = 13,
+  kGgmlQ6_K = 14,
+  kGgmlBF16 = 30
+};
 std::string ggml_type_name(uint32_t type);  // "Q4_K", or "type 99" when unknown
 std::optional<DType> dtype_from_ggml(uint32_t type);
 uint32_t ggml_type_of(DType t);
@@ -115,9 +127,15 @@ class GgufFile {
   std::vector<GgufTensorInfo> tensors_;
 };
 
-// tokenizer.ggml.pre <-> TokenizerData::pre_tokenizer ("gpt2", "llama3", "qwen2").
+// tokenizer.ggml.pre <-> TokenizerData::pre_tokenizer ("gpt2", "llama3", "qwen2", "smollm").
 std::string pre_tokenizer_from_gguf(const std::string& where, const std::string& pre);
 std::string pre_tokenizer_to_gguf(const std::string& pre);
+
+// The tokenizer of a GGUF file from its tokenizer.* metadata alone (tokenizer.ggml.model, pre,
+// tokens, scores, token_type, merges, bos/eos/unknown ids, add_space_prefix, add_bos_token, and
+// tokenizer.chat_template): the same builder load_gguf uses, without looking at any tensor, so it
+// works for files whose weights nammkit cannot load. Errors name the file and the key.
+Tokenizer load_gguf_tokenizer(const std::string& path);
 
 // Loads a GGUF model (architectures llama and qwen2). Weights point into the memory map, which
 // the Model keeps alive in its storage.

@@ -9,6 +9,7 @@
 #include "core/byte_io.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "transformer/quant.h"
 
 namespace nammkit {
 
@@ -63,16 +64,9 @@ std::string encode_f32(const float* values, int64_t n, DType type) {
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) put_le<uint16_t>(out, f32_to_bf16(values[i]));
       break;
-    case DType::Q8_0:
-      for (int64_t b = 0; b < n / kQ8BlockSize; ++b) {
-        const float* x = values + b * kQ8BlockSize;
-        float amax = 0;
-        for (int i = 0; i < kQ8BlockSize; ++i) amax = std::max(amax, std::fabs(x[i]));
-        const float d = amax / 127.0f;
-        const float inv = d != 0 ? 1.0f / d : 0.0f;
-        put_le<uint16_t>(out, f32_to_f16(d));
-        for (int i = 0; i < kQ8BlockSize; ++i) put_le<int8_t>(out, static_cast<int8_t>(std::lround(x[i] * inv)));
-      }
+    default:
+      out.resize(dtype_bytes(type, n));
+      quantize_row(type, values, reinterpret_cast<uint8_t*>(out.data()), n);
       break;
   }
   return out;
@@ -101,8 +95,9 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> ne, ui
   if (std::optional<DType> dtype = dtype_from_ggml(ggml_type)) {
     int64_t n = 1;
     for (int64_t d : ne) n *= d;
-    if (*dtype == DType::Q8_0 && ne[0] % kQ8BlockSize != 0) {
-      fail("gguf writer", "tensor " + name + ": Q8_0 needs rows that are a multiple of 32 wide");
+    if (ne[0] % dtype_block_size(*dtype) != 0) {
+      fail("gguf writer", "tensor " + name + ": " + dtype_name(*dtype) + " needs rows that are a multiple of " +
+                              std::to_string(dtype_block_size(*dtype)) + " wide");
     }
     if (dtype_bytes(*dtype, n) != bytes.size()) {
       fail("gguf writer", "tensor " + name + ": " + std::to_string(bytes.size()) + " bytes, shape needs " +
@@ -115,8 +110,9 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> ne, ui
 void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> ne, DType type, const float* values) {
   int64_t n = 1;
   for (int64_t d : ne) n *= d;
-  if (type == DType::Q8_0 && !ne.empty() && ne[0] % kQ8BlockSize != 0) {
-    fail("gguf writer", "tensor " + name + ": Q8_0 needs rows that are a multiple of 32 wide");
+  if (!ne.empty() && ne[0] % dtype_block_size(type) != 0) {
+    fail("gguf writer", "tensor " + name + ": " + dtype_name(type) + " needs rows that are a multiple of " +
+                            std::to_string(dtype_block_size(type)) + " wide");
   }
   add_tensor(name, std::move(ne), ggml_type_of(type), encode_f32(values, n, type));
 }
@@ -181,7 +177,11 @@ std::vector<int64_t> rope_row_order(int n_heads, int head_dim, RopeStyle from, R
 // permutation is lossless for every type); otherwise each row goes through f32.
 void add_matrix(GgufWriter& w, const std::string& name, const WeightMatrix& m, DType weight_type,
                 const std::vector<int64_t>& row_order = {}) {
-  const DType target = weight_type == DType::Q8_0 && m.cols % kQ8BlockSize != 0 ? DType::F16 : weight_type;
+  // Rows that do not split into whole blocks (or a type nammkit cannot write) fall back to F16, as
+  // llama.cpp's quantizer falls back to another type for such tensors.
+  const bool quantizable =
+      !is_quantized(weight_type) || (can_quantize(weight_type) && m.cols % dtype_block_size(weight_type) == 0);
+  const DType target = quantizable ? weight_type : DType::F16;
   std::string bytes;
   bytes.reserve(dtype_bytes(target, m.cols) * m.rows);
   std::vector<float> row(m.cols);
@@ -210,6 +210,13 @@ uint32_t gguf_file_type(DType t) {
     case DType::F16: return 1;    // LLAMA_FTYPE_MOSTLY_F16
     case DType::Q8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
     case DType::BF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    case DType::Q4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
+    case DType::Q4_1: return 3;   // LLAMA_FTYPE_MOSTLY_Q4_1
+    case DType::Q5_0: return 8;   // LLAMA_FTYPE_MOSTLY_Q5_0
+    case DType::Q5_1: return 9;   // LLAMA_FTYPE_MOSTLY_Q5_1
+    case DType::Q4_K: return 15;  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    case DType::Q5_K: return 17;  // LLAMA_FTYPE_MOSTLY_Q5_K_M
+    case DType::Q6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
   }
   return 0;
 }
@@ -291,6 +298,8 @@ void set_tokenizer(GgufWriter& w, const Tokenizer& tokenizer) {
   w.set("tokenizer.ggml.token_type", GgufValue::i32s(types));
   if (!t.merges.empty()) w.set("tokenizer.ggml.merges", GgufValue::strings(t.merges));
   if (t.bos_id >= 0) w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(t.bos_id));
+  w.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(t.add_bos));
+  if (!t.chat_template.empty()) w.set("tokenizer.chat_template", GgufValue::string(t.chat_template));
   if (t.eos_id >= 0) w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(t.eos_id));
   if (t.unk_id >= 0) w.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(t.unk_id));
   if (sp) w.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(t.add_space_prefix));

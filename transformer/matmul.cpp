@@ -1,10 +1,11 @@
 // matmul(): the linear layers of the CPU backend.
 //
-// Output rows are split into blocks across TBB workers. F32 blocks go straight to Eigen. For the
-// other storage types a single token (decode) uses fused dot kernels that read the stored bytes once
-// (decode is memory-bound, so converting to a buffer first would double the traffic); several tokens
-// (prefill) convert the block once into a per-thread f32 tile and use an Eigen GEMM, which amortises
-// the conversion over the tokens.
+// Output rows are split into blocks across TBB workers. F32 blocks go straight to Eigen. F16 / BF16
+// with a single token (decode) use fused dot kernels that read the stored bytes once (decode is
+// memory-bound, so converting to a buffer first would double the traffic); several tokens (prefill)
+// convert the block once into a per-thread f32 tile and use an Eigen GEMM, which amortises the
+// conversion over the tokens. Block-quantised weights use integer dot products with quantised
+// activations (quant_dot.h), for one token and for many.
 #include <immintrin.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -14,6 +15,9 @@
 #include <cstring>
 #include <vector>
 
+#include "core/error.h"
+#include "transformer/quant.h"
+#include "transformer/quant_dot.h"
 #include "transformer/tensor.h"
 
 namespace nammkit {
@@ -75,64 +79,12 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   return sum;
 }
 
-float dot_q8_0(const uint8_t* w, const float* x, int64_t n) {
-  const int64_t n_blocks = n / kQ8BlockSize;
-#if defined(__AVX512F__) && defined(__F16C__)
-  // Two 16-wide steps per block: half the instructions of the AVX2 loop, which matters because
-  // widening int8 -> f32 is what limits this kernel, not memory.
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const uint8_t* block = w + b * kQ8BlockBytes;
-    uint16_t d_bits;
-    std::memcpy(&d_bits, block, 2);
-    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
-    const float* xb = x + b * kQ8BlockSize;
-    const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
-    const __m512 q1 =
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
-    const __m512 part = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(xb)));
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(d_bits)), part, acc);
-  }
-  return _mm512_reduce_add_ps(acc);
-#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-  // One horizontal sum at the end: each block's 8-wide partial sums are scaled by its d and
-  // accumulated, which keeps the loop free of shuffles.
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const uint8_t* block = w + b * kQ8BlockBytes;
-    uint16_t d_bits;
-    std::memcpy(&d_bits, block, 2);
-    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
-    const float* xb = x + b * kQ8BlockSize;
-    __m256 part = _mm256_setzero_ps();
-    for (int j = 0; j < kQ8BlockSize; j += 8) {
-      __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + j))));
-      part = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xb + j), part);
-    }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d_bits)), part, acc);
-  }
-  return hsum(acc);
-#else
-  float sum = 0.0f;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const uint8_t* block = w + b * kQ8BlockBytes;
-    uint16_t d_bits;
-    std::memcpy(&d_bits, block, 2);
-    const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
-    float block_sum = 0.0f;
-    for (int j = 0; j < kQ8BlockSize; ++j) block_sum += static_cast<float>(q[j]) * x[b * kQ8BlockSize + j];
-    sum += f16_to_f32(d_bits) * block_sum;
-  }
-  return sum;
-#endif
-}
-
 float dot_stored(const WeightMatrix& W, int64_t r, const float* x) {
   switch (W.dtype) {
     case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(W.row(r)), x, W.cols);
     case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(W.row(r)), x, W.cols);
-    case DType::Q8_0: return dot_q8_0(W.row(r), x, W.cols);
     case DType::F32: break;
+    default: fail("matmul", std::string("no float-activation kernel for ") + dtype_name(W.dtype));
   }
   const float* w = reinterpret_cast<const float*>(W.row(r));
   float sum = 0.0f;
@@ -150,7 +102,7 @@ void matmul_block(const WeightMatrix& W, const float* x, int n_tokens, float* ou
     Y.noalias() = X * Wb.transpose();
     return;
   }
-  if (n_tokens == 1) {
+  if (n_tokens == 1 && !is_quantized(W.dtype)) {
     for (int64_t r = 0; r < nb; ++r) out[r0 + r] = dot_stored(W, r0 + r, x);
     return;
   }
@@ -161,9 +113,52 @@ void matmul_block(const WeightMatrix& W, const float* x, int n_tokens, float* ou
   Y.noalias() = X * Wb.transpose();
 }
 
+// Quantised weights: the activations are quantised once (all tokens), then every (row, token) pair is
+// one integer dot product (quant_dot.h). Rows are the outer loop of a block, so the block's weights
+// (16 rows of a 576-wide Q4_1 matrix: 6 KB) stay in L1 while every token passes over them.
+void matmul_quantized(const WeightMatrix& W, const float* x, int n_tokens, float* out) {
+  const QuantDotFn dot = quant_dot_kernel(W.dtype, best_simd_level());
+  const size_t act_row = activation_bytes(W.dtype, W.cols);
+  // Not thread_local: while this thread waits in parallel_for below, TBB may run another session's
+  // matmul on it. A decode step fits the stack buffer; prefill allocates once per call.
+  alignas(64) uint8_t stack_buffer[16384];
+  std::vector<uint8_t> heap_buffer;
+  const size_t need = act_row * static_cast<size_t>(n_tokens);
+  uint8_t* act = stack_buffer;
+  if (need > sizeof(stack_buffer)) {
+    heap_buffer.resize(need);
+    act = heap_buffer.data();
+  }
+  for (int t = 0; t < n_tokens; ++t) {
+    quantize_activations(W.dtype, x + static_cast<int64_t>(t) * W.cols, W.cols, act + t * act_row);
+  }
+  const uint8_t* a = act;
+  auto rows = [&](int64_t r_begin, int64_t r_end) {
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
+      const int64_t r1 = std::min(r_end, r0 + 16);
+      for (int t = 0; t < n_tokens; ++t) {
+        float* o = out + static_cast<int64_t>(t) * W.rows;
+        for (int64_t r = r0; r < r1; ++r) o[r] = dot(W.row(r), a + t * act_row, W.cols);
+      }
+    }
+  };
+  const int64_t work = W.rows * W.cols * n_tokens;
+  if (work < (1 << 16)) {  // below ~64K multiply-adds the task overhead outweighs a second core
+    rows(0, W.rows);
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, W.cols * n_tokens));
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, W.rows, grain),
+                    [&](const tbb::blocked_range<int64_t>& range) { rows(range.begin(), range.end()); });
+}
+
 }  // namespace
 
-void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out) {
+void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out, Activations activations) {
+  if (is_quantized(W.dtype) && activations == Activations::Int8) {
+    matmul_quantized(W, x, n_tokens, out);
+    return;
+  }
   const int64_t work = W.rows * W.cols * n_tokens;
   // Below ~64K multiply-adds the task overhead outweighs a second core.
   if (work < (1 << 16)) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "transformer/quant.h"
 
 namespace nammkit {
 
@@ -28,9 +29,9 @@ void check_matrix(const std::string& where, const std::string& name, const Weigh
     fail(where, name + ": shape " + shape_string(w.rows, w.cols) + ", expected " + shape_string(rows, cols));
   }
   if (w.data == nullptr) fail(where, name + ": no data");
-  if (w.dtype == DType::Q8_0 && cols % kQ8BlockSize != 0) {
-    fail(where,
-         name + ": Q8_0 needs a multiple of " + std::to_string(kQ8BlockSize) + " columns, has " + std::to_string(cols));
+  if (cols % dtype_block_size(w.dtype) != 0) {
+    fail(where, name + ": " + dtype_name(w.dtype) + " needs a multiple of " +
+                    std::to_string(dtype_block_size(w.dtype)) + " columns, has " + std::to_string(cols));
   }
 }
 

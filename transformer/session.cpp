@@ -143,6 +143,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
   Scratch& s = *scratch_;
   s.ensure(c, T);
   const bool log_attention = policy_ && policy_->needs_attention();
+  const Activations activations = options_.float_activations ? Activations::F32 : Activations::Int8;
 
   for (int t = 0; t < T; ++t) {
     const WeightMatrix& E = model_.token_embedding;
@@ -155,9 +156,9 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = model_.layers[l];
     rms_norm(s.x.data(), L.attn_norm, c.norm_eps, T, c.dim, s.xn.data());
-    matmul(L.wq, s.xn.data(), T, s.q.data());
-    matmul(L.wk, s.xn.data(), T, s.k.data());
-    matmul(L.wv, s.xn.data(), T, s.v.data());
+    matmul(L.wq, s.xn.data(), T, s.q.data(), activations);
+    matmul(L.wk, s.xn.data(), T, s.k.data(), activations);
+    matmul(L.wv, s.xn.data(), T, s.v.data(), activations);
     add_bias(s.q.data(), L.bq, T);
     add_bias(s.k.data(), L.bk, T);
     add_bias(s.v.data(), L.bv, T);
@@ -216,17 +217,17 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
       }
     });
 
-    matmul(L.wo, s.attn_out.data(), T, s.proj.data());
+    matmul(L.wo, s.attn_out.data(), T, s.proj.data(), activations);
     for (size_t i = 0; i < size_t(T) * c.dim; ++i) s.x[i] += s.proj[i];
 
     rms_norm(s.x.data(), L.ffn_norm, c.norm_eps, T, c.dim, s.xn.data());
-    matmul(L.w_gate, s.xn.data(), T, s.gate.data());
-    matmul(L.w_up, s.xn.data(), T, s.up.data());
+    matmul(L.w_gate, s.xn.data(), T, s.gate.data(), activations);
+    matmul(L.w_up, s.xn.data(), T, s.up.data(), activations);
     for (size_t i = 0; i < size_t(T) * c.hidden_dim; ++i) {
       const float g = s.gate[i];
       s.gate[i] = g / (1.0f + std::exp(-g)) * s.up[i];  // SwiGLU: silu(gate) * up
     }
-    matmul(L.w_down, s.gate.data(), T, s.proj.data());
+    matmul(L.w_down, s.gate.data(), T, s.proj.data(), activations);
     for (size_t i = 0; i < size_t(T) * c.dim; ++i) s.x[i] += s.proj[i];
   }
   position_ += T;
@@ -236,7 +237,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
   const int first = logits_for_all ? 0 : T - 1;
   const int rows = T - first;
   rms_norm(s.x.data() + size_t(first) * c.dim, model_.final_norm, c.norm_eps, rows, c.dim, s.xn.data());
-  matmul(model_.output, s.xn.data(), rows, logits_out);
+  matmul(model_.output, s.xn.data(), rows, logits_out, activations);
 }
 
 void Session::run_policy() {

@@ -1,6 +1,8 @@
 // Weight storage types and the matrix products of the CPU backend.
 //
-// Weights stay in the precision the checkpoint stores (F32, F16, BF16 or Q8_0); activations are f32.
+// Weights stay in the precision the checkpoint stores (F32, F16, BF16 or one of llama.cpp's block
+// quantisations, quant.h); activations are f32 between layers and quantised to 8 bits inside the
+// products with quantised weights (quant_dot.h).
 // A WeightMatrix does not own its bytes: they live in the Model's storage (a memory map or a buffer).
 #pragma once
 #include <cstddef>
@@ -9,14 +11,16 @@
 
 namespace nammkit {
 
-enum class DType : uint8_t { F32, F16, BF16, Q8_0 };
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K };
+inline constexpr int kNumDTypes = 11;
 
 // Q8_0 as in GGUF: blocks of 32 weights, one f16 scale then 32 int8 (34 bytes per block).
 inline constexpr int kQ8BlockSize = 32;
 inline constexpr int kQ8BlockBytes = 34;
 
 const char* dtype_name(DType t);
-// Bytes taken by `n` consecutive elements of type `t` (n must be a multiple of 32 for Q8_0).
+// Bytes taken by `n` consecutive elements of type `t` (n must be a multiple of the block size: 32, or
+// 256 for the K-quants; throws otherwise).
 size_t dtype_bytes(DType t, int64_t n);
 
 float f16_to_f32(uint16_t h);
@@ -42,9 +46,17 @@ struct WeightMatrix {
   size_t bytes() const { return row_bytes() * static_cast<size_t>(rows); }
 };
 
+// How block-quantised weights meet the activations.
+enum class Activations : uint8_t {
+  Int8,  // llama.cpp's way: activations rounded to 8 bits per block, integer dot products (fast)
+  F32,   // each weight block dequantised to f32 and multiplied in f32 (exact to f32 rounding; slower)
+};
+
 // out[t][r] = sum_c x[t][c] * W[r][c] for t < n_tokens: a linear layer without bias.
 // x is [n_tokens][W.cols], out is [n_tokens][W.rows], both row-major f32.
 // Output rows are split across TBB workers; each worker converts its block of weights once.
-void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out);
+// `activations` matters only for block-quantised W.
+void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out,
+            Activations activations = Activations::Int8);
 
 }  // namespace nammkit

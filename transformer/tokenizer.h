@@ -3,7 +3,7 @@
 // Two algorithms cover the Llama family:
 //  - SentencePiece-style BPE: pieces with scores, "▁" for spaces, <0xXX> byte fallback
 //    (llama2.c tokenizer.bin, GGUF tokenizer.ggml.model = "llama", HF tokenizer.json with byte_fallback);
-//  - byte-level BPE with ranked merges (GPT-2 / Llama-3 / Qwen2: GGUF "gpt2", HF ByteLevel).
+//  - byte-level BPE with ranked merges (GPT-2 / Llama-3 / Qwen2 / SmolLM: GGUF "gpt2", HF ByteLevel).
 // Loaders build a TokenizerData; Tokenizer implements encode/decode for it.
 #pragma once
 #include <cstdint>
@@ -28,11 +28,15 @@ struct TokenizerData {
   int32_t eos_id = -1;
   int32_t unk_id = -1;
   bool add_space_prefix = true;  // SentencePiece: prepend "▁" to the text (llama, llama2.c)
-  std::string pre_tokenizer;     // byte-level: "llama3", "qwen2", "gpt2" (pre-split regex)
+  bool add_bos = true;           // the model was trained with BOS first (GGUF tokenizer.ggml.add_bos_token)
+  std::string pre_tokenizer;     // byte-level: "gpt2", "llama3", "qwen2", "smollm" (pre-split)
+  std::string chat_template;     // the checkpoint's Jinja chat template (GGUF tokenizer.chat_template); may be empty
 };
 
-// The byte-level pre-split ("gpt2", "llama3" or "qwen2" regex, matched by hand): the chunks BPE
-// runs on, in order, covering the text. Exposed for tests and debugging.
+// The byte-level pre-split ("gpt2", "llama3", "qwen2" or "smollm", matched by hand): the chunks BPE
+// runs on, in order, covering the text. "smollm" is HF's Sequence[Digits(individual_digits),
+// ByteLevel]: every \p{N} character is a chunk of its own and the GPT-2 regex runs separately on the
+// text between them (so " 42" -> " " "4" "2", "a  1" -> "a" "  " "1"). Exposed for tests and debugging.
 std::vector<std::string_view> byte_level_pre_split(std::string_view text, const std::string& pre_tokenizer);
 
 class Tokenizer {
@@ -44,9 +48,17 @@ class Tokenizer {
   int vocab_size() const { return static_cast<int>(data_.pieces.size()); }
   int32_t bos_id() const { return data_.bos_id; }
   int32_t eos_id() const { return data_.eos_id; }
+  // Whether encode(text, true) puts BOS first: false for models trained without it (SmolLM2).
+  bool adds_bos() const { return data_.add_bos; }
   const TokenizerData& data() const { return data_; }
+  // The id of the piece spelled exactly `piece` (control tokens included, e.g. "<|im_start|>"), or -1.
+  // A linear scan: for one-off lookups.
+  int32_t piece_id(std::string_view piece) const;
 
-  // Text -> ids. With add_bos the BOS id comes first.
+  // Text -> ids. With add_bos the BOS id comes first when the model uses one (adds_bos(); as
+  // llama.cpp's add_special): callers ask for "the model's prompt start", not for BOS at any price.
+  // Control tokens are never produced from text: their spelling is encoded as ordinary text.
+  // Byte level: bytes whose character is missing from the vocabulary are dropped (as HF / llama.cpp).
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
   // Ids -> text (BOS/EOS and control tokens skipped; byte tokens reassembled into UTF-8).
   std::string decode(const std::vector<int32_t>& ids) const;
@@ -60,6 +72,7 @@ class Tokenizer {
   std::unordered_map<std::string, int32_t> merge_rank_;
   std::vector<int32_t> byte_to_id_;  // SentencePiece byte fallback <0xXX> ids (-1 when absent)
   std::vector<bool> control_;        // id -> BOS/EOS/special: skipped by decode, never encoded
+  std::vector<bool> byte_in_vocab_;  // byte level: whether the byte's GPT-2 character is a piece
 
   void encode_sentencepiece(std::string_view text, std::vector<int32_t>& out) const;
   void encode_byte_level(std::string_view text, std::vector<int32_t>& out) const;

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "namm/export_bmojo.h"
 #include "namm/policy_file.h"
@@ -9,6 +10,7 @@
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/thread_limit.h"
 #include "transformer/backend.h"
+#include "transformer/chat_template.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -18,6 +20,8 @@ const char* kRunHelp =
     "usage: nammkit run --model PATH [--prompt TEXT] [options]\n"
     "  --model PATH          GGUF file, Hugging Face directory, or llama2.c .bin\n"
     "  --prompt TEXT         prompt (default: empty, i.e. BOS only)\n"
+    "  --chat                send --prompt as a user message in the model's chat template (tokenizer.chat_template,\n"
+    "                        ChatML family) and print the assistant's reply, stopping at the end of its turn\n"
     "  --max-new-tokens N    tokens to generate (default 64)\n"
     "  --chunk N             prefill chunk size (default 128)\n"
     "  --policy FILE         manage the KV cache with a policy file (its own update interval unless --interval)\n"
@@ -28,14 +32,14 @@ const char* kRunHelp =
     "  --interval N          memory-policy update interval in absolute tokens (default: the file's, else 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --device auto|cpu|cuda  where to run (default auto: CUDA when a GPU is present and the CUDA module loads)\n"
-    "  --no-bos              do not prepend BOS\n"
+    "  --no-bos              do not prepend BOS (models trained without BOS, e.g. SmolLM2, never get one)\n"
     "  --ignore-eos          keep generating after EOS\n";
 
 int run_command(const std::vector<std::string>& raw) {
   Args args("run", raw,
             {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline",
              "--memory", "--device"},
-            {"--help", "--no-bos", "--ignore-eos"});
+            {"--help", "--no-bos", "--ignore-eos", "--chat"});
   if (args.has("--help")) {
     std::fputs(kRunHelp, stdout);
     return 0;
@@ -43,6 +47,10 @@ int run_command(const std::vector<std::string>& raw) {
   const auto threads = thread_limit(args);
 
   Model model = load_model(args.require("--model"));
+  // --chat: the prompt is one user turn in the model's template; the reply ends at the turn's end.
+  const bool chat = args.has("--chat");
+  std::optional<ChatTemplate> chat_template;
+  if (chat) chat_template = chat_template_of(model.tokenizer, args.get("--model"));
   SessionOptions options;
   options.prefill_chunk = args.get_int("--chunk", options.prefill_chunk);
   const int interval_flag = args.get_int("--interval", 0);
@@ -71,8 +79,10 @@ int run_command(const std::vector<std::string>& raw) {
       make_backend(model, options.sliding_window > 0 ? DeviceChoice{DeviceChoice::Cpu} : device);
   const std::unique_ptr<InferenceSession> session = backend->new_session(policy.get(), options);
 
-  const std::vector<int32_t> prompt = model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
-  if (prompt.empty()) fail("nammkit run", "--prompt: empty prompt and --no-bos leaves nothing to run");
+  const std::vector<int32_t> prompt =
+      chat ? apply_chat_template(*chat_template, model.tokenizer, {{"user", args.get("--prompt")}}, true)
+           : model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
+  if (prompt.empty()) fail("nammkit run", "--prompt: an empty prompt without BOS leaves nothing to run");
   GenerateOptions gen;
   gen.max_new_tokens = args.get_int("--max-new-tokens", 64);
   gen.stop_at_eos = !args.has("--ignore-eos");
@@ -81,11 +91,16 @@ int run_command(const std::vector<std::string>& raw) {
   std::fprintf(stderr, "model %s (%s, %d layers, dim %d, vocab %d); prompt %zu tokens\n", model.config.name.c_str(),
                model.format.c_str(), model.config.n_layers, model.config.dim, model.config.vocab_size, prompt.size());
   if (backend->device() != Device::Cpu) std::fprintf(stderr, "device: %s\n", backend->name().c_str());
-  std::fputs(model.tokenizer.decode(std::vector<int32_t>(prompt.begin(), prompt.end())).c_str(), stdout);
-  std::fflush(stdout);
+  if (!chat) {  // a chat prints only the reply, not the templated conversation
+    std::fputs(model.tokenizer.decode(std::vector<int32_t>(prompt.begin(), prompt.end())).c_str(), stdout);
+    std::fflush(stdout);
+  }
 
   int32_t prev = prompt.back();
   auto print_token = [&](int32_t id) {
+    if (chat && gen.stop_at_eos &&
+        std::find(chat_template->stop_ids.begin(), chat_template->stop_ids.end(), id) != chat_template->stop_ids.end())
+      return true;  // <|im_end|> (or EOS): the assistant's turn is over
     std::fputs(model.tokenizer.decode_token(prev, id).c_str(), stdout);
     std::fflush(stdout);
     prev = id;

@@ -4,6 +4,10 @@
 #
 #   tools/train_testbed/setup.sh            # minimal: CPU use, ~2.3 GB of wheels (default)
 #   tools/train_testbed/setup.sh --full     # torch with all its declared deps (+ triton, cusolver): ~2.8 GB
+#   tools/train_testbed/setup.sh --reference  # also the Hugging Face reference stack (gguf, tokenizers,
+#                                             # transformers, accelerate) used by tools/reference/smollm2_*.py
+#   tools/train_testbed/setup.sh --bench      # also llama-cpp-python, built from source (~15 min on 2 cores),
+#                                             # for bench/bench_llamacpp.py
 #   tools/train_testbed/.venv/bin/python tools/train_testbed/train.py --preset smoke --out /tmp/tb/testbed.gguf
 #
 # Why "minimal" still installs NVIDIA wheels: PyPI's Linux x86_64 torch wheel is the CUDA build (a
@@ -23,9 +27,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$HERE/.venv"
 MODE=minimal
+REFERENCE=0
+BENCH=0
 for a in "$@"; do
   case "$a" in
     --full) MODE=full ;;
+    --reference) REFERENCE=1 ;;
+    --bench) BENCH=1 ;;
     --minimal) MODE=minimal ;;
     -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$a' (use --full, --minimal or --help)" >&2; exit 2 ;;
@@ -45,9 +53,15 @@ NVIDIA_PINS=(  # only the libraries torch's shared objects need at load time
   nvidia-cufile==1.17.1.22 nvidia-cusparse==12.7.10.12 nvidia-nvjitlink==13.5.37
   nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.30.7 nvidia-nvshmem-cu13==3.7.2
 )
+# The reference stack (installed with its own dependencies, torch and numpy already satisfied).
+REFERENCE_PINS=(gguf==0.19.0 tokenizers==0.23.3 transformers==5.23.0 accelerate==1.15.0)
 ALL_PINS=("$TORCH_PIN" "$NUMPY_PIN" "${PURE_PINS[@]}" "${NVIDIA_PINS[@]}")
 STAMP="$VENV/.testbed-setup"
 STAMP_TEXT="mode=$MODE ${ALL_PINS[*]}"
+# llama.cpp through its Python binding, compiled here for this CPU (GGML_NATIVE) from the sdist.
+BENCH_PINS=(llama-cpp-python==0.3.36 diskcache==5.6.3)
+[ "$REFERENCE" = 1 ] && STAMP_TEXT="$STAMP_TEXT ${REFERENCE_PINS[*]}"
+[ "$BENCH" = 1 ] && STAMP_TEXT="$STAMP_TEXT ${BENCH_PINS[*]}"
 
 verify() {
   # import torch, a matmul and scaled_dot_product_attention (forward + backward) on the CPU,
@@ -65,6 +79,12 @@ s = s.masked_fill(torch.ones(96, 96, dtype=torch.bool).triu(1), float("-inf"))
 ref = torch.softmax(s, dim=-1) @ v
 assert (o - ref).abs().max().item() < 1e-5 and q.grad is not None and torch.isfinite(q.grad).all()
 assert np.asarray(torch.ones(3).numpy()).sum() == 3
+try:
+    import gguf, tokenizers, transformers
+    print(f"[setup] reference stack: gguf {gguf.__version__ if hasattr(gguf, '__version__') else '?'}, "
+          f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}")
+except ImportError:
+    pass
 print(f"[setup] ok: torch {torch.__version__}, numpy {np.__version__}, "
       f"sdpa max|diff| {(o - ref).abs().max().item():.1e}, threads {torch.get_num_threads()}, "
       f"cuda available {torch.cuda.is_available()}")
@@ -126,6 +146,17 @@ else
   echo "[setup] installing $TORCH_PIN $NUMPY_PIN with all of torch's dependencies (~2.8 GB download)" >&2
   "${PIP[@]}" install -q --only-binary=:all: -c "$req" "$TORCH_PIN" "$NUMPY_PIN" || {
     echo "setup.sh: pip install failed (see above; registry unreachable or a pinned version missing?)" >&2; exit 1; }
+fi
+if [ "$REFERENCE" = 1 ]; then
+  echo "[setup] installing the reference stack: ${REFERENCE_PINS[*]}" >&2
+  "${PIP[@]}" install -q --only-binary=:all: -c "$req" "${REFERENCE_PINS[@]}" || {
+    echo "setup.sh: pip install of the reference stack failed (see above)" >&2; exit 1; }
+fi
+if [ "$BENCH" = 1 ]; then
+  echo "[setup] building ${BENCH_PINS[0]} from source for this CPU (about 15 minutes on 2 cores)" >&2
+  CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+    "${PIP[@]}" install -q --no-deps --no-binary llama-cpp-python "${BENCH_PINS[@]}" || {
+    echo "setup.sh: building llama-cpp-python failed (see above; needs cmake and a C++ compiler)" >&2; exit 1; }
 fi
 echo "[setup] installed in $(( $(date +%s) - t0 )) s; venv size $(du -sh "$VENV" | cut -f1)" >&2
 verify
