@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "gpt2_bytes.h"
 #include "transformer/llama2c.h"
 #include "transformer/loader.h"
 #include "transformer/model.h"
@@ -240,25 +241,7 @@ TEST(PreSplit, Qwen2SplitsSingleDigits) {
   EXPECT_THROW(byte_level_pre_split("x", "bert"), Error);
 }
 
-// GPT-2's byte -> character map for one byte, computed from its definition.
-std::string gpt2_char(int b) {
-  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-  int cp = b;
-  if (!printable) {
-    cp = 256;
-    for (int x = 0; x < b; ++x) {
-      if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF))) ++cp;
-    }
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
+using testing::gpt2_char;
 
 TokenizerData small_byte_level(const std::string& pre) {
   TokenizerData d;

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "gpt2_bytes.h"
 #include "tests/shared_model.h"
 #include "transformer/chat_template.h"
 #include "transformer/gguf.h"
@@ -76,23 +77,7 @@ TEST(SmolLMPreSplit, UnicodeNumbersAndContractions) {
   EXPECT_EQ(byte_level_pre_split("7", "smollm"), (Chunks{"7"}));
 }
 
-// GPT-2's byte -> character map for one byte (so piece b of the vocabularies below is byte b).
-std::string gpt2_char(int b) {
-  auto printable = [](int x) { return (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF); };
-  int cp = b;
-  if (!printable(b)) {
-    cp = 256;
-    for (int x = 0; x < b; ++x) cp += printable(x) ? 0 : 1;
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
+using testing::gpt2_char;
 
 // ---------------------------------------------------------------------------------------------
 // BOS: a model trained without it never gets one from encode(text, true).

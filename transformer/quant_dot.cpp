@@ -84,44 +84,26 @@ float dot_block32_scalar(const uint8_t* w, const void* xq, int64_t n) {
   return sum;
 }
 
-float dot_q4_k_scalar(const uint8_t* w, const void* xq, int64_t n) {
+// Q4_K (kFifthBit false) and Q5_K (true): sub-block j holds the low (j even) or high nibbles of
+// qs[32 * (j / 2) + l], plus for Q5_K bit j of qh[l].
+template <bool kFifthBit>
+float dot_q45_k_scalar(const uint8_t* w, const void* xq, int64_t n) {
   const auto* x = static_cast<const ActBlock256*>(xq);
+  constexpr int kBytes = kFifthBit ? 176 : 144;
   float sum = 0.0f;
   for (int64_t b = 0; b < n / 256; ++b) {
-    const uint8_t* blk = w + b * 144;
-    uint8_t sc[8], m[8];
-    unpack_k_scales(blk + 4, sc, m);
-    const uint8_t* qs = blk + 16;
-    int32_t isum = 0, msum = 0;
-    for (int j = 0; j < 8; ++j) {
-      int32_t s = 0;
-      for (int l = 0; l < 32; ++l) {
-        const int q = (j % 2 == 0) ? (qs[32 * (j / 2) + l] & 0x0f) : (qs[32 * (j / 2) + l] >> 4);
-        s += q * x[b].q[32 * j + l];
-      }
-      isum += sc[j] * s;
-      msum += m[j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
-    }
-    sum += load_f16(blk) * x[b].d * static_cast<float>(isum) - load_f16(blk + 2) * x[b].d * static_cast<float>(msum);
-  }
-  return sum;
-}
-
-float dot_q5_k_scalar(const uint8_t* w, const void* xq, int64_t n) {
-  const auto* x = static_cast<const ActBlock256*>(xq);
-  float sum = 0.0f;
-  for (int64_t b = 0; b < n / 256; ++b) {
-    const uint8_t* blk = w + b * 176;
+    const uint8_t* blk = w + b * kBytes;
     uint8_t sc[8], m[8];
     unpack_k_scales(blk + 4, sc, m);
     const uint8_t* qh = blk + 16;
-    const uint8_t* qs = blk + 48;
+    const uint8_t* qs = blk + (kFifthBit ? 48 : 16);
     int32_t isum = 0, msum = 0;
     for (int j = 0; j < 8; ++j) {
       int32_t s = 0;
       for (int l = 0; l < 32; ++l) {
-        const int nibble = (j % 2 == 0) ? (qs[32 * (j / 2) + l] & 0x0f) : (qs[32 * (j / 2) + l] >> 4);
-        s += (nibble | (((qh[l] >> j) & 1) << 4)) * x[b].q[32 * j + l];
+        int q = (j % 2 == 0) ? (qs[32 * (j / 2) + l] & 0x0f) : (qs[32 * (j / 2) + l] >> 4);
+        if constexpr (kFifthBit) q |= ((qh[l] >> j) & 1) << 4;
+        s += q * x[b].q[32 * j + l];
       }
       isum += sc[j] * s;
       msum += m[j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
@@ -164,8 +146,8 @@ QuantDotFn scalar_kernel(DType t) {
     case DType::Q5_0: return dot_block32_scalar<DType::Q5_0>;
     case DType::Q5_1: return dot_block32_scalar<DType::Q5_1>;
     case DType::Q8_0: return dot_block32_scalar<DType::Q8_0>;
-    case DType::Q4_K: return dot_q4_k_scalar;
-    case DType::Q5_K: return dot_q5_k_scalar;
+    case DType::Q4_K: return dot_q45_k_scalar<false>;
+    case DType::Q5_K: return dot_q45_k_scalar<true>;
     case DType::Q6_K: return dot_q6_k_scalar;
     default: return nullptr;
   }
