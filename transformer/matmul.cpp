@@ -133,12 +133,24 @@ void matmul_quantized(const WeightMatrix& W, const float* x, int n_tokens, float
     quantize_activations(W.dtype, x + static_cast<int64_t>(t) * W.cols, W.cols, act + t * act_row);
   }
   const uint8_t* a = act;
+  const auto* weights = static_cast<const uint8_t*>(W.data);
+  const size_t row_bytes = W.row_bytes();
+  const QuantDot4Fn dot4 = quant_dot4_kernel(W.dtype, best_simd_level());
   auto rows = [&](int64_t r_begin, int64_t r_end) {
     for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
       const int64_t r1 = std::min(r_end, r0 + 16);
-      for (int t = 0; t < n_tokens; ++t) {
+      int t = 0;
+      for (; dot4 != nullptr && t + 4 <= n_tokens; t += 4) {  // 4 tokens per pass over a weight row
+        const void* x4[4] = {a + t * act_row, a + (t + 1) * act_row, a + (t + 2) * act_row, a + (t + 3) * act_row};
+        for (int64_t r = r0; r < r1; ++r) {
+          float o4[4];
+          dot4(weights + r * row_bytes, x4, W.cols, o4);
+          for (int c = 0; c < 4; ++c) out[static_cast<int64_t>(t + c) * W.rows + r] = o4[c];
+        }
+      }
+      for (; t < n_tokens; ++t) {
         float* o = out + static_cast<int64_t>(t) * W.rows;
-        for (int64_t r = r0; r < r1; ++r) o[r] = dot(W.row(r), a + t * act_row, W.cols);
+        for (int64_t r = r0; r < r1; ++r) o[r] = dot(weights + r * row_bytes, a + t * act_row, W.cols);
       }
     }
   };

@@ -16,6 +16,8 @@ namespace nammkit {
 // Provided by the ISA-specific files (nullptr when the file was built without its instruction set).
 QuantDotFn quant_dot_kernel_avx2(DType weight_type);
 QuantDotFn quant_dot_kernel_avx512(DType weight_type);
+QuantDot4Fn quant_dot4_kernel_avx2(DType weight_type);
+QuantDot4Fn quant_dot4_kernel_avx512(DType weight_type);
 
 namespace {
 
@@ -27,8 +29,9 @@ float load_f16(const uint8_t* p) {
 
 bool uses_256_blocks(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
 
-// Rounds x / d to the nearest integer (halves away from zero) in [-127, 127].
-int8_t quantize_value(float x, float inverse_d) { return static_cast<int8_t>(std::lround(x * inverse_d)); }
+// Rounds x / d to the nearest integer (ties to even: one instruction, where lround is a libm call) in
+// [-127, 127].
+int8_t quantize_value(float x, float inverse_d) { return static_cast<int8_t>(std::nearbyint(x * inverse_d)); }
 
 float block_scale(const float* x, int n, float& inverse_d) {
   float amax = 0.0f;
@@ -248,6 +251,16 @@ QuantDotFn quant_dot_kernel(DType weight_type, SimdLevel level) {
     case SimdLevel::Scalar: return scalar_kernel(weight_type);
     case SimdLevel::Avx2: return quant_dot_kernel_avx2(weight_type);
     case SimdLevel::Avx512: return quant_dot_kernel_avx512(weight_type);
+  }
+  return nullptr;
+}
+
+QuantDot4Fn quant_dot4_kernel(DType weight_type, SimdLevel level) {
+  if (!cpu_has(level)) return nullptr;
+  switch (level) {
+    case SimdLevel::Scalar: return nullptr;
+    case SimdLevel::Avx2: return quant_dot4_kernel_avx2(weight_type);
+    case SimdLevel::Avx512: return quant_dot4_kernel_avx512(weight_type);
   }
   return nullptr;
 }

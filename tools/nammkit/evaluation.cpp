@@ -29,6 +29,7 @@ PolicyRow run_row(const Backend& backend, const std::vector<Task>& tasks, const 
   RunOptions run;
   run.max_context = options.max_context;
   run.session.prefill_chunk = options.prefill_chunk;
+  run.session.float_activations = options.float_activations;
   run.session.update_interval = row.file.update_interval();
   double seconds = 0, tokens = 0;
   for (const Task& task : tasks) {

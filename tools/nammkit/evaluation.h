@@ -23,7 +23,8 @@ struct EvalOptions {
   std::vector<std::string> baselines;  // "h2o:0.25", "streaming:256,sinks=4", or a bare kind to match NAMM's cache
   int update_interval = 0;             // --interval (0: not given), by run_update_interval's rule
   int prefill_chunk = 128;
-  int max_context = 0;  // 0 = the model's context
+  bool float_activations = false;  // SessionOptions::float_activations (exact f32 products, slower)
+  int max_context = 0;             // 0 = the model's context
   double epsilon = 0.01;
   DeviceChoice device;  // where the samples run (auto: CUDA when a GPU is present)
 };

@@ -38,6 +38,7 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   if (c.session.update_interval % 16 != 0)
     session.fail_at("update_interval", "must be a multiple of 16 (the spectrogram hop)");
   c.session.attention_bf16 = session.get_bool("attention_bf16", false);
+  c.session.float_activations = session.get_bool("float_activations", false);
   c.max_context = session.get_int("max_context", 0, 0, 1 << 24);
   session.finish();
 
