@@ -17,6 +17,27 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 
+// Creates directory `path` and its parents and checks that files can be made in it; throws
+// Error("<path>: cannot create directory: ...") when it is a file or cannot be created or written.
+void make_writable_directory(const std::string& path);
+
+// Deletes the temporaries write_file_atomic leaves ("<name>.tmp.<pid>") in `dir` when a process is
+// killed mid-write. Only for a directory this process holds the FileLock of (nobody else writes there).
+void remove_stale_temporaries(const std::string& dir);
+
+// An exclusive advisory lock (flock) on the file `path`, created if missing, held until destruction.
+// Throws Error("<path>: locked by another process ...") when another process holds it.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // A read-only memory map of a whole file. Owns the mapping; movable, not copyable.
 class MappedFile {
  public:

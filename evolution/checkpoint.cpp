@@ -153,6 +153,7 @@ std::string serialize_checkpoint(const Checkpoint& c) {
   proto.set_format_version(kCheckpointFormatVersion);
   proto.set_config(c.config);
   proto.set_extra(c.extra);
+  proto.set_last_log_line(c.last_log_line);
   to_proto(c.cmaes, proto.mutable_cmaes());
   to_proto(c.progress, proto.mutable_progress());
   if (proto.ByteSizeLong() > static_cast<size_t>(INT_MAX))
@@ -205,6 +206,7 @@ Checkpoint parse_checkpoint(const std::string& bytes, const std::string& where) 
   c.progress = from_proto(proto.progress(), c.cmaes.n, where);
   c.config = proto.config();
   c.extra = proto.extra();
+  c.last_log_line = proto.last_log_line();
   return c;
 }
 

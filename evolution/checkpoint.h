@@ -42,6 +42,7 @@ struct Checkpoint {
   RunProgress progress;
   std::string config;
   std::string extra;
+  std::string last_log_line;  // the log line of the last generation done; empty before the first
 };
 
 // Serialised bytes (frame + message); deterministic for equal checkpoints.

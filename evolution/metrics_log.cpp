@@ -76,10 +76,12 @@ GenerationRecord record_from_json(const nlohmann::json& j, const std::string& wh
   return r;
 }
 
+std::string log_line(const GenerationRecord& record) { return to_json(record).dump(); }
+
 void append_log_line(const std::string& path, const GenerationRecord& record) {
   std::ofstream out(path, std::ios::app);
   if (!out) fail(path, "cannot open for appending");
-  out << to_json(record).dump() << '\n';
+  out << log_line(record) << '\n';
   out.flush();
   if (!out) fail(path, "write failed");
 }
@@ -98,11 +100,11 @@ std::vector<GenerationRecord> read_log(const std::string& path) {
   return records;
 }
 
-void truncate_log(const std::string& path, int64_t generation) {
-  if (!file_exists(path)) return;
-  std::istringstream in(read_file(path));
+void truncate_log(const std::string& path, int64_t generation, const std::string& last_line) {
+  if (!file_exists(path) && last_line.empty()) return;
+  std::istringstream in(file_exists(path) ? read_file(path) : std::string());
   std::string kept, line;
-  bool changed = false;
+  bool changed = false, has_last = false;
   for (int number = 1; std::getline(in, line); ++number) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     // A torn last line (a kill while appending) is dropped as well.
@@ -111,7 +113,12 @@ void truncate_log(const std::string& path, int64_t generation) {
       changed = true;
       continue;
     }
+    has_last = has_last || j["generation"].get<int64_t>() == generation - 1;
     kept += line + '\n';
+  }
+  if (!has_last && !last_line.empty()) {
+    kept += last_line + '\n';
+    changed = true;
   }
   if (changed) write_file_atomic(path, kept);
 }

@@ -39,12 +39,16 @@ nlohmann::json to_json(const GenerationRecord& record);
 // Throws Error("<where>: <field>: ...") on a missing or mistyped field.
 GenerationRecord record_from_json(const nlohmann::json& j, const std::string& where);
 
+// The record as one log line (no newline).
+std::string log_line(const GenerationRecord& record);
 // Appends one line and flushes it.
 void append_log_line(const std::string& path, const GenerationRecord& record);
 // All records of a log file; errors name the file and line. A missing file is an error.
 std::vector<GenerationRecord> read_log(const std::string& path);
 // Drops the lines of generations >= `generation` (a resumed run re-does them); atomic rewrite.
-// A missing file is left missing.
-void truncate_log(const std::string& path, int64_t generation);
+// `last_line` (the checkpoint's copy of generation - 1's line, if any) is appended when the log lacks
+// that generation: a kill between the checkpoint's rename and the append lost it. Otherwise a
+// missing file is left missing.
+void truncate_log(const std::string& path, int64_t generation, const std::string& last_line = "");
 
 }  // namespace nammkit::evo

@@ -58,7 +58,9 @@ Checkpoint Trainer::make_checkpoint() const {
 void Trainer::resume(const std::string& path) {
   Checkpoint c = load_checkpoint(path);
   if (c.config != options_.config && !options_.allow_config_change)
-    fail(path, "config: differs from this run's config (pass allow_config_change to continue anyway)");
+    fail(path,
+         "config: differs from the config this run was started with (restore that config, or start a new run "
+         "in another output_dir)");
   if (c.progress.stage_index > static_cast<int>(options_.stages.size()))
     fail(path, "progress.stage_index: " + std::to_string(c.progress.stage_index) + " but the run has " +
                    std::to_string(options_.stages.size()) + " stages");
@@ -67,7 +69,7 @@ void Trainer::resume(const std::string& path) {
   extra_ = std::move(c.extra);
   elapsed_base_ = progress_.elapsed_seconds;
   resumed_ = true;
-  truncate_log(log_path(), cmaes_.state().total_generations);
+  truncate_log(log_path(), cmaes_.state().total_generations, c.last_log_line);
 }
 
 TrainResult Trainer::run() {
@@ -175,7 +177,8 @@ GenerationRecord Trainer::run_generation(const Stage& stage, const GenerationEva
   if (hook_) hook_(r);
 
   // Checkpoint before the log line: the log never describes a generation the checkpoint lacks.
-  const Checkpoint checkpoint = make_checkpoint();
+  Checkpoint checkpoint = make_checkpoint();
+  checkpoint.last_log_line = log_line(r);
   const std::string bytes = serialize_checkpoint(checkpoint);
   write_file_atomic(latest_path(), bytes);
   if (new_best) write_file_atomic(best_path(), bytes);

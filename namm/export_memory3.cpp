@@ -193,8 +193,10 @@ EncodedReference encode_chunk(const Model& model, const ReferenceChunk& chunk, c
 MemoryBankWriter::MemoryBankWriter(const Model& model, Memory3Options options, std::string policy_sha256)
     : model_(model), options_(std::move(options)) {
   const ModelConfig& c = model.config;
-  if (options_.k < 1) fail("memory bank", "k: expected >= 1, got " + std::to_string(options_.k));
   if (options_.max_chunk_tokens < 1) fail("memory bank", "max_chunk_tokens: expected >= 1");
+  if (options_.k < 1 || options_.k > options_.max_chunk_tokens)  // the reader refuses any other k
+    fail("memory bank", "k: expected 1 .. max_chunk_tokens (" + std::to_string(options_.max_chunk_tokens) + "), got " +
+                            std::to_string(options_.k));
   if (options_.layers.empty()) options_.layers = parse_memory_layers("first-half", c.n_layers, "memory bank");
   for (size_t i = 0; i < options_.layers.size(); ++i)
     if (options_.layers[i] < 0 || options_.layers[i] >= c.n_layers ||
@@ -270,7 +272,11 @@ void MemoryBankWriter::add(const EncodedReference& r, const NammScoring* namm) {
 
 std::string MemoryBankWriter::serialize() const { return serialize_bank(index_, prefix_kv_, blocks_); }
 
-void MemoryBankWriter::save(const std::string& path) const { write_file_atomic(path, serialize()); }
+void MemoryBankWriter::save(const std::string& path) const {
+  std::string bytes = serialize();
+  MemoryBank::from_bytes(bytes, path);  // validated before it reaches the disk: no bank its reader rejects
+  write_file_atomic(path, bytes);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Read path

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <set>
 
 #include "core/byte_io.h"
@@ -16,6 +17,14 @@ constexpr char kBankMagic[8] = {'N', 'A', 'M', 'M', 'B', 'A', 'N', 'K'};
 std::string_view byte_view(const void* p, size_t n) { return {static_cast<const char*>(p), n}; }
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+// The product of block dimensions, or an Error naming `field` when it does not fit 64 bits.
+uint64_t checked_product(std::initializer_list<uint64_t> factors, const std::string& where, const std::string& field) {
+  uint64_t p = 1;
+  for (uint64_t f : factors)
+    if (__builtin_mul_overflow(p, f, &p)) fail(where, field + ": the block size overflows 64 bits (implausible shape)");
+  return p;
+}
 
 }  // namespace
 
@@ -101,6 +110,7 @@ void MemoryBank::parse_and_validate() {
   const bank::BankModel& m = x.model();
   if (m.n_layers() < 1 || m.n_heads() < 1 || m.n_kv_heads() < 1 || m.head_dim() < 1 || m.n_heads() % m.n_kv_heads())
     fail(w, "model: bad shape");
+  if (m.vocab_size() < 1) fail(w, "model.vocab_size: expected >= 1, got " + std::to_string(m.vocab_size()));
   if (x.k() < 1 || x.k() > x.max_chunk_tokens())
     fail(w, "k: expected 1 .. max_chunk_tokens, got " + std::to_string(x.k()));
   if (x.layers_size() < 1) fail(w, "layers: empty");
@@ -110,18 +120,31 @@ void MemoryBank::parse_and_validate() {
   if (x.n_kv_heads() != m.n_kv_heads()) fail(w, "n_kv_heads: differs from model.n_kv_heads");
   if (x.head_dim() != m.head_dim()) fail(w, "head_dim: differs from model.head_dim");
   if (x.dtype() != "f32") fail(w, "dtype: expected f32, got '" + x.dtype() + "'");
+  if (x.gqa_aggregation() != "mean") fail(w, "gqa_aggregation: expected \"mean\", got '" + x.gqa_aggregation() + "'");
+  if (x.attn_mode().empty()) fail(w, "attn_mode: missing");
   const uint64_t L = x.layers_size(), H = x.n_kv_heads(), K = x.k(), D = x.head_dim();
-  if (x.chunk_bytes() != L * 2 * H * K * D * sizeof(float)) fail(w, "chunk_bytes: inconsistent with the shape");
+  if (x.chunk_bytes() != checked_product({L, 2, H, K, D, sizeof(float)}, w, "chunk_bytes"))
+    fail(w, "chunk_bytes: inconsistent with the shape");
   const uint64_t data_start = kBankHeaderBytes + len;
   const uint64_t P = x.prefix_tokens_size();
   if (P < 1) fail(w, "prefix_tokens: empty (BOS at least)");
-  const uint64_t prefix_bytes = uint64_t(m.n_layers()) * 2 * H * P * D * sizeof(float);
+  for (int i = 0; i < x.prefix_tokens_size(); ++i)
+    if (x.prefix_tokens(i) < 0 || x.prefix_tokens(i) >= m.vocab_size())
+      fail(w, "prefix_tokens[" + std::to_string(i) + "]: id " + std::to_string(x.prefix_tokens(i)) +
+                  " outside the vocabulary of " + std::to_string(m.vocab_size()));
+  const uint64_t prefix_bytes = checked_product({uint64_t(m.n_layers()), 2, H, P, D, sizeof(float)}, w, "prefix");
   auto in_file = [&](uint64_t off, uint64_t bytes, const std::string& field) {
     if (off < data_start || off % sizeof(float) != 0 || off > size || bytes > size - off)
       fail(w, field + ": offset " + std::to_string(off) + " + " + std::to_string(bytes) +
                   " bytes outside the data of a " + std::to_string(size) + "-byte file (truncated?)");
   };
   in_file(x.prefix_offset(), prefix_bytes, "prefix_offset");
+  struct Block {
+    uint64_t offset, bytes;
+    std::string field;
+    bool operator<(const Block& o) const { return offset < o.offset; }
+  };
+  std::vector<Block> blocks = {{x.prefix_offset(), prefix_bytes, "prefix_offset"}};
   if (x.max_chunk_tokens() < 1) fail(w, "max_chunk_tokens: expected >= 1");
   std::set<std::string> ids;
   for (int c = 0; c < x.chunks_size(); ++c) {
@@ -145,7 +168,14 @@ void MemoryBank::parse_and_validate() {
       }
     }
     in_file(ch.offset(), x.chunk_bytes(), f + ".offset");
+    blocks.push_back({ch.offset(), x.chunk_bytes(), f + ".offset"});
   }
+  // Every tensor block has bytes of its own: no chunk shares (or overlaps) another's or the prefix's.
+  std::sort(blocks.begin(), blocks.end());
+  for (size_t i = 1; i < blocks.size(); ++i)
+    if (blocks[i].offset < blocks[i - 1].offset + blocks[i - 1].bytes)
+      fail(w, blocks[i].field + ": block at " + std::to_string(blocks[i].offset) + " overlaps " + blocks[i - 1].field +
+                  "'s");
 }
 
 const float* MemoryBank::chunk_vector(int chunk, int m, int kv, int g, int slot) const {

@@ -2,9 +2,11 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/byte_io.h"
@@ -265,7 +267,8 @@ std::string serialize_policy(const PolicyFile& file) {
 
 PolicyFile parse_policy(std::string_view bytes, const std::string& where) {
   if (bytes.size() < kHeaderBytes || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
-    if (bytes.size() < sizeof kMagic && std::memcmp(bytes.data(), kMagic, bytes.size()) == 0)
+    const size_t n = std::min(bytes.size(), sizeof kMagic);
+    if (bytes.size() < kHeaderBytes && std::memcmp(bytes.data(), kMagic, n) == 0)
       fail(where, "truncated: " + std::to_string(bytes.size()) + " bytes, shorter than the header");
     fail(where, "not a nammkit policy file (no NAMMPLCY header)");
   }
@@ -302,11 +305,38 @@ std::string policy_to_json(const PolicyFile& file) {
   return json;
 }
 
+namespace {
+
+// A policy has no nested arrays, but protobuf's JSON parser flattens them into a repeated field.
+void reject_nested_arrays(const nlohmann::json& j, const std::string& path, const std::string& where) {
+  if (j.is_object()) {
+    for (const auto& [key, value] : j.items())
+      reject_nested_arrays(value, path.empty() ? key : path + "." + key, where);
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) {
+      if (j[i].is_array() || j[i].is_object())
+        fail(where,
+             path + "[" + std::to_string(i) + "]: expected a number or string, found a nested " + j[i].type_name());
+    }
+  }
+}
+
+}  // namespace
+
 PolicyFile policy_from_json(std::string_view json, const std::string& where) {
+  // Syntax and shape first with nlohmann (one-line errors; protobuf's put a caret on a third line).
+  try {
+    reject_nested_arrays(nlohmann::json::parse(json), "", where);
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, std::string("invalid policy JSON: ") + e.what());
+  }
   PolicyFile f;
   google::protobuf::util::JsonParseOptions options;  // unknown fields are errors: a typo never passes silently
   const auto status = google::protobuf::util::JsonStringToMessage(std::string(json), &f, options);
-  if (!status.ok()) fail(where, "invalid policy JSON: " + status.ToString());
+  if (!status.ok()) {
+    const std::string message = status.ToString();
+    fail(where, "invalid policy JSON: " + message.substr(0, message.find('\n')));
+  }
   validate_policy_file(f, where);
   return f;
 }

@@ -72,9 +72,16 @@ std::string load_corpus(const std::string& name, const std::string& shared_dir) 
     for (const auto& f : files) parts.push_back(read_file(f));
     return join(parts);
   }
+  check_corpus_name(name, "corpus");
+  fail("corpus", name + ": no loader");  // unreachable while corpus_names() lists only loaded names
+}
+
+void check_corpus_name(const std::string& name, const std::string& where) {
+  const std::vector<std::string> names = corpus_names();
+  if (std::find(names.begin(), names.end(), name) != names.end()) return;
   std::string known;
-  for (const auto& n : corpus_names()) known += (known.empty() ? "" : ", ") + n;
-  fail("corpus", name + ": unknown text (known: " + known + ")");
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+  fail(where, name + ": unknown text (known: " + known + ")");
 }
 
 size_t split_offset(std::string_view text) {

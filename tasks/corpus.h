@@ -19,6 +19,8 @@
 namespace nammkit {
 
 std::vector<std::string> corpus_names();
+// Error("<where>: <name>: unknown text (known: ...)") unless `name` is one of corpus_names().
+void check_corpus_name(const std::string& name, const std::string& where);
 // The cleaned text of a corpus; Error "corpus: <name>: unknown ..." or naming a missing file.
 std::string load_corpus(const std::string& name, const std::string& shared_dir);
 

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "tasks/corpus.h"
 #include "tasks/data_paths.h"
 #include "tasks/lm_task.h"
 #include "tasks/longbench.h"
@@ -98,6 +99,7 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
     o.shared_dir = shared;
     o.context_tokens = static_cast<int>(f.integer("context_tokens", 1024, 64, 1 << 22));
     o.haystack = f.str("haystack", "pg_essays");
+    check_corpus_name(o.haystack, where + ": haystack");
     o.depth_percent = f.number("depth", -1, 0, 100);
     o.pairs = static_cast<int>(f.integer("pairs", 4, 1, 512));
     o.queries = static_cast<int>(f.integer("queries", std::min(2, o.pairs), 1, o.pairs));
@@ -113,6 +115,7 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
     o.seed = seed;
     o.shared_dir = shared;
     o.text = f.str("text", "tinystories");
+    check_corpus_name(o.text, where + ": text");
     o.context_tokens = static_cast<int>(f.integer("context_tokens", 1024, 2, 1 << 22));
     o.score_tokens = static_cast<int>(f.integer("score_tokens", 256, 1, 1 << 22));
     o.validate(where);

@@ -15,6 +15,22 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A LogLikelihood sample's tokens within `max_context` (0: all of them): the first tokens go, BOS
+// (when the window starts with it) and the score_tokens at the end stay.
+std::vector<int32_t> window_within(const Sample& sample, int max_context, const Tokenizer& tokenizer, bool* cut) {
+  const std::vector<int32_t>& all = sample.tokens;
+  *cut = max_context > 0 && all.size() > static_cast<size_t>(max_context);
+  if (!*cut) return all;
+  if (sample.score_tokens >= max_context)
+    fail(sample.id, "score_tokens: " + std::to_string(sample.score_tokens) + " do not fit session.max_context " +
+                        std::to_string(max_context));
+  const bool bos = tokenizer.adds_bos() && !all.empty() && all.front() == tokenizer.bos_id();
+  std::vector<int32_t> window;
+  if (bos) window.push_back(all.front());
+  window.insert(window.end(), all.end() - (max_context - static_cast<int>(window.size())), all.end());
+  return window;
+}
+
 }  // namespace
 
 CacheStats cache_stats(const InferenceSession& session) {
@@ -53,9 +69,11 @@ RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample&
   const auto t0 = std::chrono::steady_clock::now();
 
   if (sample.kind == SampleKind::LogLikelihood) {
-    r.log_likelihood = mean_log_likelihood(*session, sample.tokens, sample.score_tokens);
+    // An explicit max_context cuts the window at its start (BOS kept), so the scored tail stays.
+    const std::vector<int32_t> tokens = window_within(sample, options.max_context, model.tokenizer, &r.truncated);
+    r.log_likelihood = mean_log_likelihood(*session, tokens, sample.score_tokens);
     r.score = std::exp(r.log_likelihood);
-    r.prompt_tokens = static_cast<int>(sample.tokens.size());
+    r.prompt_tokens = static_cast<int>(tokens.size());
     r.prefill_seconds = seconds_since(t0);
     r.tokens_per_second = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
     r.cache = cache_stats(*session);

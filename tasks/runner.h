@@ -19,8 +19,10 @@ namespace nammkit {
 
 struct RunOptions {
   // Tokens the model may attend over: 0 = the model's max_seq_len. Generate prompts are cut to
-  // max_context - max_new_tokens. (Policies that evict can run past a model's trained length, so
-  // tasks sized beyond it, e.g. 1,024 tokens on the 512-token stories260K, set this explicitly.)
+  // max_context - max_new_tokens; LogLikelihood windows longer than an explicit max_context lose
+  // their first tokens (BOS and the scored tail stay; with 0 they run whole). (Policies that evict can run past a
+  // model's trained length, so tasks sized beyond it, e.g. 1,024 tokens on the 512-token stories260K, set this
+  // explicitly.)
   int max_context = 0;
   SessionOptions session;
 };

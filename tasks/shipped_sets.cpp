@@ -115,7 +115,8 @@ std::vector<BabiQuestion> parse_babi(const std::string& text, const std::string&
     const size_t space = line.find(' ');
     if (space == std::string::npos || line.find_first_not_of("0123456789") != space)
       fail(where, "line " + std::to_string(line_no) + ": expected \"<number> <text>\"");
-    if (std::stoul(line.substr(0, space)) == 1) story.clear();
+    if (parse_int(line.substr(0, space), where, "line " + std::to_string(line_no) + ": number", 0, 1 << 30) == 1)
+      story.clear();
     const std::string body = line.substr(space + 1);
     const size_t tab = body.find_first_of("\t|");
     if (tab == std::string::npos) {

@@ -17,6 +17,13 @@
 
 namespace nammkit {
 
+// Tokenising costs ~70 bytes of memory per prompt byte, but middle truncation keeps only max_len / 2
+// tokens from each end: a prompt longer than 2 * max_len * kBytesPerTokenBound bytes is cut to its
+// first and last max_len * kBytesPerTokenBound bytes (at UTF-8 character starts) before tokenising.
+// No vocabulary averages 32 bytes per token, so the kept tokens are the same as the whole prompt's.
+inline constexpr size_t kBytesPerTokenBound = 32;
+std::string prompt_ends(const std::string& prompt, size_t max_len);
+
 // Ids kept as they are: ids[:half] + ids[-half:] when ids.size() > max_len (half = max_len / 2).
 std::vector<int32_t> truncate_middle_ids(std::span<const int32_t> ids, size_t max_len);
 

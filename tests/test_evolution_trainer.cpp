@@ -64,6 +64,7 @@ TrainerOptions options(const std::string& dir, std::vector<Stage> stages) {
 
 Checkpoint without_time(Checkpoint c) {
   c.progress.elapsed_seconds = 0;
+  c.last_log_line.clear();  // holds elapsed_seconds and evals_per_second (the fitness values are compared via the log)
   return c;
 }
 
@@ -249,7 +250,14 @@ TEST(EvolutionTrainer, InterruptThenResumeIsBitForBit) {
   TrainerOptions other = options(dir, stages);
   other.config = "something else";
   Trainer mismatched(small_settings(), resumed_eval, other);
-  EXPECT_THROW(mismatched.resume(dir + "/latest.ckpt"), nammkit::Error);
+  try {
+    mismatched.resume(dir + "/latest.ckpt");
+    ADD_FAILURE() << "a checkpoint of another config was accepted";
+  } catch (const nammkit::Error& e) {
+    // The message suggests what the CLI can do (it has no allow_config_change option).
+    EXPECT_EQ(std::string(e.what()).find("allow_config_change"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("latest.ckpt: config: differs"), std::string::npos) << e.what();
+  }
 }
 
 TEST(EvolutionTrainer, ResumeDropsLogLinesBeyondTheCheckpoint) {
@@ -268,6 +276,31 @@ TEST(EvolutionTrainer, ResumeDropsLogLinesBeyondTheCheckpoint) {
   Trainer again(small_settings(), eval, o);
   again.resume(dir + "/old.ckpt");
   EXPECT_EQ(read_log(dir + "/log.jsonl").size(), 2u);
+}
+
+// A kill between latest.ckpt's rename and the log append lost that generation's line: resume puts
+// the checkpoint's copy back, so log.jsonl and the checkpoint agree.
+TEST(EvolutionTrainer, ResumeRestoresTheLogLineAKillLost) {
+  const std::string dir = temp_dir("lost_line");
+  TbbPopulationEvaluator eval({.pool_size = 2}, shifted_sphere);
+  Trainer trainer(small_settings(), eval, options(dir, {{3, "a"}}));
+  trainer.run();
+  const std::string full = nammkit::read_file(dir + "/log.jsonl");
+  const size_t last = full.rfind('\n', full.size() - 2);
+  nammkit::write_file_atomic(dir + "/log.jsonl", full.substr(0, last + 1));  // generation 2's line is gone
+  ASSERT_EQ(read_log(dir + "/log.jsonl").size(), 2u);
+  Trainer more(small_settings(), eval, options(dir, {{4, "a"}}));
+  more.resume(dir + "/latest.ckpt");
+  EXPECT_EQ(nammkit::read_file(dir + "/log.jsonl"), full);
+  more.run();
+  const std::vector<GenerationRecord> log = read_log(dir + "/log.jsonl");
+  ASSERT_EQ(log.size(), 4u);
+  for (size_t g = 0; g < log.size(); ++g) EXPECT_EQ(log[g].generation, static_cast<int64_t>(g));
+  // A torn last line (a kill mid-append) is replaced by the checkpoint's copy too.
+  nammkit::write_file_atomic(dir + "/log.jsonl", full.substr(0, full.size() - 10));
+  Trainer torn(small_settings(), eval, options(dir, {{4, "a"}}));
+  torn.resume(dir + "/latest.ckpt");
+  EXPECT_EQ(read_log(dir + "/log.jsonl").size(), 3u);
 }
 
 TEST(EvolutionPlot, SvgHasCurvesAxesAndCachePanel) {

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
+#include "core/byte_io.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/sha256.h"
@@ -210,6 +212,61 @@ TEST(ExportMemory3, CorruptedOrTruncatedBankIsAnError) {
   for (size_t cut = 0; cut < bytes.size(); cut += 97)
     EXPECT_THROW(open_bytes(bytes.substr(0, cut)), Error) << "cut at " << cut;
   std::filesystem::remove(path);
+}
+
+// The bank bytes with its index edited by `edit` (same data blocks, the index re-framed and re-CRC'd).
+std::string with_index(const std::string& bytes, const std::function<void(bank::BankIndex&)>& edit) {
+  bank::BankIndex x;
+  const uint64_t len = get_le<uint64_t>(reinterpret_cast<const uint8_t*>(bytes.data()) + 16);
+  EXPECT_TRUE(x.ParseFromArray(bytes.data() + kBankHeaderBytes, static_cast<int>(len)));
+  const uint64_t data_start = x.prefix_offset();
+  edit(x);
+  std::string index;
+  x.SerializeToString(&index);
+  std::string out = bytes.substr(0, 12);
+  put_le<uint32_t>(out, crc32(index));
+  put_le<uint64_t>(out, index.size());
+  out += index;
+  EXPECT_LE(out.size(), data_start) << "the edited index no longer fits before the data";
+  out.resize(data_start, '\0');
+  return out + bytes.substr(data_start);
+}
+
+TEST(ExportMemory3, BankValidationGaps) {
+  REQUIRE_STORIES();
+  Memory3Options opt;
+  opt.selector = Memory3Selector::First;
+  const std::string bytes = build_bank(opt, nullptr);
+  auto error_of = [](const std::string& b) {
+    try {
+      MemoryBank::from_bytes(b, "x.bank");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(opened)");
+  };
+  // Shapes whose block sizes wrap 64 bits to 0 (with chunk_bytes 0 they used to pass every check).
+  const std::string huge = with_index(bytes, [](bank::BankIndex& x) {
+    x.mutable_model()->set_n_heads(1 << 30), x.mutable_model()->set_n_kv_heads(1 << 30);
+    x.mutable_model()->set_head_dim(1 << 30), x.set_n_kv_heads(1 << 30), x.set_head_dim(1 << 30);
+    x.set_chunk_bytes(0);
+  });
+  EXPECT_EQ(error_of(huge), "x.bank: chunk_bytes: the block size overflows 64 bits (implausible shape)");
+  const std::string token = with_index(bytes, [](bank::BankIndex& x) { x.set_prefix_tokens(0, 512 + 5); });
+  EXPECT_EQ(error_of(token), "x.bank: prefix_tokens[0]: id 517 outside the vocabulary of 512");
+  const std::string no_gqa = with_index(bytes, [](bank::BankIndex& x) { x.clear_gqa_aggregation(); });
+  EXPECT_EQ(error_of(no_gqa), "x.bank: gqa_aggregation: expected \"mean\", got ''");
+  const std::string same =
+      with_index(bytes, [](bank::BankIndex& x) { x.mutable_chunks(1)->set_offset(x.chunks(0).offset()); });
+  EXPECT_NE(error_of(same).find("overlaps chunks["), std::string::npos) << error_of(same);
+  EXPECT_EQ(error_of(with_index(bytes, [](bank::BankIndex&) {})), "(opened)");
+}
+
+TEST(ExportMemory3, KBeyondAChunkIsRefusedBeforeWriting) {
+  REQUIRE_STORIES();
+  Memory3Options opt;
+  opt.k = 200;
+  expect_error_containing([&] { MemoryBankWriter w(stories(), opt, ""); }, "k: expected 1 .. max_chunk_tokens (128)");
 }
 
 TEST(ExportMemory3, ChunkTooLongNamesTheLine) {

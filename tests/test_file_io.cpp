@@ -40,6 +40,38 @@ TEST(FileIo, MissingFilesAreErrorsNamingThePath) {
   EXPECT_THROW(write_file_atomic("/no/such/dir/file.bin", "x"), Error);
 }
 
+TEST(FileIo, WritableDirectoryLockAndStaleTemporaries) {
+  const auto dir = temp_dir();
+  const std::string run = (dir / "run").string();
+  make_writable_directory(run + "/nested");
+  EXPECT_TRUE(is_directory(run + "/nested"));
+  write_file_atomic(run + "/file", "x");
+  try {
+    make_writable_directory(run + "/file");
+    ADD_FAILURE() << "a file accepted as a directory";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(run + "/file: cannot create directory: ", 0), 0u) << e.what();
+  }
+  {
+    const FileLock lock(run + "/.lock");
+    try {
+      const FileLock second(run + "/.lock");  // flock locks are per open file: a second one conflicts
+      ADD_FAILURE() << "second lock taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(run + "/.lock: locked by another process"), std::string::npos);
+    }
+  }
+  const FileLock again(run + "/.lock");  // released with the first
+  for (const char* name : {"latest.ckpt.tmp.4242", "log.jsonl.tmp.17"}) write_file_atomic(run + "/" + name, "partial");
+  write_file_atomic(run + "/notes.tmp.txt", "kept");
+  remove_stale_temporaries(run);
+  EXPECT_FALSE(file_exists(run + "/latest.ckpt.tmp.4242"));
+  EXPECT_FALSE(file_exists(run + "/log.jsonl.tmp.17"));
+  EXPECT_TRUE(file_exists(run + "/notes.tmp.txt"));
+  EXPECT_TRUE(file_exists(run + "/file"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(FileIo, MappedFileSeesTheBytes) {
   const auto dir = temp_dir();
   const std::string path = (dir / "m.bin").string();

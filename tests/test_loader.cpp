@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -757,6 +758,73 @@ TEST_F(GgufErrors, EveryTruncationIsAnErrorNotACrash) {
   }
 }
 
+// Overwrites the data offset in the tensor-info entry of `name` (name, n_dims, shape, type, offset).
+void patch_tensor_offset(std::string& bytes, const std::string& name, uint64_t offset) {
+  std::string key(8, '\0');
+  const uint64_t len = name.size();
+  std::memcpy(key.data(), &len, 8);
+  key += name;
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  uint32_t n_dims;
+  std::memcpy(&n_dims, bytes.data() + at + key.size(), 4);
+  std::memcpy(bytes.data() + at + key.size() + 4 + 8 * n_dims + 4, &offset, 8);
+}
+
+TEST_F(GgufErrors, TensorOffsetNearTwoTo64DoesNotWrap) {
+  // Offsets that wrapped `data_start + offset + bytes` back into the file (a crash in dequantize,
+  // or a tensor silently read from the header).
+  for (const uint64_t offset : {~uint64_t{0} - 65535, ~uint64_t{0} - 31}) {
+    std::string bytes = read_file(good_);
+    patch_tensor_offset(bytes, "output_norm.weight", offset);
+    const std::string path = dir_.file("offset.gguf");
+    write_file_atomic(path, bytes);
+    expect_error([&] { GgufFile f(path); },
+                 {path + ": truncated: tensor output_norm.weight offset " + std::to_string(offset)});
+    expect_error([&] { load_model(path); }, {path + ": truncated: tensor output_norm.weight"});
+  }
+}
+
+TEST_F(GgufErrors, ImpossibleHyperParametersNameTheKey) {
+  auto with = [&](const std::string& key, GgufValue value, const std::string& type = "") {
+    const std::string path = dir_.file("hyper.gguf");
+    rewrite_gguf(good_, path, [](GgufWriter&, const GgufTensorInfo&) { return false; }, {key});
+    GgufFile f(path);
+    GgufWriter w(f.alignment());
+    for (const auto& [k, v] : f.metadata()) w.set(k, v);
+    w.set(key, std::move(value));
+    if (!type.empty()) w.set("llama.rope.scaling.type", GgufValue::string(type));
+    for (const GgufTensorInfo& t : f.tensors())
+      w.add_tensor(t.name, t.ne, t.type, std::string(reinterpret_cast<const char*>(t.data), t.bytes));
+    w.write(path);
+    return path;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const float eps : {nan, -1e-5f}) {
+    const std::string path = with("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(eps));
+    expect_error([&] { load_model(path); }, {path + ": llama.attention.layer_norm_rms_epsilon: ", "finite"});
+  }
+  for (const float base : {0.0f, inf, nan}) {
+    const std::string path = with("llama.rope.freq_base", GgufValue::f32(base));
+    expect_error([&] { load_model(path); }, {path + ": llama.rope.freq_base: "});
+  }
+  std::string path = with("llama.rope.scaling.factor", GgufValue::f32(0.0f), "linear");
+  expect_error([&] { load_model(path); }, {path + ": llama.rope.scaling.factor: 0 is not a positive"});
+  path = with("tokenizer.ggml.bos_token_id", GgufValue::i32(-5));
+  expect_error([&] { load_model(path); }, {path + ": tokenizer.ggml.bos_token_id: negative id -5"});
+}
+
+TEST(ModelValidate, RejectsNonFiniteHyperParameters) {
+  Model m = synthetic_model(small_config("llama"), 2);
+  m.path = "built.gguf";
+  m.config.norm_eps = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { m.validate(); }, {"built.gguf: config.norm_eps: nan"});
+  m.config.norm_eps = 1e-5f;
+  m.config.rope_scaling = RopeScaling::Linear;
+  m.config.rope_factor = 0;
+  expect_error([&] { m.validate(); }, {"built.gguf: config.rope_factor"});
+}
+
 TEST(ModelValidate, NamesTheTensorAndShape) {
   Model m = synthetic_model(small_config("llama"), 2);
   m.path = "somewhere.gguf";
@@ -1061,6 +1129,73 @@ TEST(Safetensors, Errors) {
   const std::string whole = read_file(dir.file("model.safetensors"));
   write_file_atomic(dir.file("model.safetensors"), whole.substr(0, whole.size() - 100));
   expect_error([&] { load_model(dir.path()); }, {dir.file("model.safetensors") + ": truncated"});
+}
+
+TEST(Safetensors, HugeDataOffsetIsReportedUnwrapped) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  const uint64_t end = ~uint64_t{0} - 7;
+  json header = {{"w", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {end - 8, end}}}}};
+  const std::string text = header.dump();
+  std::string out(8, '\0');
+  const uint64_t n = text.size();
+  std::memcpy(out.data(), &n, 8);
+  write_file_atomic(path, out + text + std::string(8, '\0'));
+  expect_error([&] { SafetensorsFile f(path); },
+               {path + ": truncated: tensor w data_offsets end " + std::to_string(end) + " lies beyond the 8 bytes"});
+  header = {{"w", {{"dtype", "F32"}, {"shape", {1 << 30, 1 << 30, 1 << 30}}, {"data_offsets", {0, 8}}}}};
+  const std::string text2 = header.dump();
+  const uint64_t n2 = text2.size();
+  std::memcpy(out.data(), &n2, 8);
+  write_file_atomic(path, out + text2 + std::string(8, '\0'));
+  expect_error([&] { SafetensorsFile f(path); }, {path + ": tensor w: too many elements"});
+}
+
+TEST(Safetensors, ImpossibleHyperParametersNameTheKey) {
+  const Model src = hf_source("llama", 25);
+  TempDir dir;
+  write_hf_dir(dir.path(), src, DType::F32, 0);
+  const std::string config_path = dir.file("config.json");
+  const json good = hf_config(src.config);
+  auto expect_refused = [&](json config, const std::string& piece) {
+    write_file_atomic(config_path, config.dump());
+    expect_error([&] { load_model(dir.path()); }, {config_path + ": " + piece});
+  };
+  json c = good;
+  c["rms_norm_eps"] = -1e-6;
+  expect_refused(c, "rms_norm_eps: -1e-06 is not a non-negative finite number");
+  c = good;
+  c["rope_theta"] = 0;
+  expect_refused(c, "rope_theta: 0 is not a positive finite number");
+  c = good;
+  c["rope_scaling"] = {{"type", "linear"}, {"factor", 0.0}};
+  expect_refused(c, "rope_scaling.factor: 0");
+  c = good;
+  c["bos_token_id"] = -5;
+  write_file_atomic(dir.file("tokenizer_config.json"), json{{"eos_token", "<|endoftext|>"}}.dump());
+  expect_refused(c, "bos_token_id: id -5 outside the vocabulary");
+}
+
+TEST(Safetensors, TokenizerIdBeyondTheVocabularyIsRefusedBeforeAllocating) {
+  const Model src = hf_source("llama", 26);
+  TempDir dir;
+  write_hf_dir(dir.path(), src, DType::F32, 0);
+  json tok = byte_level_tokenizer_json();
+  tok["added_tokens"][0]["id"] = 1 << 24;
+  write_file_atomic(dir.file("tokenizer.json"), tok.dump());
+  expect_error([&] { load_model(dir.path()); },
+               {dir.file("tokenizer.json") + ": token '<|endoftext|>': id 16777216 out of range"});
+}
+
+TEST(Llama2c, ZeroOrNegativeDimensionNamesTheField) {
+  TempDir dir;
+  const std::string path = dir.file("broken.bin");
+  for (const int32_t dim : {0, -64}) {
+    const int32_t header[7] = {dim, 172, 5, 8, 4, 512, 512};
+    write_file_atomic(path,
+                      std::string(reinterpret_cast<const char*>(header), sizeof(header)) + std::string(4096, '\0'));
+    expect_error([&] { load_model(path); }, {path + ": llama2.c header: dim " + std::to_string(dim) + " out of range"});
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 
@@ -222,6 +223,11 @@ TEST(NammPolicyFile, DamagedFilesGiveFieldNamedErrors) {
   const PolicyFile f = make_namm_policy_file();
   const std::string good = serialize_policy(f), path = temp_path("damaged.nammpolicy");
 
+  // Cut inside the 20-byte header after the magic (8 to 19 bytes): "truncated", not "not a policy file".
+  for (size_t cut = 1; cut < 20; ++cut) {
+    write_raw(path, good.substr(0, cut));
+    EXPECT_NE(error_of([&] { load_policy(path); }).find(path + ": truncated"), std::string::npos) << cut;
+  }
   for (size_t cut : {size_t{0}, size_t{5}, size_t{19}, good.size() / 2, good.size() - 1}) {
     write_raw(path, good.substr(0, cut));
     const std::string e = error_of([&] { load_policy(path); });
@@ -268,6 +274,20 @@ TEST(NammPolicyFile, DamagedFilesGiveFieldNamedErrors) {
             }).find("p.json: invalid policy JSON"),
             std::string::npos);
   EXPECT_NE(error_of([&] { policy_from_json("{\"format_version\": 1,", "p.json"); }), "");
+}
+
+TEST(NammPolicyFile, JsonErrorsAreOneLineAndNestedParamsAreRefused) {
+  PolicyFile f = make_namm_policy_file();
+  nlohmann::json j = nlohmann::json::parse(policy_to_json(f));
+  nlohmann::json params = j["params"];
+  j["params"] = nlohmann::json::array({nlohmann::json::array({1.0, 2.0}), params});  // was flattened silently
+  EXPECT_EQ(error_of([&] { policy_from_json(j.dump(), "p.json"); }),
+            "p.json: params[0]: expected a number or string, found a nested array");
+  for (const char* bad : {"{\"kind\": ", "{\"format_version\": 1,", "[1, 2", "{\"kind\": \"NO_SUCH_KIND\"}"}) {
+    const std::string e = error_of([&] { policy_from_json(bad, "p.json"); });
+    EXPECT_EQ(e.rfind("p.json: invalid policy JSON: ", 0), 0u) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
 }
 
 TEST(NammPolicyFile, BaselineSpecs) {

@@ -138,6 +138,13 @@ TEST(TasksShipped, RulerKvLongEvalAndBabi) {
   EXPECT_EQ(qs[0].question, "Where is Mary?");
   EXPECT_EQ(qs[1].story, "John left.\n");
   EXPECT_EQ(qs[1].answer, "garden");
+  // A line number too large for any integer names the file and line (was "error: stoul").
+  try {
+    parse_babi("1 Mary went home.\n99999999999999999999999 Where is Mary? \thome\t1\n", "qa.txt");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("qa.txt: line 2: number: expected an integer", 0), 0u) << e.what();
+  }
   o.set = ShippedSet::Babi;
   o.file = kShared + "/data/babi/qa1_single-supporting-fact_test.txt";
   o.split = Split::All;
@@ -171,6 +178,25 @@ TEST(TasksTruncation, KeepsFirstAndLastHalves) {
   EXPECT_LE(ids60.size(), 60u);
   EXPECT_GE(ids60.size(), 56u);
   EXPECT_EQ(ids60[0], tok.bos_id());
+
+  // A prompt far longer than 60 tokens can span is cut by bytes before tokenising (memory bounded by
+  // what the model can use), with the same ids as tokenising it whole.
+  std::string huge;
+  for (int i = 0; i < 2000; ++i) huge += "Line " + std::to_string(i) + " of the story. ";
+  const auto whole = tok.encode(huge, true);
+  const size_t half = 30;
+  const std::string reference = tok.decode(std::vector<int32_t>(whole.begin(), whole.begin() + half)) +
+                                tok.decode(std::vector<int32_t>(whole.end() - half, whole.end()));
+  EXPECT_EQ(encode_truncated(tok, huge, 60, &truncated), truncate_middle_ids(tok.encode(reference, true), 60));
+  EXPECT_TRUE(truncated);
+  EXPECT_EQ(prompt_ends(huge, 60).size(), 2 * 60 * kBytesPerTokenBound);
+  EXPECT_EQ(prompt_ends(prompt, 1000), prompt);
+  const std::string ends =
+      prompt_ends(std::string(100, 'a') + std::string(50, '\xC3') + "\xA9" + std::string(100, 'b'), 1);
+  EXPECT_EQ(ends, std::string(32, 'a') + std::string(32, 'b'));
+  const std::string accents =
+      prompt_ends(std::string(200, 'a') + "\xC3\xA9" + std::string(30, 'b'), 1);  // é at the tail cut
+  EXPECT_EQ(accents, std::string(32, 'a') + "\xC3\xA9" + std::string(30, 'b'));
 }
 
 TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
@@ -210,7 +236,11 @@ TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
   EXPECT_EQ(err(R"({"name": "longbench", "dataset": "multi_news"})"), "set.json: task 0 (longbench): file: missing");
   EXPECT_NE(err(R"({"name": "sudoku"})").find("set.json: task 0 (sudoku): name: unknown task \"sudoku\""),
             std::string::npos);
-  EXPECT_NE(err(R"({"name": "lm", "text": "wiki"})").find("corpus: wiki: unknown text"), std::string::npos);
+  EXPECT_NE(err(R"({"name": "lm", "text": "wiki"})").find("set.json: task 0 (lm): text: wiki: unknown text"),
+            std::string::npos);
+  EXPECT_NE(
+      err(R"({"name": "passkey", "haystack": "wiki"})").find("set.json: task 0 (passkey): haystack: wiki: unknown"),
+      std::string::npos);
   EXPECT_NE(
       err(R"([{"name": "lm", "context_tokens": 64, "score_tokens": 8}, {"name": "lm", "context_tokens": 64, "score_tokens": 8}])")
           .find("set.json: task 1: label: task name \"lm/tinystories\" is used twice"),

@@ -304,7 +304,8 @@ GgufFile::GgufFile(const std::string& path) : path_(path), map_(std::make_shared
     uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto ne = r.scalar<uint64_t>("tensor " + t.name + " shape");
-      if (ne != 0 && elements > (uint64_t{1} << 48) / ne) fail(path_, "tensor " + t.name + ": too many elements");
+      if (ne > (uint64_t{1} << 48) || (ne != 0 && elements > (uint64_t{1} << 48) / ne))
+        fail(path_, "tensor " + t.name + ": too many elements");
       elements *= ne;
       t.ne.push_back(static_cast<int64_t>(ne));
     }
@@ -326,9 +327,12 @@ GgufFile::GgufFile(const std::string& path) : path_(path), map_(std::make_shared
                       " elements (not a multiple of " + std::to_string(dtype_block_size(*dtype)) + ")");
     }
     t.bytes = dtype_bytes(*dtype, t.elements());
-    if (data_start + t.offset + t.bytes > map_->size()) {
-      fail(path_, "truncated: tensor " + t.name + " data ends at byte " +
-                      std::to_string(data_start + t.offset + t.bytes) + ", file has " + std::to_string(map_->size()));
+    // Compared by subtraction: an offset near 2^64 must not wrap the sum back into the file.
+    const uint64_t data_bytes = map_->size() - std::min<uint64_t>(data_start, map_->size());
+    if (t.offset > data_bytes || t.bytes > data_bytes - t.offset) {
+      fail(path_, "truncated: tensor " + t.name + " offset " + std::to_string(t.offset) + " + " +
+                      std::to_string(t.bytes) + " bytes lies beyond the " + std::to_string(data_bytes) +
+                      " bytes of tensor data");
     }
     t.data = map_->data() + data_start + t.offset;
   }
@@ -424,6 +428,7 @@ const GgufValue& metadata_array(const GgufFile& f, const std::string& key, GgufT
 
 int32_t metadata_token_id(const GgufFile& f, const std::string& key, size_t vocab) {
   const int64_t id = f.get_int(key, -1);
+  if (id < 0 && f.find(key)) fail(f.path(), key + ": negative id " + std::to_string(id));
   if (id >= static_cast<int64_t>(vocab)) fail(f.path(), key + ": id " + std::to_string(id) + " outside the vocabulary");
   return static_cast<int32_t>(id);
 }
@@ -576,6 +581,10 @@ class GgufModelBuilder {
     c.rope_theta = static_cast<float>(f_.get_float(p + "rope.freq_base", 10000.0));
     c.rope_style = arch == "llama" ? RopeStyle::Interleaved : RopeStyle::HalfSplit;
     read_rope_scaling(p, c);
+    check_hyper_parameters(
+        f_.path(), c,
+        {p + "attention.layer_norm_rms_epsilon", p + "rope.freq_base", p + "rope.scaling.factor",
+         p + "rope.scaling.ntk_alpha", p + "rope.scaling.low_freq_factor", p + "rope.scaling.high_freq_factor"});
     const GgufTensorInfo& embd = tensor("token_embd.weight");
     if (embd.ne.size() != 2)
       fail(f_.path(), "tensor token_embd.weight: shape " + ne_string(embd.ne) + ", expected 2 dims");

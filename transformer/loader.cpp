@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -101,6 +103,15 @@ Model load_model(const std::string& path) {
     fail(path, std::string(s.size < expected ? "truncated: " : "size mismatch: ") +
                    "looks like a llama2.c checkpoint but has " + std::to_string(s.size) +
                    " bytes where its header implies " + std::to_string(expected));
+  }
+  // llama2.c checkpoints have no magic but are named *.bin: a header of small integers with a zero
+  // or negative dimension is a broken checkpoint, not an unknown format; name the field.
+  if (path.ends_with(".bin") && s.bytes.size() >= sizeof(Llama2cHeader)) {
+    int32_t fields[7];
+    std::memcpy(fields, s.bytes.data(), sizeof(fields));
+    const bool small =
+        std::all_of(std::begin(fields), std::end(fields), [](int32_t v) { return std::abs(int64_t{v}) <= (1 << 24); });
+    if (const auto problem = llama2c_header_problem(h); small && problem) fail(path, "llama2.c header: " + *problem);
   }
   fail(path, "unknown model format (not GGUF, safetensors or a llama2.c checkpoint)");
 }

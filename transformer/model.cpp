@@ -1,6 +1,8 @@
 // Model: bandwidth estimate and the shape check every loader runs before handing a Model out.
 #include "transformer/model.h"
 
+#include <cmath>
+#include <sstream>
 #include <string>
 
 #include "core/error.h"
@@ -65,6 +67,29 @@ void check_config(const std::string& where, const ModelConfig& c) {
 
 }  // namespace
 
+void check_hyper_parameters(const std::string& file, const ModelConfig& c, const HyperParameterKeys& keys) {
+  auto check = [&](const std::string& key, double value, bool zero_allowed) {
+    if (std::isfinite(value) && (value > 0 || (zero_allowed && value == 0))) return;
+    std::ostringstream shown;
+    shown << value;
+    fail(file,
+         key + ": " + shown.str() + " is not a " + (zero_allowed ? "non-negative" : "positive") + " finite number");
+  };
+  check(keys.norm_eps, c.norm_eps, true);
+  check(keys.rope_theta, c.rope_theta, false);
+  if (c.rope_scaling != RopeScaling::None) check(keys.rope_factor, c.rope_factor, false);
+  if (c.rope_scaling == RopeScaling::NtkStatic) {
+    check(keys.rope_ntk_alpha, c.rope_ntk_alpha, false);
+    if (!(c.rope_ntk_alpha * c.rope_factor - (c.rope_ntk_alpha - 1) > 0)) {
+      fail(file, keys.rope_ntk_alpha + ": alpha * factor - (alpha - 1) must be positive");
+    }
+  }
+  if (c.rope_scaling == RopeScaling::Llama3) {
+    check(keys.rope_low_freq_factor, c.rope_low_freq_factor, false);
+    check(keys.rope_high_freq_factor, c.rope_high_freq_factor, false);
+  }
+}
+
 size_t Model::weight_bytes_per_token() const {
   // Every matrix is streamed once per decoded token; the embedding contributes one row.
   size_t total = token_embedding.row_bytes() + output.bytes() + vector_bytes(final_norm);
@@ -81,6 +106,7 @@ void Model::validate() const {
   const std::string where = path.empty() ? "model" : path;
   const ModelConfig& c = config;
   check_config(where, c);
+  check_hyper_parameters(where, c);
   check_matrix(where, "token_embedding", token_embedding, c.vocab_size, c.dim);
   check_matrix(where, "output", output, c.vocab_size, c.dim);
   check_vector(where, "final_norm", final_norm, c.dim);

@@ -68,6 +68,22 @@ struct LayerWeights {
   WeightMatrix w_down;            // [dim][hidden]  (w2)
 };
 
+// The names under which a model file stores the hyper-parameters check_hyper_parameters checks
+// (defaults: nammkit's own field names, for models built in code).
+struct HyperParameterKeys {
+  std::string norm_eps = "config.norm_eps";
+  std::string rope_theta = "config.rope_theta";
+  std::string rope_factor = "config.rope_factor";
+  std::string rope_ntk_alpha = "config.rope_ntk_alpha";
+  std::string rope_low_freq_factor = "config.rope_low_freq_factor";
+  std::string rope_high_freq_factor = "config.rope_high_freq_factor";
+};
+
+// Throws Error("<file>: <key>: ...") for a value that would turn the forward pass into NaN or inf:
+// a negative or non-finite RMS-norm epsilon, a RoPE base or scaling factor that is not a positive
+// finite number. Loaders call it with their keys; Model::validate with the defaults.
+void check_hyper_parameters(const std::string& file, const ModelConfig& c, const HyperParameterKeys& keys = {});
+
 struct Model {
   ModelConfig config;
   WeightMatrix token_embedding;  // [vocab][dim]

@@ -103,8 +103,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(st
       const auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
       if (offsets.size() != 2 || offsets[1] < offsets[0]) fail(path_, "tensor " + name + ": bad data_offsets");
       if (offsets[1] > size - data_start) {
-        fail(path_, "truncated: tensor " + name + " data ends at byte " + std::to_string(data_start + offsets[1]) +
-                        ", file has " + std::to_string(size));
+        fail(path_, "truncated: tensor " + name + " data_offsets end " + std::to_string(offsets[1]) +
+                        " lies beyond the " + std::to_string(size - data_start) + " bytes of tensor data");
       }
       t.data = map_->data() + data_start + offsets[0];
       t.bytes = offsets[1] - offsets[0];
@@ -114,6 +114,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(st
     int64_t n = 1;
     for (int64_t d : t.shape) {
       if (d < 0) fail(path_, "tensor " + name + ": negative dimension");
+      if (d != 0 && n > (int64_t{1} << 48) / d) fail(path_, "tensor " + name + ": too many elements");
       n *= d;
     }
     if (const size_t es = element_size(t.dtype); es != 0 && static_cast<uint64_t>(n) * es != t.bytes) {
@@ -235,6 +236,9 @@ ModelConfig read_hf_config(const std::string& dir) {
   c.rope_theta = static_cast<float>(f.number("rope_theta", 10000.0));
   c.rope_style = RopeStyle::HalfSplit;
   if (j.contains("rope_scaling")) read_rope_scaling(j.at("rope_scaling"), path, c);
+  check_hyper_parameters(path, c,
+                         {"rms_norm_eps", "rope_theta", "rope_scaling.factor", "rope_scaling.alpha",
+                          "rope_scaling.low_freq_factor", "rope_scaling.high_freq_factor"});
   c.tied_embeddings = f.boolean("tie_word_embeddings", false);
   // Qwen2 always has Q/K/V biases; Llama-style models have them with attention_bias.
   c.qkv_bias = c.architecture == "qwen2" || f.boolean("attention_bias", false);
@@ -304,13 +308,16 @@ std::optional<std::string> token_content(const json& v) {
   return std::nullopt;
 }
 
-int32_t config_token_id(const json& config, const char* key) {
+int32_t config_token_id(const json& config, const std::string& path, const char* key) {
   if (!config.contains(key)) return -1;
   const json& v = config.at(key);
-  if (v.is_number_integer()) return v.get<int32_t>();
-  if (v.is_array() && !v.empty() && v[0].is_number_integer())
-    return v[0].get<int32_t>();  // Llama-3.1 lists several EOS
-  return -1;
+  const json* id = v.is_number_integer() ? &v : nullptr;
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) id = &v[0];  // Llama-3.1 lists several EOS
+  if (id == nullptr) return -1;
+  if (id->get<int64_t>() < 0 || id->get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+    fail(path, std::string(key) + ": id " + id->dump() + " outside the vocabulary");
+  }
+  return id->get<int32_t>();
 }
 
 }  // namespace
@@ -326,9 +333,24 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
   }
   if (!model.contains("vocab") || !model.at("vocab").is_object()) fail(path, "model.vocab: missing");
 
+  // Ids index a table: bound them by what the file lists (or config.json's vocab_size, for padded
+  // vocabularies) before allocating, so one stray id cannot cost gigabytes.
+  const size_t n_added =
+      j.contains("added_tokens") && j.at("added_tokens").is_array() ? j.at("added_tokens").size() : 0;
+  int64_t id_limit = static_cast<int64_t>(model.at("vocab").size() + n_added);
+  if (const std::string config_path = dir + "/config.json"; file_exists(config_path)) {
+    const json config = parse_json_file(config_path);
+    if (config.is_object() && config.contains("vocab_size") && config.at("vocab_size").is_number_integer()) {
+      id_limit = std::max(id_limit, config.at("vocab_size").get<int64_t>());
+    }
+  }
+  id_limit = std::min<int64_t>(id_limit, int64_t{1} << 24);
   TokenizerData t;
   auto place = [&](const std::string& piece, int64_t id) {
-    if (id < 0 || id > (1 << 24)) fail(path, "token '" + piece + "': id " + std::to_string(id) + " out of range");
+    if (id < 0 || id >= id_limit) {
+      fail(path, "token '" + piece + "': id " + std::to_string(id) + " out of range (the vocabulary has " +
+                     std::to_string(id_limit) + " ids)");
+    }
     if (static_cast<size_t>(id) >= t.pieces.size()) t.pieces.resize(id + 1);
     t.pieces[id] = piece;
   };
@@ -397,8 +419,8 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
   const std::string config_path = dir + "/config.json";
   if ((t.bos_id < 0 || t.eos_id < 0) && file_exists(config_path)) {
     const json config = parse_json_file(config_path);
-    if (t.bos_id < 0) t.bos_id = config_token_id(config, "bos_token_id");
-    if (t.eos_id < 0) t.eos_id = config_token_id(config, "eos_token_id");
+    if (t.bos_id < 0) t.bos_id = config_token_id(config, config_path, "bos_token_id");
+    if (t.eos_id < 0) t.eos_id = config_token_id(config, config_path, "eos_token_id");
   }
   for (int32_t id : {t.bos_id, t.eos_id}) {
     if (id >= static_cast<int32_t>(t.pieces.size()))

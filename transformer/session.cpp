@@ -1,6 +1,7 @@
 // The CPU forward pass (llama2.c's structure, batched over a chunk of tokens) and the policy hook.
 #include "transformer/session.h"
 
+#include <immintrin.h>
 #include <tbb/parallel_for.h>
 
 #include <Eigen/Dense>
@@ -37,6 +38,121 @@ void add_bias(float* x, const std::vector<float>& bias, int n_tokens) {
   const size_t n = bias.size();
   for (int t = 0; t < n_tokens; ++t)
     for (size_t i = 0; i < n; ++i) x[t * n + i] += bias[i];
+}
+
+// Softmax over row[0..visible) in place (entries of -inf get 0); row[visible..n) is set to 0.
+void softmax_visible(float* row, int visible, int n) {
+  Eigen::Map<Eigen::ArrayXf> p(row, visible);  // Eigen's exp is vectorised; std::exp is not
+  p = (p - p.maxCoeff()).exp();
+  p *= 1.0f / p.sum();
+  std::fill(row + visible, row + n, 0.0f);
+}
+
+// One new query per head of a group sharing a KV head (decode): scores[h][j] = scale * q_h . k_j for
+// the `group` query heads at q (contiguous, d floats each) and the n cached keys. D is the head size
+// when it is one of the common ones (compile-time loops), else 0 (any size, plain loops).
+template <int D>
+void decode_scores(const float* q, int group, const float* keys, int n, int d_runtime, float scale, float* scores) {
+  const int d = D > 0 ? D : d_runtime;
+  int j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (D > 0 && D % 8 == 0) {
+    // 8 keys at a time: the 8 products k_j * q_h (D/8 vectors each) are summed to one vector per key,
+    // and three levels of hadd transpose the 8 vectors' sums into one vector of 8 scores.
+    for (; j + 8 <= n; j += 8) {
+      for (int h = 0; h < group; ++h) {
+        const float* qh = q + static_cast<size_t>(h) * D;
+        __m256 prod[8];
+        for (int k = 0; k < 8; ++k) {
+          const float* key = keys + static_cast<size_t>(j + k) * D;
+          __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(key), _mm256_loadu_ps(qh));
+          for (int i = 8; i < D; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(key + i), _mm256_loadu_ps(qh + i), acc);
+          prod[k] = acc;
+        }
+        const __m256 s01 = _mm256_hadd_ps(prod[0], prod[1]), s23 = _mm256_hadd_ps(prod[2], prod[3]);
+        const __m256 s45 = _mm256_hadd_ps(prod[4], prod[5]), s67 = _mm256_hadd_ps(prod[6], prod[7]);
+        const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+        const __m256 sums =
+            _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+        _mm256_storeu_ps(scores + static_cast<size_t>(h) * n + j, _mm256_mul_ps(sums, _mm256_set1_ps(scale)));
+      }
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    const float* k = keys + static_cast<size_t>(j) * d;
+    for (int h = 0; h < group; ++h) {
+      const float* qh = q + static_cast<size_t>(h) * d;
+      float sum = 0.0f;
+      for (int i = 0; i < d; ++i) sum += qh[i] * k[i];
+      scores[static_cast<size_t>(h) * n + j] = sum * scale;
+    }
+  }
+}
+
+// out_h = sum_j probs[h][j] * v_j for the group's heads (out contiguous, d floats per head).
+template <int D>
+void decode_values(const float* probs, int group, const float* values, int n, int d_runtime, float* out) {
+  const int d = D > 0 ? D : d_runtime;
+  for (int h = 0; h < group; ++h) {
+    const float* ph = probs + static_cast<size_t>(h) * n;
+    float* oh = out + static_cast<size_t>(h) * d;
+#if defined(__AVX2__) && defined(__FMA__)
+    if constexpr (D > 0 && D % 8 == 0 && D <= 64) {  // the accumulators stay in registers
+      // U independent sets of accumulators over interleaved keys hide the FMA latency when a head
+      // is only one or two vectors wide.
+      constexpr int V = D / 8, U = V >= 4 ? 1 : 4 / V;
+      __m256 acc[U][V];
+      for (int u = 0; u < U; ++u)
+        for (int i = 0; i < V; ++i) acc[u][i] = _mm256_setzero_ps();
+      int j = 0;
+      for (; j + U <= n; j += U) {
+        for (int u = 0; u < U; ++u) {
+          const __m256 pj = _mm256_set1_ps(ph[j + u]);
+          const float* v = values + static_cast<size_t>(j + u) * D;
+          for (int i = 0; i < V; ++i) acc[u][i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), acc[u][i]);
+        }
+      }
+      for (; j < n; ++j) {
+        const __m256 pj = _mm256_set1_ps(ph[j]);
+        const float* v = values + static_cast<size_t>(j) * D;
+        for (int i = 0; i < V; ++i) acc[0][i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), acc[0][i]);
+      }
+      for (int u = 1; u < U; ++u)
+        for (int i = 0; i < V; ++i) acc[0][i] = _mm256_add_ps(acc[0][i], acc[u][i]);
+      for (int i = 0; i < V; ++i) _mm256_storeu_ps(oh + 8 * i, acc[0][i]);
+      continue;
+    }
+#endif
+    std::fill(oh, oh + d, 0.0f);
+    for (int j = 0; j < n; ++j) {
+      const float pj = ph[j];
+      const float* v = values + static_cast<size_t>(j) * d;
+      for (int i = 0; i < d; ++i) oh[i] += pj * v[i];
+    }
+  }
+}
+
+// The decode attention kernels for head size d: compile-time loops for the common sizes.
+struct DecodeAttention {
+  void (*scores)(const float*, int, const float*, int, int, float, float*);
+  void (*values)(const float*, int, const float*, int, int, float*);
+};
+
+template <int D>
+constexpr DecodeAttention decode_attention_kernels() {
+  return {decode_scores<D>, decode_values<D>};
+}
+
+DecodeAttention decode_attention_for(int d) {
+  switch (d) {
+    case 8: return decode_attention_kernels<8>();
+    case 16: return decode_attention_kernels<16>();
+    case 32: return decode_attention_kernels<32>();
+    case 64: return decode_attention_kernels<64>();
+    case 128: return decode_attention_kernels<128>();
+    default: return decode_attention_kernels<0>();
+  }
 }
 
 }  // namespace
@@ -175,33 +291,55 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
                       int32_t(position_ + t));
       const HeadCache& hc = cache_.head(l, g);
       const int n = hc.len, n_old = n - T;
+      // Masks the keys a query at absolute position `pos` must not see through the sliding window.
+      auto mask_window = [&](float* row, int visible, int64_t pos) {
+        if (window <= 0) return;
+        const int64_t oldest_visible = pos - window + 1;
+        for (int j = 0; j < visible; ++j)
+          if (hc.positions[j] < oldest_visible && !hc.memory[j]) row[j] = -INFINITY;
+      };
       Eigen::Map<const RowMajor> K(hc.keys.data(), n, d);
       Eigen::Map<const RowMajor> V(hc.values.data(), n, d);
-      RowMajor scores(T, n);
       RowMajor mean_probs;
       if (log_attention) mean_probs = RowMajor::Zero(T, n);
-      for (int hq = g * group; hq < (g + 1) * group; ++hq) {
-        ConstStridedMap Q(s.q.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
-        scores.noalias() = (Q * K.transpose()) * scale;
-        for (int t = 0; t < T; ++t) {
-          // Query t sees every retained old token and the chunk's tokens up to itself.
-          const int visible = n_old + t + 1;
-          float* row = scores.data() + size_t(t) * n;
-          if (window > 0) {
-            const int64_t oldest_visible = position_ + t - window + 1;
-            for (int j = 0; j < visible; ++j)
-              if (hc.positions[j] < oldest_visible && !hc.memory[j]) row[j] = -INFINITY;
+      if (T == 1) {
+        // Decode: all query heads of the group in one pass over the keys, then over the values;
+        // the scores live in a per-thread buffer (no nested parallelism here, so it is not shared).
+        thread_local std::vector<float> probs;
+        probs.resize(static_cast<size_t>(group) * n);
+        const float* q = s.q.data() + size_t(g) * group * d;
+        decode_attention_for(d).scores(q, group, hc.keys.data(), n, d, scale, probs.data());
+        for (int h = 0; h < group; ++h) {
+          float* row = probs.data() + size_t(h) * n;
+          mask_window(row, n, position_);
+          softmax_visible(row, n, n);
+          if (log_attention) {
+            Eigen::Map<Eigen::ArrayXf> r(row, n);
+            if (options_.attention_bf16)
+              mean_probs.row(0).array() += r.unaryExpr([](float p) { return round_to_bf16(p); }).transpose();
+            else mean_probs.row(0).array() += r.transpose();
           }
-          Eigen::Map<Eigen::ArrayXf> p(row, visible);  // Eigen's exp is vectorised; std::exp is not
-          p = (p - p.maxCoeff()).exp();
-          p *= 1.0f / p.sum();
-          std::fill(row + visible, row + n, 0.0f);
         }
-        StridedMap O(s.attn_out.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
-        O.noalias() = scores * V;
-        if (log_attention) {
-          if (options_.attention_bf16) mean_probs += scores.unaryExpr([](float p) { return round_to_bf16(p); });
-          else mean_probs += scores;
+        decode_attention_for(d).values(probs.data(), group, hc.values.data(), n, d,
+                                       s.attn_out.data() + size_t(g) * group * d);
+      } else {
+        RowMajor scores(T, n);
+        for (int hq = g * group; hq < (g + 1) * group; ++hq) {
+          ConstStridedMap Q(s.q.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
+          scores.noalias() = (Q * K.transpose()) * scale;
+          for (int t = 0; t < T; ++t) {
+            // Query t sees every retained old token and the chunk's tokens up to itself.
+            const int visible = n_old + t + 1;
+            float* row = scores.data() + size_t(t) * n;
+            mask_window(row, visible, position_ + t);
+            softmax_visible(row, visible, n);
+          }
+          StridedMap O(s.attn_out.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
+          O.noalias() = scores * V;
+          if (log_attention) {
+            if (options_.attention_bf16) mean_probs += scores.unaryExpr([](float p) { return round_to_bf16(p); });
+            else mean_probs += scores;
+          }
         }
       }
       if (log_attention) {

@@ -1,5 +1,6 @@
 #include "tools/nammkit/args.h"
 
+#include <cmath>
 #include <cstdlib>
 
 namespace nammkit::cli {
@@ -52,10 +53,14 @@ static double parse_number(const std::string& command, const std::string& flag, 
   return v;
 }
 
-int Args::get_int(const std::string& flag, int fallback) const {
+int Args::get_int(const std::string& flag, int fallback, int lo, int hi) const {
   if (!values_.count(flag)) return fallback;
-  double v = parse_number(command_, flag, get(flag));
-  if (v != static_cast<int>(v)) fail("nammkit " + command_, flag + ": not an integer: '" + get(flag) + "'");
+  const double v = parse_number(command_, flag, get(flag));
+  if (v != std::floor(v)) fail("nammkit " + command_, flag + ": not an integer: '" + get(flag) + "'");
+  if (!(v >= lo && v <= hi)) {
+    fail("nammkit " + command_,
+         flag + ": " + get(flag) + " is out of range (" + std::to_string(lo) + " to " + std::to_string(hi) + ")");
+  }
   return static_cast<int>(v);
 }
 

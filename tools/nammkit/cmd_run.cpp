@@ -37,6 +37,8 @@ const char* kRunHelp =
     "  --float-activations   quantised weights times f32 activations: the exact function of the stored weights\n"
     "                        (default: 8-bit activations as llama.cpp, several times faster)\n";
 
+constexpr int kMaxNewTokens = 1 << 24;
+
 int run_command(const std::vector<std::string>& raw) {
   Args args("run", raw,
             {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline",
@@ -54,7 +56,7 @@ int run_command(const std::vector<std::string>& raw) {
   std::optional<ChatTemplate> chat_template;
   if (chat) chat_template = chat_template_of(model.tokenizer, args.get("--model"));
   SessionOptions options;
-  options.prefill_chunk = args.get_int("--chunk", options.prefill_chunk);
+  options.prefill_chunk = args.get_int("--chunk", options.prefill_chunk, 1, kMaxNewTokens);
   options.float_activations = args.has("--float-activations");
   const int interval_flag = args.get_int("--interval", 0);
   options.update_interval = run_update_interval(interval_flag, nullptr, nullptr);
@@ -86,8 +88,20 @@ int run_command(const std::vector<std::string>& raw) {
       chat ? apply_chat_template(*chat_template, model.tokenizer, {{"user", args.get("--prompt")}}, true)
            : model.tokenizer.encode(args.get("--prompt"), !args.has("--no-bos"));
   if (prompt.empty()) fail("nammkit run", "--prompt: an empty prompt without BOS leaves nothing to run");
+  // Positions past the trained context are extrapolated RoPE: refuse a prompt that does not fit and
+  // stop generation at the context's end.
+  const int context = model.config.max_seq_len;
+  if (prompt.size() > static_cast<size_t>(context)) {
+    fail("nammkit run", "--prompt: " + std::to_string(prompt.size()) + " tokens do not fit the model's context of " +
+                            std::to_string(context) + " tokens");
+  }
   GenerateOptions gen;
-  gen.max_new_tokens = args.get_int("--max-new-tokens", 64);
+  gen.max_new_tokens = args.get_int("--max-new-tokens", 64, 0, kMaxNewTokens);
+  if (const int room = context - static_cast<int>(prompt.size()); gen.max_new_tokens > room) {
+    std::fprintf(stderr, "note: --max-new-tokens %d cut to %d: the model's context is %d tokens\n", gen.max_new_tokens,
+                 room, context);
+    gen.max_new_tokens = room;
+  }
   gen.stop_at_eos = !args.has("--ignore-eos");
   gen.eos_id = model.tokenizer.eos_id();
 

@@ -195,7 +195,14 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options) 
   std::unique_ptr<tbb::global_control> threads;
   if (config.threads > 0)
     threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, config.threads);
-  std::filesystem::create_directories(config.output_dir);
+  try {
+    make_writable_directory(config.output_dir);
+  } catch (const Error& e) {
+    fail(config.file, std::string("output_dir: ") + e.what());
+  }
+  // One process per run directory: a second evolve on it would interleave the log and checkpoints.
+  const FileLock lock(config.output_dir + "/.lock");
+  remove_stale_temporaries(config.output_dir);  // left by a process killed mid-write
   const std::string latest = config.output_dir + "/latest.ckpt";
   if (options.resume && !file_exists(latest)) fail(latest, "--resume: no checkpoint to resume from");
   if (!options.resume && file_exists(latest))

@@ -2,7 +2,6 @@
 #pragma once
 #include <tbb/global_control.h>
 
-#include <algorithm>
 #include <memory>
 
 #include "tools/nammkit/args.h"
@@ -10,11 +9,13 @@
 
 namespace nammkit::cli {
 
-// nullptr (no limit: all cores) unless --threads was given.
+inline constexpr int kMaxThreads = 1024;
+
+// nullptr (no limit: all cores) unless --threads was given (1 to kMaxThreads).
 inline std::unique_ptr<tbb::global_control> thread_limit(const Args& args) {
   if (!args.has("--threads")) return nullptr;
   return std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
-                                               std::max(1, args.get_int("--threads", 1)));
+                                               args.get_int("--threads", 1, 1, kMaxThreads));
 }
 
 // --device cpu|cuda|auto (default auto: CUDA when an NVIDIA GPU is present and the module loads).
