@@ -62,8 +62,7 @@ int main(int argc, char** argv) try {
   const std::unique_ptr<Backend> backend = make_cpu_backend(model);
   const std::vector<int32_t> ids =
       token_ids(ids_file, static_cast<size_t>(std::max(prompt_tokens, context)), model.config.vocab_size);
-  SessionOptions options;
-  options.prefill_chunk = 512;  // llama.cpp's default batch
+  const SessionOptions options;  // nammkit's defaults (prefill chunks of 128 tokens)
 
   // Prefill: a fresh session fed the first P ids (one warm-up run first: page-in of the weights).
   double prefill_s = 0;

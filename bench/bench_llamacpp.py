@@ -12,7 +12,7 @@ Prints one JSON line per (engine, model, threads, context) and one per compariso
 Only extra dependency: llama-cpp-python from PyPI (it builds llama.cpp from source), in the tools venv:
     tools/train_testbed/setup.sh --reference --bench
     tools/train_testbed/.venv/bin/python bench/bench_llamacpp.py [--threads 1 2] [--out FILE]
-Needs build/bin/bench_generate and build/bin/nammkit (cmake --build build) and scripts/fetch_models.sh.
+Needs build/bench/bench_generate and build/bin/nammkit (cmake --build build) and scripts/fetch_models.sh.
 Not part of CI (minutes of run time, and the llama.cpp build).
 """
 import argparse
@@ -45,9 +45,11 @@ def llamacpp_child(model: str, threads: int, ids: list[int], context: int) -> di
         prefill_s = time.perf_counter() - t0
     llm.reset()
     llm.eval(ids[:context])
+    n_vocab = llm.n_vocab()
+    last_logits = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))  # the last token's
     t0 = time.perf_counter()
     for _ in range(DECODE):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = int(np.argmax(last_logits()))
         llm.eval([token])
     decode_s = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -86,7 +88,7 @@ def main() -> int:
         print(json.dumps(llamacpp_child(model, int(threads), ids, int(context))))
         return 0
 
-    bench_bin, nammkit_bin = ROOT / "build/bin/bench_generate", ROOT / "build/bin/nammkit"
+    bench_bin, nammkit_bin = ROOT / "build/bench/bench_generate", ROOT / "build/bin/nammkit"
     q4 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
     for f in (bench_bin, nammkit_bin, q4):
         if not f.exists():

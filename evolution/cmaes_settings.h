@@ -8,14 +8,15 @@
 namespace nammkit::evo {
 
 // Criteria that end one CMA-ES run (and, with IPOP, trigger a restart). Hansen, "The CMA Evolution
-// Strategy: A Tutorial" (arXiv 1604.00772), appendix B.3; values are those of the tutorial.
+// Strategy: A Tutorial" (arXiv 1604.00772), appendix B.3; values are those of the tutorial, except
+// stagnation, which follows pycma's tolstagnation with its guards (cmaes_termination.cpp).
 struct StopSettings {
   double tolfun = 1e-12;        // range of recent best fitness values and of the current generation
   double tolx_factor = 1e-12;   // tolx = tolx_factor * sigma0, on sigma*|p_c| and sigma*sqrt(C_ii)
   double max_condition = 1e14;  // condition number of C
   bool no_effect_axis = true;   // adding 0.1 sigma along a principal axis leaves the mean unchanged
   bool no_effect_coord = true;  // adding 0.2 sigma sqrt(C_ii) leaves a mean coordinate unchanged
-  bool stagnation = true;       // median of recent best/median fitness not better than earlier ones
+  bool stagnation = true;       // pycma's tolstagnation: no progress over 100 + 100 n^1.5 / lambda generations
 };
 
 // IPOP-CMA-ES (Auger & Hansen 2005): on a stop criterion, restart with lambda multiplied by

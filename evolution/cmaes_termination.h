@@ -1,4 +1,5 @@
-// Stop criteria of one CMA-ES run (Hansen's tutorial, appendix B.3), evaluated after each tell().
+// Stop criteria of one CMA-ES run (Hansen's tutorial, appendix B.3; stagnation as in pycma, with its
+// guards), evaluated after each tell().
 // With IPOP restarts enabled a met criterion triggers a restart; otherwise it is only reported.
 #pragma once
 #include <string>

@@ -20,6 +20,16 @@ double ellipsoid(const Eigen::VectorXd& x) {
   return f;
 }
 
+double tablet(const Eigen::VectorXd& x) {
+  if (x.size() == 0) return 0.0;
+  return 1e6 * x[0] * x[0] + x.tail(x.size() - 1).squaredNorm();
+}
+
+double cigar(const Eigen::VectorXd& x) {
+  if (x.size() == 0) return 0.0;
+  return x[0] * x[0] + 1e6 * x.tail(x.size() - 1).squaredNorm();
+}
+
 double rosenbrock(const Eigen::VectorXd& x) {
   double f = 0;
   for (Eigen::Index i = 0; i + 1 < x.size(); ++i) {

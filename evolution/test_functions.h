@@ -13,6 +13,10 @@ namespace nammkit::evo {
 double sphere(const Eigen::VectorXd& x);
 // f = sum 10^(6 (i-1)/(n-1)) x_i^2: condition number 1e6, separable.
 double ellipsoid(const Eigen::VectorXd& x);
+// f = 1e6 x_1^2 + sum_{i>1} x_i^2: one short axis, condition 1e6.
+double tablet(const Eigen::VectorXd& x);
+// f = x_1^2 + 1e6 sum_{i>1} x_i^2: one long axis, condition 1e6.
+double cigar(const Eigen::VectorXd& x);
 double rosenbrock(const Eigen::VectorXd& x);
 double rastrigin(const Eigen::VectorXd& x);
 

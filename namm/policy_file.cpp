@@ -266,9 +266,11 @@ std::string serialize_policy(const PolicyFile& file) {
 }
 
 PolicyFile parse_policy(std::string_view bytes, const std::string& where) {
-  if (bytes.size() < kHeaderBytes || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
-    const size_t n = std::min(bytes.size(), sizeof kMagic);
-    if (bytes.size() < kHeaderBytes && std::memcmp(bytes.data(), kMagic, n) == 0)
+  // string_view comparisons, not memcmp: an empty view may have a null data() (found by fuzz_policy).
+  const std::string_view magic(kMagic, sizeof kMagic);
+  if (bytes.size() < kHeaderBytes || bytes.substr(0, magic.size()) != magic) {
+    const size_t n = std::min(bytes.size(), magic.size());
+    if (bytes.size() < kHeaderBytes && bytes.substr(0, n) == magic.substr(0, n))
       fail(where, "truncated: " + std::to_string(bytes.size()) + " bytes, shorter than the header");
     fail(where, "not a nammkit policy file (no NAMMPLCY header)");
   }

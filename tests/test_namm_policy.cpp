@@ -276,6 +276,14 @@ TEST(NammPolicyFile, DamagedFilesGiveFieldNamedErrors) {
   EXPECT_NE(error_of([&] { policy_from_json("{\"format_version\": 1,", "p.json"); }), "");
 }
 
+// Found by tests/fuzz/fuzz_policy: an empty view (null data()) reached memcmp, which UBSan reports.
+TEST(NammPolicyFile, EmptyViewIsNotAPolicyFile) {
+  EXPECT_NE(error_of([] { parse_policy(std::string_view(), "empty"); }).find("empty: not a nammkit policy file"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_policy(std::string_view("NAMM"), "short"); }).find("short: truncated"),
+            std::string::npos);
+}
+
 TEST(NammPolicyFile, JsonErrorsAreOneLineAndNestedParamsAreRefused) {
   PolicyFile f = make_namm_policy_file();
   nlohmann::json j = nlohmann::json::parse(policy_to_json(f));

@@ -170,26 +170,26 @@ TEST(Quant, DotKernelsAgainstFloat64AtEverySimdLevel) {
   }
 }
 
-// The 4-column kernels (prefill) compute, column by column, exactly what the 1-column kernel does.
-TEST(Quant, FourColumnKernelsEqualTheOneColumnKernel) {
+// The multi-column kernels (prefill) compute, column by column, exactly what the 1-column kernel does.
+TEST(Quant, ColumnKernelsEqualTheOneColumnKernel) {
   int checked = 0;
   for (SimdLevel level : available_levels()) {
     for (DType t : kQuantTypes) {
-      const QuantDot4Fn dot4 = quant_dot4_kernel(t, level);
-      if (dot4 == nullptr) continue;
+      const QuantDotColumnsFn dot_columns = quant_dot_columns_kernel(t, level);
+      if (dot_columns == nullptr) continue;
       const json& r = reference()["types"][dtype_name(t)];
       const std::vector<uint8_t> w = from_hex(r["blocks_hex"]);
       const auto n = static_cast<int64_t>(from_bits(r["dequant_bits"]).size());
-      std::vector<std::vector<uint8_t>> acts(4, std::vector<uint8_t>(activation_bytes(t, n)));
-      const void* ptrs[4];
-      for (int c = 0; c < 4; ++c) {
+      std::vector<std::vector<uint8_t>> acts(kQuantDotColumns, std::vector<uint8_t>(activation_bytes(t, n)));
+      const void* ptrs[kQuantDotColumns];
+      for (int c = 0; c < kQuantDotColumns; ++c) {
         const std::vector<float> x = random_activations(n, 100 + c);
         quantize_activations(t, x.data(), n, acts[c].data());
         ptrs[c] = acts[c].data();
       }
-      float out[4];
-      dot4(w.data(), ptrs, n, out);
-      for (int c = 0; c < 4; ++c) {
+      float out[kQuantDotColumns];
+      dot_columns(w.data(), ptrs, n, out);
+      for (int c = 0; c < kQuantDotColumns; ++c) {
         EXPECT_EQ(out[c], quant_dot_kernel(t, level)(w.data(), ptrs[c], n))
             << dtype_name(t) << " " << simd_level_name(level) << " column " << c;
       }

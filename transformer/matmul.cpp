@@ -185,17 +185,19 @@ void matmul_quantized(const WeightMatrix& W, const float* x, int n_tokens, float
   const uint8_t* a = act;
   const auto* weights = static_cast<const uint8_t*>(W.data);
   const size_t row_bytes = W.row_bytes();
-  const QuantDot4Fn dot4 = quant_dot4_kernel(W.dtype, best_simd_level());
+  const QuantDotColumnsFn dot_columns = quant_dot_columns_kernel(W.dtype, best_simd_level());
   auto rows = [&](int64_t r_begin, int64_t r_end) {
     for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
       const int64_t r1 = std::min(r_end, r0 + 16);
       int t = 0;
-      for (; dot4 != nullptr && t + 4 <= n_tokens; t += 4) {  // 4 tokens per pass over a weight row
-        const void* x4[4] = {a + t * act_row, a + (t + 1) * act_row, a + (t + 2) * act_row, a + (t + 3) * act_row};
+      constexpr int kCols = kQuantDotColumns;  // tokens per pass over a weight row
+      for (; dot_columns != nullptr && t + kCols <= n_tokens; t += kCols) {
+        const void* xs[kCols];
+        for (int c = 0; c < kCols; ++c) xs[c] = a + (t + c) * act_row;
         for (int64_t r = r0; r < r1; ++r) {
-          float o4[4];
-          dot4(weights + r * row_bytes, x4, W.cols, o4);
-          for (int c = 0; c < 4; ++c) out[static_cast<int64_t>(t + c) * W.rows + r] = o4[c];
+          float os[kCols];
+          dot_columns(weights + r * row_bytes, xs, W.cols, os);
+          for (int c = 0; c < kCols; ++c) out[static_cast<int64_t>(t + c) * W.rows + r] = os[c];
         }
       }
       for (; t < n_tokens; ++t) {

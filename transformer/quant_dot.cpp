@@ -16,8 +16,8 @@ namespace nammkit {
 // Provided by the ISA-specific files (nullptr when the file was built without its instruction set).
 QuantDotFn quant_dot_kernel_avx2(DType weight_type);
 QuantDotFn quant_dot_kernel_avx512(DType weight_type);
-QuantDot4Fn quant_dot4_kernel_avx2(DType weight_type);
-QuantDot4Fn quant_dot4_kernel_avx512(DType weight_type);
+QuantDotColumnsFn quant_dot_columns_kernel_avx2(DType weight_type);
+QuantDotColumnsFn quant_dot_columns_kernel_avx512(DType weight_type);
 
 namespace {
 
@@ -255,12 +255,12 @@ QuantDotFn quant_dot_kernel(DType weight_type, SimdLevel level) {
   return nullptr;
 }
 
-QuantDot4Fn quant_dot4_kernel(DType weight_type, SimdLevel level) {
+QuantDotColumnsFn quant_dot_columns_kernel(DType weight_type, SimdLevel level) {
   if (!cpu_has(level)) return nullptr;
   switch (level) {
     case SimdLevel::Scalar: return nullptr;
-    case SimdLevel::Avx2: return quant_dot4_kernel_avx2(weight_type);
-    case SimdLevel::Avx512: return quant_dot4_kernel_avx512(weight_type);
+    case SimdLevel::Avx2: return quant_dot_columns_kernel_avx2(weight_type);
+    case SimdLevel::Avx512: return quant_dot_columns_kernel_avx512(weight_type);
   }
   return nullptr;
 }

@@ -59,12 +59,13 @@ using QuantDotFn = float (*)(const uint8_t* weights, const void* activations, in
 // CPU lacks it.
 QuantDotFn quant_dot_kernel(DType weight_type, SimdLevel level);
 
-// The same for one weight row and 4 activation vectors at once (prefill): out[c] = the dot product
-// with activations[c]. Each weight block is unpacked once for the 4.
-using QuantDot4Fn = void (*)(const uint8_t* weights, const void* const* activations, int64_t n, float* out);
-// nullptr when the level is not compiled in, the CPU lacks it, or the type has no 4-column kernel
+// The same for one weight row and kQuantDotColumns activation vectors at once (prefill): out[c] = the
+// dot product with activations[c]. Each weight block is unpacked once for all of them.
+inline constexpr int kQuantDotColumns = 8;
+using QuantDotColumnsFn = void (*)(const uint8_t* weights, const void* const* activations, int64_t n, float* out);
+// nullptr when the level is not compiled in, the CPU lacks it, or the type has no multi-column kernel
 // (K-quants, and the scalar level: callers then use quant_dot_kernel per vector).
-QuantDot4Fn quant_dot4_kernel(DType weight_type, SimdLevel level);
+QuantDotColumnsFn quant_dot_columns_kernel(DType weight_type, SimdLevel level);
 
 // Unpacks the 8 six-bit scales and mins of a Q4_K / Q5_K super-block from its 12 packed bytes.
 void unpack_k_scales(const uint8_t packed[12], uint8_t scales[8], uint8_t mins[8]);

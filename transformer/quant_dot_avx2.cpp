@@ -23,12 +23,12 @@ inline __m256i mul_sum_u8s8(__m256i u, __m256i s) {
 }  // namespace
 
 QuantDotFn quant_dot_kernel_avx2(DType weight_type) { return kernel_for(weight_type); }
-QuantDot4Fn quant_dot4_kernel_avx2(DType weight_type) { return kernel4_for(weight_type); }
+QuantDotColumnsFn quant_dot_columns_kernel_avx2(DType weight_type) { return columns_kernel_for(weight_type); }
 
 }  // namespace nammkit
 #else
 namespace nammkit {
 QuantDotFn quant_dot_kernel_avx2(DType) { return nullptr; }
-QuantDot4Fn quant_dot4_kernel_avx2(DType) { return nullptr; }
+QuantDotColumnsFn quant_dot_columns_kernel_avx2(DType) { return nullptr; }
 }  // namespace nammkit
 #endif
