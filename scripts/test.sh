@@ -3,7 +3,9 @@
 #   1. formatting: scripts/format.sh --check (clang-format 14);
 #   2. build/: Release with warnings as errors (CUDA when nvcc is present), and the whole test suite;
 #   3. build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer (host code, no CUDA, no benchmarks),
-#      and the whole test suite again under them.
+#      and the whole test suite again under them;
+#   4. build-fuzz/: the libFuzzer targets of tests/fuzz (clang, ASan + UBSan), each run for
+#      FUZZ_CI_SECONDS (default 15) by scripts/fuzz.sh; a crash or sanitizer report fails the script.
 # A formatting failure does not stop the builds and tests; it fails the script at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,10 @@ cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+# Fuzzing, bounded: 8 targets x FUZZ_CI_SECONDS plus the clang build of the libraries they need
+# (core, transformer, namm, tasks, evolution); about 5 minutes on 2 cores from scratch (README, Fuzzing).
+FUZZ_JOBS="$jobs" bash scripts/fuzz.sh "${FUZZ_CI_SECONDS:-15}"
 
 if [ $format_ok -eq 0 ]; then
   echo "FAILED: sources are not clang-formatted; run bash scripts/format.sh (the list is above)" >&2

@@ -209,7 +209,11 @@ Session::Session(const Model& model, MemoryPolicy* policy, SessionOptions option
 
 void Session::reset() {
   const ModelConfig& c = model_.config;
-  cache_ = KVCache(c.n_layers, c.n_kv_heads, c.head_dim);
+  // Capacity for the model's context (at most 8K tokens) up front: growing by doubling would copy the
+  // cache and leave the freed buffers in the heap, which measured as 1.5x the cache in peak RSS.
+  // Reserved pages that are never written cost address space, not memory.
+  const int reserve = std::clamp(c.max_seq_len, 0, 8192);
+  cache_ = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, reserve);
   attn_log_->reset(c.n_layers, c.n_kv_heads);
   position_ = 0;
   stats_ = {};
