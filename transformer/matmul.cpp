@@ -15,7 +15,6 @@
 #include <cstring>
 #include <vector>
 
-#include "core/error.h"
 #include "transformer/quant.h"
 #include "transformer/quant_dot.h"
 #include "transformer/tensor.h"
@@ -79,17 +78,10 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   return sum;
 }
 
-float dot_stored(const WeightMatrix& W, int64_t r, const float* x) {
-  switch (W.dtype) {
-    case DType::F16: return dot_f16(reinterpret_cast<const uint16_t*>(W.row(r)), x, W.cols);
-    case DType::BF16: return dot_bf16(reinterpret_cast<const uint16_t*>(W.row(r)), x, W.cols);
-    case DType::F32: break;
-    default: fail("matmul", std::string("no float-activation kernel for ") + dtype_name(W.dtype));
-  }
-  const float* w = reinterpret_cast<const float*>(W.row(r));
-  float sum = 0.0f;
-  for (int64_t i = 0; i < W.cols; ++i) sum += w[i] * x[i];
-  return sum;
+// One row of an F16 or BF16 matrix times x (the other types have kernels of their own).
+float dot_half(const WeightMatrix& W, int64_t r, const float* x) {
+  const auto* w = reinterpret_cast<const uint16_t*>(W.row(r));
+  return W.dtype == DType::F16 ? dot_f16(w, x, W.cols) : dot_bf16(w, x, W.cols);
 }
 
 // out[r] = W[r] . x for nb rows of an f32 matrix: the decode step of f32 models. Four rows share each
@@ -138,6 +130,21 @@ void gemv_f32(const float* w, int64_t cols, const float* x, float* out, int64_t 
   }
 }
 
+// Runs rows(r_begin, r_end) over all output rows of W: on this thread below ~64K multiply-adds (the
+// task overhead would outweigh a second core), else in TBB blocks of at least 16 rows (which keeps
+// Eigen's GEMM efficient and the per-task overhead small).
+template <class Rows>
+void for_row_blocks(const WeightMatrix& W, int n_tokens, const Rows& rows) {
+  const int64_t work = W.rows * W.cols * n_tokens;
+  if (work < (1 << 16)) {
+    rows(int64_t{0}, W.rows);
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, W.cols * n_tokens));
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, W.rows, grain),
+                    [&](const tbb::blocked_range<int64_t>& range) { rows(range.begin(), range.end()); });
+}
+
 // Computes out[:, r0:r0+nb] for one block of output rows.
 void matmul_block(const WeightMatrix& W, const float* x, int n_tokens, float* out, int64_t r0, int64_t nb) {
   const int64_t cols = W.cols;
@@ -152,8 +159,8 @@ void matmul_block(const WeightMatrix& W, const float* x, int n_tokens, float* ou
     Y.noalias() = X * Wb.transpose();
     return;
   }
-  if (n_tokens == 1 && !is_quantized(W.dtype)) {
-    for (int64_t r = 0; r < nb; ++r) out[r0 + r] = dot_stored(W, r0 + r, x);
+  if (n_tokens == 1 && (W.dtype == DType::F16 || W.dtype == DType::BF16)) {
+    for (int64_t r = 0; r < nb; ++r) out[r0 + r] = dot_half(W, r0 + r, x);
     return;
   }
   thread_local std::vector<float> tile;
@@ -206,14 +213,7 @@ void matmul_quantized(const WeightMatrix& W, const float* x, int n_tokens, float
       }
     }
   };
-  const int64_t work = W.rows * W.cols * n_tokens;
-  if (work < (1 << 16)) {  // below ~64K multiply-adds the task overhead outweighs a second core
-    rows(0, W.rows);
-    return;
-  }
-  const int64_t grain = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, W.cols * n_tokens));
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, W.rows, grain),
-                    [&](const tbb::blocked_range<int64_t>& range) { rows(range.begin(), range.end()); });
+  for_row_blocks(W, n_tokens, rows);
 }
 
 }  // namespace
@@ -223,17 +223,8 @@ void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out, Act
     matmul_quantized(W, x, n_tokens, out);
     return;
   }
-  const int64_t work = W.rows * W.cols * n_tokens;
-  // Below ~64K multiply-adds the task overhead outweighs a second core.
-  if (work < (1 << 16)) {
-    matmul_block(W, x, n_tokens, out, 0, W.rows);
-    return;
-  }
-  // Blocks of at least 16 rows keep Eigen's GEMM efficient and the per-task overhead small.
-  const int64_t grain = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, W.cols * n_tokens));
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, W.rows, grain), [&](const tbb::blocked_range<int64_t>& range) {
-    matmul_block(W, x, n_tokens, out, range.begin(), static_cast<int64_t>(range.size()));
-  });
+  for_row_blocks(W, n_tokens,
+                 [&](int64_t r_begin, int64_t r_end) { matmul_block(W, x, n_tokens, out, r_begin, r_end - r_begin); });
 }
 
 }  // namespace nammkit

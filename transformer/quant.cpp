@@ -25,21 +25,6 @@ void store_f16(uint8_t* p, float v) {
   std::memcpy(p, &h, 2);
 }
 
-// The 4-bit integers of a 32-weight block: low nibbles are weights 0..15, high nibbles 16..31.
-void unpack_nibbles32(const uint8_t* qs, int q[32]) {
-  for (int j = 0; j < 16; ++j) {
-    q[j] = qs[j] & 0x0f;
-    q[j + 16] = qs[j] >> 4;
-  }
-}
-
-// Adds the 5th bits held in `qh` (bit j = weight j) to the nibbles of a Q5 block.
-void add_high_bits32(const uint8_t* qh_bytes, int q[32]) {
-  uint32_t qh;
-  std::memcpy(&qh, qh_bytes, 4);
-  for (int j = 0; j < 32; ++j) q[j] |= static_cast<int>((qh >> j) & 1u) << 4;
-}
-
 void dequantize_q4_k(const uint8_t* b, float* y) {
   const float d = load_f16(b), dmin = load_f16(b + 2);
   uint8_t sc[8], m[8];
@@ -88,43 +73,17 @@ void dequantize_q6_k(const uint8_t* b, float* y) {
   }
 }
 
-// Block of 32 weights of a 32-block type.
+// Block of 32 weights of a 32-block type: d * (q - o), or d * q + m for the types with a min (no
+// "+ 0" for the others: it would turn -0 into +0).
 void dequantize_block32(DType t, const uint8_t* b, float* y) {
   int q[32];
-  switch (t) {
-    case DType::Q4_0: {
-      const float d = load_f16(b);
-      unpack_nibbles32(b + 2, q);
-      for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(q[j] - 8);
-      return;
-    }
-    case DType::Q4_1: {
-      const float d = load_f16(b), m = load_f16(b + 2);
-      unpack_nibbles32(b + 4, q);
-      for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(q[j]) + m;
-      return;
-    }
-    case DType::Q5_0: {
-      const float d = load_f16(b);
-      unpack_nibbles32(b + 6, q);
-      add_high_bits32(b + 2, q);
-      for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(q[j] - 16);
-      return;
-    }
-    case DType::Q5_1: {
-      const float d = load_f16(b), m = load_f16(b + 2);
-      unpack_nibbles32(b + 8, q);
-      add_high_bits32(b + 4, q);
-      for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(q[j]) + m;
-      return;
-    }
-    case DType::Q8_0: {
-      const float d = load_f16(b);
-      const auto* qs = reinterpret_cast<const int8_t*>(b + 2);
-      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(qs[j]) * d;
-      return;
-    }
-    default: fail("dequantize", std::string("not a 32-weight block type: ") + dtype_name(t));
+  float d, m;
+  unpack_block32(t, b, q, d, m);
+  const int offset = t == DType::Q4_0 ? 8 : t == DType::Q5_0 ? 16 : 0;
+  const bool with_min = t == DType::Q4_1 || t == DType::Q5_1;
+  for (int j = 0; j < 32; ++j) {
+    const float scaled = d * static_cast<float>(q[j] - offset);
+    y[j] = with_min ? scaled + m : scaled;
   }
 }
 
@@ -183,6 +142,32 @@ void quantize_block_q8_0(const float* x, uint8_t* out) {
 }
 
 }  // namespace
+
+void unpack_block32(DType t, const uint8_t* b, int q[32], float& d, float& m) {
+  m = 0.0f;
+  d = load_f16(b);
+  const uint8_t* qs = nullptr;
+  const uint8_t* qh = nullptr;
+  switch (t) {
+    case DType::Q4_0: qs = b + 2; break;
+    case DType::Q4_1: m = load_f16(b + 2), qs = b + 4; break;
+    case DType::Q5_0: qh = b + 2, qs = b + 6; break;
+    case DType::Q5_1: m = load_f16(b + 2), qh = b + 4, qs = b + 8; break;
+    case DType::Q8_0:
+      for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(b[2 + j]);
+      return;
+    default: fail("unpack_block32", std::string("not a 32-weight block type: ") + dtype_name(t));
+  }
+  for (int j = 0; j < 16; ++j) {  // low nibbles are weights 0..15, high nibbles 16..31
+    q[j] = qs[j] & 0x0f;
+    q[j + 16] = qs[j] >> 4;
+  }
+  if (qh) {  // bit j of the little-endian u32 is the 5th bit of weight j
+    uint32_t bits;
+    std::memcpy(&bits, qh, 4);
+    for (int j = 0; j < 32; ++j) q[j] |= static_cast<int>((bits >> j) & 1u) << 4;
+  }
+}
 
 int dtype_block_size(DType t) {
   switch (t) {

@@ -36,6 +36,10 @@ bool is_quantized(DType t);
 // Types quantize_row() can write (the K-quants need llama.cpp's iterative scale search: read only).
 bool can_quantize(DType t);
 
+// The 32 stored integers of one block of a 32-weight type (Q4_0 .. Q8_0; before the offset o of
+// Q4_0 / Q5_0), its scale d and its min m (0 for the types without one).
+void unpack_block32(DType t, const uint8_t* block, int q[32], float& d, float& m);
+
 // Dequantises `n` weights (a multiple of the block size) stored as `t` at `src`.
 void dequantize_blocks(DType t, const uint8_t* src, float* dst, int64_t n);
 

@@ -43,32 +43,6 @@ float block_scale(const float* x, int n, float& inverse_d) {
 
 // ---- scalar kernels: the integer sums of quant_dot.h spelled out --------------------------------
 
-// The 32 integers of a 32-weight block (before the offset o), its scale d and its min m.
-void unpack_block32(DType t, const uint8_t* b, int q[32], float& d, float& m) {
-  m = 0.0f;
-  d = load_f16(b);
-  const uint8_t* qs = nullptr;
-  const uint8_t* qh = nullptr;
-  switch (t) {
-    case DType::Q4_0: qs = b + 2; break;
-    case DType::Q4_1: m = load_f16(b + 2), qs = b + 4; break;
-    case DType::Q5_0: qh = b + 2, qs = b + 6; break;
-    case DType::Q5_1: m = load_f16(b + 2), qh = b + 4, qs = b + 8; break;
-    default:  // Q8_0
-      for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(b[2 + j]);
-      return;
-  }
-  for (int j = 0; j < 16; ++j) {
-    q[j] = qs[j] & 0x0f;
-    q[j + 16] = qs[j] >> 4;
-  }
-  if (qh) {
-    uint32_t bits;
-    std::memcpy(&bits, qh, 4);
-    for (int j = 0; j < 32; ++j) q[j] |= static_cast<int>((bits >> j) & 1u) << 4;
-  }
-}
-
 template <DType T>
 float dot_block32_scalar(const uint8_t* w, const void* xq, int64_t n) {
   const auto* x = static_cast<const ActBlock32*>(xq);

@@ -272,6 +272,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
   for (int t = 0; t < T; ++t) attn_log_->query_positions.push_back(int32_t(position_ + t));
 
   const float scale = 1.0f / std::sqrt(float(d));
+  const DecodeAttention decode = decode_attention_for(d);  // the T == 1 kernels for this head size
   const int window = options_.sliding_window;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = model_.layers[l];
@@ -312,7 +313,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
         thread_local std::vector<float> probs;
         probs.resize(static_cast<size_t>(group) * n);
         const float* q = s.q.data() + size_t(g) * group * d;
-        decode_attention_for(d).scores(q, group, hc.keys.data(), n, d, scale, probs.data());
+        decode.scores(q, group, hc.keys.data(), n, d, scale, probs.data());
         for (int h = 0; h < group; ++h) {
           float* row = probs.data() + size_t(h) * n;
           mask_window(row, n, position_);
@@ -324,8 +325,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
             else mean_probs.row(0).array() += r.transpose();
           }
         }
-        decode_attention_for(d).values(probs.data(), group, hc.values.data(), n, d,
-                                       s.attn_out.data() + size_t(g) * group * d);
+        decode.values(probs.data(), group, hc.values.data(), n, d, s.attn_out.data() + size_t(g) * group * d);
       } else {
         RowMajor scores(T, n);
         for (int hq = g * group; hq < (g + 1) * group; ++hq) {
