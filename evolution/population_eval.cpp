@@ -48,46 +48,67 @@ double failure_fitness(std::span<const double> finite) {
   return *lo - std::max(*hi - *lo, 1e-9 * std::max(1.0, std::abs(*lo)));
 }
 
-GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& population, int64_t generation,
-                                                const std::string& task_set) {
-  const std::vector<int> prompts = prompts_for(generation);
-  const int members = static_cast<int>(population.cols());
-  const int per_member = static_cast<int>(prompts.size());
-  const size_t tasks = static_cast<size_t>(members) * per_member;
-  std::vector<PromptScore> scores(tasks);
-  std::vector<std::string> errors(tasks);
-  std::atomic<bool> interrupted{false};
+PromptContext EvalRequest::context(size_t item) const {
+  const size_t per_column = prompts.size();
+  const int column = static_cast<int>(item / per_column);
+  return PromptContext{generation, &task_set, single_vector ? -1 : column, prompts[item % per_column]};
+}
 
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, tasks, 1), [&](const tbb::blocked_range<size_t>& range) {
-    for (size_t t = range.begin(); t != range.end(); ++t) {
-      if (settings_.stop_on_interrupt && interrupt_requested()) {
-        interrupted = true;
+std::vector<ItemOutcome> run_items(const PromptFn& fn, const EvalRequest& request, std::span<const size_t> items,
+                                   bool stop_on_interrupt, bool* interrupted) {
+  std::vector<ItemOutcome> out(items.size());
+  std::atomic<bool> stop{false};
+  const Eigen::MatrixXd& params = *request.params;
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size(), 1), [&](const tbb::blocked_range<size_t>& range) {
+    for (size_t i = range.begin(); i != range.end(); ++i) {
+      if (stop_on_interrupt && interrupt_requested()) {
+        stop = true;
         return;
       }
-      const int member = static_cast<int>(t / per_member);
-      PromptContext ctx{generation, &task_set, member, prompts[t % per_member]};
-      std::span<const double> params(population.col(member).data(), static_cast<size_t>(population.rows()));
+      const size_t item = items[i];
+      const PromptContext ctx = request.context(item);
+      const Eigen::Index column = static_cast<Eigen::Index>(item / request.prompts.size());
+      std::span<const double> x(params.col(column).data(), static_cast<size_t>(params.rows()));
+      const std::string where = "prompt " + std::to_string(ctx.prompt) + ": ";
       try {
-        scores[t] = fn_(params, ctx);
-        if (!std::isfinite(scores[t].score))
-          errors[t] = "prompt " + std::to_string(ctx.prompt) + ": score is " + std::to_string(scores[t].score);
+        out[i].score = fn(x, ctx);
+        if (!std::isfinite(out[i].score.score)) out[i].error = where + "score is " + std::to_string(out[i].score.score);
       } catch (const std::exception& e) {
-        errors[t] = "prompt " + std::to_string(ctx.prompt) + ": " + e.what();
+        out[i].error = where + e.what();
       } catch (...) {
-        errors[t] = "prompt " + std::to_string(ctx.prompt) + ": unknown exception";
+        out[i].error = where + "unknown exception";
       }
     }
   });
+  // Also after the loop: a request that arrived while the last items ran gives the same outcome as one
+  // that arrived earlier, whatever the thread scheduling was.
+  if (stop_on_interrupt && interrupt_requested()) stop = true;
+  if (interrupted) *interrupted = stop;
+  return out;
+}
+
+std::vector<ItemOutcome> TbbPopulationEvaluator::run_all(const EvalRequest& request, bool* interrupted) const {
+  if (runner_) return runner_->run(request, interrupted);
+  std::vector<size_t> all(request.items());
+  std::iota(all.begin(), all.end(), size_t{0});
+  return run_here(request, all, interrupted);
+}
+
+GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& population, int64_t generation,
+                                                const std::string& task_set) {
+  const EvalRequest request{&population, generation, task_set, prompts_for(generation), false};
+  const int members = static_cast<int>(population.cols());
+  const int per_member = static_cast<int>(request.prompts.size());
+  bool interrupted = false;
+  const std::vector<ItemOutcome> items = run_all(request, &interrupted);
 
   GenerationEval out;
-  out.evaluations = static_cast<int64_t>(tasks);
-  // Also after the loop: a request that arrived while the last tasks ran gives the same outcome as one
-  // that arrived earlier, whatever the thread scheduling was.
-  if (settings_.stop_on_interrupt && interrupt_requested()) interrupted = true;
+  out.evaluations = static_cast<int64_t>(items.size());
   if (interrupted) {
     out.interrupted = true;
     return out;
   }
+  // The reduction runs in item order, so results do not depend on where or in which order items ran.
   out.fitness.assign(members, 0.0);
   std::vector<double> finite;
   double cache_sum = 0;
@@ -96,14 +117,14 @@ GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& populatio
     double sum = 0;
     std::string reason;
     for (int p = 0; p < per_member; ++p) {
-      const size_t t = static_cast<size_t>(m) * per_member + p;
-      if (!errors[t].empty()) {
-        if (reason.empty()) reason = errors[t];
+      const ItemOutcome& item = items[static_cast<size_t>(m) * per_member + p];
+      if (!item.error.empty()) {
+        if (reason.empty()) reason = item.error;
         continue;
       }
-      sum += scores[t].score;
-      if (std::isfinite(scores[t].cache_size)) {
-        cache_sum += scores[t].cache_size;
+      sum += item.score.score;
+      if (std::isfinite(item.score.cache_size)) {
+        cache_sum += item.score.cache_size;
         ++cache_count;
       }
     }
@@ -127,15 +148,25 @@ GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& populatio
 
 double TbbPopulationEvaluator::evaluate_vector(std::span<const double> params, int64_t generation,
                                                const std::string& task_set) {
-  const std::vector<int> prompts = prompts_for(generation);
-  std::vector<double> scores(prompts.size());
-  tbb::parallel_for(size_t{0}, prompts.size(), [&](size_t i) {
-    PromptContext ctx{generation, &task_set, -1, prompts[i]};
-    scores[i] = fn_(params, ctx).score;  // an exception propagates to the caller
-  });
+  const Eigen::MatrixXd column = Eigen::Map<const Eigen::VectorXd>(params.data(), Eigen::Index(params.size()));
+  const EvalRequest request{&column, generation, task_set, prompts_for(generation), true};
+  // The mean's evaluation runs to the end here: an interrupt is handled between generations.
+  std::vector<ItemOutcome> items;
+  bool interrupted = false;
+  if (runner_) {
+    items = runner_->run(request, &interrupted);
+  } else {
+    std::vector<size_t> all(request.items());
+    std::iota(all.begin(), all.end(), size_t{0});
+    items = run_items(fn_, request, all, false, nullptr);
+  }
+  if (interrupted) fail("population eval", "mean evaluation: interrupted");
   double sum = 0;
-  for (double s : scores) sum += s;
-  const double mean = sum / static_cast<double>(scores.size());
+  for (const ItemOutcome& item : items) {
+    if (!item.error.empty()) fail("population eval", "mean evaluation: " + item.error);
+    sum += item.score.score;
+  }
+  const double mean = sum / static_cast<double>(items.size());
   if (!std::isfinite(mean)) fail("population eval", "mean evaluation: score is not finite");
   return mean;
 }

@@ -1,6 +1,10 @@
 // Evaluating a CMA-ES population: the interface the trainer calls once per generation, and a TBB
 // implementation that scores every (member, prompt) pair in parallel with a user callable.
 //
+// A generation is a list of work items, (column, prompt) pairs in column-major order. Running the items
+// is separate from reducing them to fitness values, so the items can run elsewhere (an ItemRunner: other
+// MPI ranks, distributed/) while the reduction, and so the result, stays the same.
+//
 // Fitness is maximised. A member whose evaluation throws or yields NaN/inf is not allowed to stop the
 // run: it gets a penalty fitness strictly below every successful member of that generation (see
 // failure_fitness) and is reported with the reason. -inf is not used because CMA-ES needs finite values
@@ -54,6 +58,40 @@ struct PromptContext {
 
 using PromptFn = std::function<PromptScore(std::span<const double> params, const PromptContext& context)>;
 
+// What a generation (or the evaluation of one vector) asks for. Item t is column t / prompts.size() of
+// `params` on prompt prompts[t % prompts.size()].
+struct EvalRequest {
+  const Eigen::MatrixXd* params = nullptr;  // n x columns
+  int64_t generation = 0;
+  std::string task_set;
+  std::vector<int> prompts;
+  bool single_vector = false;  // one column, evaluated as member -1 (the CMA-ES mean)
+
+  size_t items() const { return static_cast<size_t>(params->cols()) * prompts.size(); }
+  PromptContext context(size_t item) const;
+};
+
+// The result of one item: its score, or why it failed (a thrown nammkit::Error or std::exception, or a
+// score that is not finite). An empty `error` means success.
+struct ItemOutcome {
+  PromptScore score;
+  std::string error;
+};
+
+// Runs `items` (indices into the request's items) with `fn` on TBB threads, returning their outcomes in
+// the order of `items`. Sets *interrupted (and leaves the rest unrun) when stop_on_interrupt and an
+// interrupt request arrives.
+std::vector<ItemOutcome> run_items(const PromptFn& fn, const EvalRequest& request, std::span<const size_t> items,
+                                   bool stop_on_interrupt, bool* interrupted);
+
+// Where a generation's items run. The default (none set) is run_items on this process for all items.
+class ItemRunner {
+ public:
+  virtual ~ItemRunner() = default;
+  // The outcomes of all request.items(), in item order; sets *interrupted when the work stopped early.
+  virtual std::vector<ItemOutcome> run(const EvalRequest& request, bool* interrupted) = 0;
+};
+
 struct TbbEvalSettings {
   int pool_size = 1;               // prompts available in the task set, indices 0..pool_size-1
   int prompts_per_generation = 0;  // sampled without replacement per generation; 0 or >= pool = all
@@ -82,9 +120,19 @@ class TbbPopulationEvaluator : public PopulationEvaluator {
   // The prompt indices of a generation: a deterministic function of (seed, generation).
   std::vector<int> prompts_for(int64_t generation) const;
 
+  // Runs the items elsewhere from now on (not owned; must outlive this evaluator). nullptr: here.
+  void set_runner(ItemRunner* runner) { runner_ = runner; }
+  // Runs some items of a request here (what an ItemRunner does with its share).
+  std::vector<ItemOutcome> run_here(const EvalRequest& request, std::span<const size_t> items, bool* interrupted) const {
+    return run_items(fn_, request, items, settings_.stop_on_interrupt, interrupted);
+  }
+
  private:
+  std::vector<ItemOutcome> run_all(const EvalRequest& request, bool* interrupted) const;
+
   TbbEvalSettings settings_;
   PromptFn fn_;
+  ItemRunner* runner_ = nullptr;
 };
 
 // The fitness given to failed members: lowest finite fitness minus max(range of the finite values,

@@ -16,6 +16,16 @@ FeatureStats::FeatureStats(std::vector<double> mean, std::vector<double> var, in
   for (double& v : m2_) v *= static_cast<double>(count_);
 }
 
+FeatureStats FeatureStats::from_moments(std::vector<double> mean, std::vector<double> m2, int64_t count) {
+  if (mean.size() != m2.size()) fail("FeatureStats", "mean and M2 differ in size");
+  if (count < 0) fail("FeatureStats", "count: negative");
+  FeatureStats s;
+  s.mean_ = std::move(mean);
+  s.m2_ = std::move(m2);
+  s.count_ = count;
+  return s;
+}
+
 std::vector<double> FeatureStats::variance() const {
   std::vector<double> v(m2_.size(), 0.0);
   if (count_ > 0)

@@ -17,11 +17,14 @@ class FeatureStats {
   explicit FeatureStats(int dim);
   // From stored values (mean, population variance, count), e.g. read from a policy file.
   FeatureStats(std::vector<double> mean, std::vector<double> var, int64_t count);
+  // From the exact running state (mean, M2, count), e.g. sent by another rank: bit-for-bit the original.
+  static FeatureStats from_moments(std::vector<double> mean, std::vector<double> m2, int64_t count);
 
   int dim() const { return static_cast<int>(mean_.size()); }
   int64_t count() const { return count_; }
   const std::vector<double>& mean() const { return mean_; }
   std::vector<double> variance() const;  // population variance (divide by count); 0 when empty
+  const std::vector<double>& m2() const { return m2_; }  // sum of squared deviations from the mean
 
   // Adds n rows of dim values ([n][dim] row-major).
   void add(const float* rows_NxD, int64_t n);

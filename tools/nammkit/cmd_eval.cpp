@@ -3,8 +3,10 @@
 #include <memory>
 
 #include "core/file_io.h"
+#include "distributed/mpi_cluster.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
+#include "tools/nammkit/distributed_run.h"
 #include "tools/nammkit/evaluation.h"
 #include "tools/nammkit/thread_limit.h"
 
@@ -24,12 +26,14 @@ const char* kEvalHelp =
     "                       as llama.cpp, several times faster, logits off by ~0.25 rms on SmolLM2)\n"
     "  --max-context N      tokens a prompt may span (default: the model's context)\n"
     "  --json FILE          also write the results as JSON\n"
-    "  --threads N          worker threads (default: all cores)\n";
+    "  --threads N          worker threads (default: all cores)\n"
+    "  --rank-timeout S     under MPI: a rank silent for S seconds ends the run (default 300)\n"
+    "Under MPI (mpirun -np N nammkit eval ...) every row's samples are spread over the ranks; rank 0 prints.\n";
 
 int eval_command(const std::vector<std::string>& raw) {
   Args args("eval", raw,
             {"--model", "--tasks", "--policy", "--baseline", "--interval", "--chunk", "--max-context", "--json",
-             "--threads", "--device"},
+             "--threads", "--device", "--rank-timeout"},
             {"--help", "--float-activations"});
   if (args.has("--help")) {
     std::fputs(kEvalHelp, stdout);
@@ -47,10 +51,17 @@ int eval_command(const std::vector<std::string>& raw) {
   options.float_activations = args.has("--float-activations");
   options.max_context = args.get_int("--max-context", 0);
   options.device = device_choice(args, "eval");
-  const EvalReport report = run_eval(options);
-  std::fputs(report.table().c_str(), stdout);
-  if (args.has("--json")) write_file_atomic(args.get("--json"), report.to_json().dump(2) + "\n");
-  return 0;
+  auto report = [&](dist::Coordinator* coordinator) {
+    const EvalReport result = run_eval(options, coordinator);
+    std::fputs(result.table().c_str(), stdout);
+    if (args.has("--json")) write_file_atomic(args.get("--json"), result.to_json().dump(2) + "\n");
+    return 0;
+  };
+  const std::unique_ptr<dist::Cluster> cluster = dist::open_mpi_cluster();
+  if (!cluster) return report(nullptr);
+  return run_distributed(*cluster, rank_timeout(args, "eval"), [&](dist::Coordinator& coordinator) {
+    return coordinator.is_root() ? report(&coordinator) : serve_eval(options, coordinator);
+  });
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
+#include "tools/nammkit/rank_device.h"
+#include "tools/nammkit/sample_runner.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
@@ -22,26 +24,54 @@ struct Row {
   PolicyFile file;
 };
 
+// The model, its backend and the task set: what every rank of an eval loads alike.
+struct EvalSetup {
+  Model model;
+  std::unique_ptr<Backend> backend;
+  std::vector<Task> tasks;
+  std::vector<const Sample*> samples;  // every task's samples in order: a sample's index in jobs
+  RunOptions run;                      // the update interval comes from each row's policy file
+};
+
+std::unique_ptr<EvalSetup> load_setup(const EvalOptions& options, bool announce) {
+  auto setup = std::make_unique<EvalSetup>();
+  setup->model = load_model(options.model);
+  setup->backend = make_backend(setup->model, options.device, !announce);
+  TaskContext context;
+  context.tokenizer = &setup->model.tokenizer;
+  setup->tasks = load_task_set(options.tasks_file, context);
+  if (setup->tasks.empty()) fail(options.tasks_file, "no tasks");
+  for (const Task& task : setup->tasks)
+    for (const Sample& sample : task.samples) setup->samples.push_back(&sample);
+  setup->run.max_context = options.max_context;
+  setup->run.session.prefill_chunk = options.prefill_chunk;
+  setup->run.session.float_activations = options.float_activations;
+  return setup;
+}
+
+SampleRunner row_runner(const EvalSetup& setup, dist::Coordinator* coordinator) {
+  return SampleRunner(
+      *setup.backend, [&setup](int i) -> const Sample& { return *setup.samples.at(size_t(i)); }, setup.run,
+      coordinator, "eval_row");
+}
+
 // Runs all samples of all tasks under one policy description.
-PolicyRow run_row(const Backend& backend, const std::vector<Task>& tasks, const Row& row, const EvalOptions& options) {
+PolicyRow run_row(const EvalSetup& setup, SampleRunner& runner, const Row& row) {
   PolicyRow out;
   out.label = row.label;
-  RunOptions run;
-  run.max_context = options.max_context;
-  run.session.prefill_chunk = options.prefill_chunk;
-  run.session.float_activations = options.float_activations;
-  run.session.update_interval = row.file.update_interval();
+  std::vector<int> all(setup.samples.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int(i);
+  const std::vector<RunResult> every = runner.run(all, &row.file, "the row " + row.label);
   double seconds = 0, tokens = 0;
-  for (const Task& task : tasks) {
-    std::vector<RunResult> results(task.samples.size());
-    tbb::parallel_for(size_t(0), task.samples.size(), [&](size_t i) {
-      auto policy = make_policy(row.file);
-      results[i] = run_sample(backend, policy.get(), task.samples[i], run);
-    });
+  size_t next = 0;
+  for (const Task& task : setup.tasks) {
+    const std::vector<RunResult> results(every.begin() + std::ptrdiff_t(next),
+                                         every.begin() + std::ptrdiff_t(next + task.samples.size()));
+    next += task.samples.size();
     TaskRow t;
     t.task = task.name;
     t.samples = int(results.size());
-    const int n_layers = backend.model().config.n_layers;
+    const int n_layers = setup.model.config.n_layers;
     t.mean_cache_per_layer.assign(n_layers, 0.0);
     t.max_cache_per_layer.assign(n_layers, 0);
     double task_seconds = 0, task_tokens = 0;
@@ -91,13 +121,14 @@ std::string file_name(const std::string& path) {
 
 }  // namespace
 
-EvalReport run_eval(const EvalOptions& options) {
-  const Model model = load_model(options.model);
-  const std::unique_ptr<Backend> backend = make_backend(model, options.device);
-  TaskContext context;
-  context.tokenizer = &model.tokenizer;
-  const std::vector<Task> tasks = load_task_set(options.tasks_file, context);
-  if (tasks.empty()) fail(options.tasks_file, "no tasks");
+EvalReport run_eval(const EvalOptions& options, dist::Coordinator* coordinator) {
+  if (coordinator) select_rank_gpu(options.device, coordinator->local_rank());
+  auto load = [&] { return load_setup(options, true); };
+  const std::unique_ptr<EvalSetup> setup = coordinator ? coordinator->busy(load) : load();
+  const Model& model = setup->model;
+  const std::vector<Task>& tasks = setup->tasks;
+  SampleRunner runner = row_runner(*setup, coordinator);
+  runner.serve();
 
   std::vector<Row> namm_rows;
   for (const std::string& path : options.policy_files)
@@ -107,19 +138,20 @@ EvalReport run_eval(const EvalOptions& options) {
 
   EvalReport report;
   report.model = model.config.name;
-  report.device = backend->name();
+  report.device = setup->backend->name();
+  if (coordinator) report.device += " x " + std::to_string(coordinator->size()) + " ranks";
   std::fprintf(stderr, "eval: device %s\n", report.device.c_str());
   PolicyFile full_file = make_baseline_policy_file("full");
   full_file.set_update_interval(interval);
   std::fprintf(stderr, "eval: full cache...\n");
-  report.rows.push_back(run_row(*backend, tasks, {"full", full_file}, options));
+  report.rows.push_back(run_row(*setup, runner, {"full", full_file}));
   normalise(report.rows[0], report.rows[0], tasks, options.epsilon);
 
   for (Row& row : namm_rows)
     row.file.set_update_interval(run_update_interval(options.update_interval, &row.file, nullptr));
   for (const Row& row : namm_rows) {
     std::fprintf(stderr, "eval: %s...\n", row.label.c_str());
-    report.rows.push_back(run_row(*backend, tasks, row, options));
+    report.rows.push_back(run_row(*setup, runner, row));
     normalise(report.rows.back(), report.rows[0], tasks, options.epsilon);
   }
   for (const std::string& spec : options.baselines) {
@@ -127,7 +159,7 @@ EvalReport run_eval(const EvalOptions& options) {
       PolicyFile file = make_baseline_policy_file(full_spec);
       file.set_update_interval(interval);
       std::fprintf(stderr, "eval: %s...\n", full_spec.c_str());
-      PolicyRow row = run_row(*backend, tasks, {full_spec, file}, options);
+      PolicyRow row = run_row(*setup, runner, {full_spec, file});
       normalise(row, report.rows[0], tasks, options.epsilon);
       return row;
     };
@@ -160,7 +192,24 @@ EvalReport run_eval(const EvalOptions& options) {
     }
     report.rows.push_back(best);
   }
+  if (coordinator) coordinator->stop();
   return report;
+}
+
+int serve_eval(const EvalOptions& options, dist::Coordinator& coordinator) {
+  select_rank_gpu(options.device, coordinator.local_rank());
+  std::unique_ptr<EvalSetup> setup;
+  try {
+    setup = coordinator.busy([&] { return load_setup(options, false); });
+  } catch (const std::exception& e) {
+    coordinator.set_setup_error(coordinator.describe(coordinator.rank()) + ", loading: " + e.what());
+    coordinator.serve();
+    return 1;
+  }
+  SampleRunner runner = row_runner(*setup, &coordinator);
+  runner.serve();
+  coordinator.serve();
+  return 0;
 }
 
 nlohmann::json EvalReport::to_json() const {

@@ -2,7 +2,7 @@
 // and task set, side by side, normalised by the full cache on the same prompts.
 //
 // Every row runs every sample of every task (samples in parallel on TBB, each with its own policy
-// instance and session, on the chosen device). The full cache always runs first: it is the normalisation of each task
+// instance and session, on the chosen device; under MPI spread over the ranks too). The full cache always runs first: it is the normalisation of each task
 // (score / max(full score, epsilon)). Baselines given without a budget ("h2o", "l2", "streaming",
 // "random") get the mean cache fraction that the first NAMM policy actually used, so they are compared
 // at the same mean cache size.
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "distributed/coordinator.h"
 #include "tasks/fitness.h"
 #include "transformer/backend.h"
 
@@ -59,6 +60,12 @@ struct EvalReport {
   std::string table() const;  // the side-by-side text table
 };
 
-EvalReport run_eval(const EvalOptions& options);
+// `coordinator`: the distributed run this process is rank 0 of (every row's samples are spread over the
+// ranks, balanced by expected tokens), or null for a single process. The report is the same either way,
+// except for the timings.
+EvalReport run_eval(const EvalOptions& options, dist::Coordinator* coordinator = nullptr);
+
+// The other ranks of a distributed eval: load the model and tasks, then run their share of every row.
+int serve_eval(const EvalOptions& options, dist::Coordinator& coordinator);
 
 }  // namespace nammkit::cli
