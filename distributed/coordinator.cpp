@@ -61,17 +61,25 @@ void Coordinator::fail_all(const std::string& message) {
   std::abort();  // not reached: abort() ends the process or unwinds (tests)
 }
 
+void Coordinator::send(int destination, Tag tag, std::string bytes) {
+  traffic_.sent_bytes += bytes.size();
+  ++traffic_.sent_messages;
+  cluster_.send(destination, tag, std::move(bytes));
+}
+
 void Coordinator::pump() {
   const auto now = Clock::now();
   while (std::optional<ClusterMessage> m = cluster_.poll()) {
     if (m->source >= 0 && m->source < size()) last_heard_[size_t(m->source)] = Clock::now();
+    traffic_.received_bytes += m->bytes.size();
+    ++traffic_.received_messages;
     if (m->tag != kHeartbeat) inbox_.push_back(std::move(*m));
   }
   if (now >= next_heartbeat_) {
     if (is_root()) {
-      for (int r = 1; r < size(); ++r) cluster_.send(r, kHeartbeat, {});
+      for (int r = 1; r < size(); ++r) send(r, kHeartbeat, {});
     } else {
-      cluster_.send(0, kHeartbeat, {});
+      send(0, kHeartbeat, {});
     }
     const double interval = std::clamp(options_.timeout_seconds / 10, 0.05, 10.0);
     next_heartbeat_ = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval));
@@ -123,11 +131,10 @@ std::string Coordinator::run_handler(const std::string& job, const std::string& 
   return busy([&] { return it->second(payload); });
 }
 
-std::vector<std::string> Coordinator::run(const std::string& job, const std::string& payload,
-                                          const std::string& what) {
+std::vector<std::string> Coordinator::run(const std::string& job, const std::string& payload, const std::string& what) {
   if (!is_root()) fail(describe(rank()), "run(): only rank 0 hands out jobs");
   current_ = what + " (job " + job + ")";
-  for (int r = 1; r < size(); ++r) cluster_.send(r, kJob, job + "\n" + payload);
+  for (int r = 1; r < size(); ++r) send(r, kJob, job + "\n" + payload);
   std::vector<std::string> replies(static_cast<size_t>(size()));
   std::vector<bool> have(static_cast<size_t>(size()), false);
   // Workers are awaited from now on: each must reply or keep sending heartbeats.
@@ -184,20 +191,20 @@ void Coordinator::serve() {
     const std::string job = m.bytes.substr(0, newline);
     const std::string payload = newline == std::string::npos ? std::string() : m.bytes.substr(newline + 1);
     if (!setup_error_.empty()) {
-      cluster_.send(0, kError, setup_error_);
+      send(0, kError, setup_error_);
       continue;
     }
     try {
-      cluster_.send(0, kReply, run_handler(job, payload));
+      send(0, kReply, run_handler(job, payload));
     } catch (const std::exception& e) {
-      cluster_.send(0, kError, describe(rank()) + ", job " + job + ": " + e.what());
+      send(0, kError, describe(rank()) + ", job " + job + ": " + e.what());
     }
   }
 }
 
 void Coordinator::stop() {
   if (!is_root()) fail(describe(rank()), "stop(): only rank 0 stops the workers");
-  for (int r = 1; r < size(); ++r) cluster_.send(r, kStop, {});
+  for (int r = 1; r < size(); ++r) send(r, kStop, {});
 }
 
 }  // namespace nammkit::dist

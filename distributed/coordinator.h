@@ -12,6 +12,7 @@
 // names its rank, host and work item.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
@@ -71,6 +72,13 @@ class Coordinator {
     }
   }
 
+  // Bytes this rank has sent and received (payloads, heartbeats included): what a run exchanges.
+  struct Traffic {
+    uint64_t sent_bytes = 0, received_bytes = 0;
+    uint64_t sent_messages = 0, received_messages = 0;
+  };
+  const Traffic& traffic() const { return traffic_; }
+
   // Prints "error: <message>" and ends every rank (exit code 1).
   [[noreturn]] void fail_all(const std::string& message);
 
@@ -83,6 +91,7 @@ class Coordinator {
   // when due, and ends the run when an awaited rank has been silent too long.
   void pump();
   std::string run_handler(const std::string& job, const std::string& payload);
+  void send(int destination, Tag tag, std::string bytes);
 
   Cluster& cluster_;
   CoordinatorOptions options_;
@@ -93,6 +102,7 @@ class Coordinator {
   Clock::time_point next_heartbeat_;
   std::string current_;  // what the awaited ranks are doing, for messages
   std::string setup_error_;
+  Traffic traffic_;
 };
 
 }  // namespace nammkit::dist

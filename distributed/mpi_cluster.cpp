@@ -2,9 +2,9 @@
 
 #include <chrono>
 #include <climits>
-#include <cstring>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <list>
 #include <thread>
 #include <vector>
@@ -46,7 +46,8 @@ class MpiCluster final : public Cluster {
   MpiCluster() {
     int provided = 0;
     check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-    if (provided < MPI_THREAD_FUNNELED) fail("mpi", "MPI_Init_thread: the MPI library does not offer MPI_THREAD_FUNNELED");
+    if (provided < MPI_THREAD_FUNNELED)
+      fail("mpi", "MPI_Init_thread: the MPI library does not offer MPI_THREAD_FUNNELED");
     check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
     // Every rank learns every host name now, while all are alive, so errors can name them later.
@@ -143,8 +144,9 @@ std::unique_ptr<Cluster> open_mpi_cluster() {
 #else
 std::unique_ptr<Cluster> open_mpi_cluster() {
   if (!launched_by_mpi()) return nullptr;
-  fail("nammkit", "started by an MPI launcher, but this build has no MPI (install libopenmpi-dev and configure with "
-                  "-DNAMMKIT_MPI=ON)");
+  fail("nammkit",
+       "started by an MPI launcher, but this build has no MPI (install libopenmpi-dev and configure with "
+       "-DNAMMKIT_MPI=ON)");
 }
 #endif
 

@@ -23,9 +23,9 @@ std::vector<evo::ItemOutcome> DistributedItemRunner::run(const evo::EvalRequest&
   for (size_t t = 0; t < costs.size(); ++t) costs[t] = cost_(request.task_set, request.context(t).prompt);
   for (int r : assign_by_cost(costs, coordinator_.size())) msg.add_rank_of_item(r);
 
-  const std::string what = request.single_vector ? "the evaluation of the mean after generation " +
-                                                       std::to_string(request.generation)
-                                                 : "generation " + std::to_string(request.generation);
+  const std::string what = request.single_vector
+                               ? "the evaluation of the mean after generation " + std::to_string(request.generation)
+                               : "generation " + std::to_string(request.generation);
   const std::vector<std::string> replies = coordinator_.run(job_, msg.SerializeAsString(), what);
   std::vector<evo::ItemOutcome> out(request.items());
   std::vector<bool> filled(out.size(), false);
@@ -37,8 +37,8 @@ std::vector<evo::ItemOutcome> DistributedItemRunner::run(const evo::EvalRequest&
     stopped = stopped || reply.interrupted();
     for (const ItemOutcomeMsg& item : reply.items()) {
       if (item.item() >= out.size() || msg.rank_of_item(int(item.item())) != int(r) || filled[item.item()])
-        fail(coordinator_.describe(int(r)), "the reply to " + what + " has item " + std::to_string(item.item()) +
-                                                ", which was not its own");
+        fail(coordinator_.describe(int(r)),
+             "the reply to " + what + " has item " + std::to_string(item.item()) + ", which was not its own");
       out[item.item()] = {{item.score(), item.cache_size()}, item.error()};
       filled[item.item()] = true;
     }
@@ -46,7 +46,8 @@ std::vector<evo::ItemOutcome> DistributedItemRunner::run(const evo::EvalRequest&
   if (interrupted) *interrupted = stopped;
   if (!stopped)
     for (size_t t = 0; t < filled.size(); ++t)
-      if (!filled[t]) fail(coordinator_.describe(msg.rank_of_item(int(t))), what + ": item " + std::to_string(t) + " missing");
+      if (!filled[t])
+        fail(coordinator_.describe(msg.rank_of_item(int(t))), what + ": item " + std::to_string(t) + " missing");
   return out;
 }
 

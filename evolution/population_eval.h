@@ -123,7 +123,8 @@ class TbbPopulationEvaluator : public PopulationEvaluator {
   // Runs the items elsewhere from now on (not owned; must outlive this evaluator). nullptr: here.
   void set_runner(ItemRunner* runner) { runner_ = runner; }
   // Runs some items of a request here (what an ItemRunner does with its share).
-  std::vector<ItemOutcome> run_here(const EvalRequest& request, std::span<const size_t> items, bool* interrupted) const {
+  std::vector<ItemOutcome> run_here(const EvalRequest& request, std::span<const size_t> items,
+                                    bool* interrupted) const {
     return run_items(fn_, request, items, settings_.stop_on_interrupt, interrupted);
   }
 

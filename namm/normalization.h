@@ -23,7 +23,7 @@ class FeatureStats {
   int dim() const { return static_cast<int>(mean_.size()); }
   int64_t count() const { return count_; }
   const std::vector<double>& mean() const { return mean_; }
-  std::vector<double> variance() const;  // population variance (divide by count); 0 when empty
+  std::vector<double> variance() const;                  // population variance (divide by count); 0 when empty
   const std::vector<double>& m2() const { return m2_; }  // sum of squared deviations from the mean
 
   // Adds n rows of dim values ([n][dim] row-major).

@@ -84,10 +84,13 @@ PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Out
   return w;
 }
 
+std::string reference_model_id(const Backend& backend) {
+  return model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : std::string("@") + backend.name());
+}
+
 std::vector<Outcome> full_cache_outcomes(const Backend& backend, const Task& task, ReferenceCache& cache,
                                          const RunOptions& options) {
-  const std::string model_id =
-      model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : std::string("@") + backend.name());
+  const std::string model_id = reference_model_id(backend);
   std::vector<Outcome> out;
   bool added = false;
   for (const Sample& s : task.samples) {

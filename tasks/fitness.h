@@ -85,8 +85,12 @@ struct PromptWeights {
 PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Outcome>& full,
                              const std::vector<SampleKind>& kind, double epsilon, double cache_weight);
 
-// Full-cache outcomes of a task's samples: read from `cache`, computing (and saving) the missing ones.
-// The cache is keyed by the model and, off the CPU, the device (GPU arithmetic differs in the last bits).
+// The reference cache's key of a backend's results: the model and, off the CPU, the device (GPU
+// arithmetic differs in the last bits).
+std::string reference_model_id(const Backend& backend);
+
+// Full-cache outcomes of a task's samples: read from `cache`, computing (and saving) the missing ones,
+// keyed by reference_model_id.
 std::vector<Outcome> full_cache_outcomes(const Backend& backend, const Task& task, ReferenceCache& cache,
                                          const RunOptions& options);
 

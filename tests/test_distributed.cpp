@@ -59,7 +59,9 @@ class InProcessCluster : public Cluster {
   int size() const override { return net_.size(); }
   int local_rank() const override { return 0; }
   const std::string& host(int r) const override { return hosts_.at(size_t(r)); }
-  void send(int destination, int tag, std::string bytes) override { net_.send(rank_, destination, tag, std::move(bytes)); }
+  void send(int destination, int tag, std::string bytes) override {
+    net_.send(rank_, destination, tag, std::move(bytes));
+  }
   std::optional<ClusterMessage> poll() override { return net_.poll(rank_); }
   [[noreturn]] void abort(int exit_code) override { throw Aborted{rank_, exit_code}; }
 

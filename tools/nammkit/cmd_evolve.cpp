@@ -3,8 +3,8 @@
 
 #include "distributed/mpi_cluster.h"
 #include "tools/nammkit/args.h"
-#include "tools/nammkit/distributed_run.h"
 #include "tools/nammkit/commands.h"
+#include "tools/nammkit/distributed_run.h"
 #include "tools/nammkit/experiment.h"
 #include "tools/nammkit/thread_limit.h"
 

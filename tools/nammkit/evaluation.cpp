@@ -51,8 +51,8 @@ std::unique_ptr<EvalSetup> load_setup(const EvalOptions& options, bool announce)
 
 SampleRunner row_runner(const EvalSetup& setup, dist::Coordinator* coordinator) {
   return SampleRunner(
-      *setup.backend, [&setup](int i) -> const Sample& { return *setup.samples.at(size_t(i)); }, setup.run,
-      coordinator, "eval_row");
+      *setup.backend, [&setup](int i) -> const Sample& { return *setup.samples.at(size_t(i)); }, setup.run, coordinator,
+      "eval_row");
 }
 
 // Runs all samples of all tasks under one policy description.

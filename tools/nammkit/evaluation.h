@@ -2,10 +2,10 @@
 // and task set, side by side, normalised by the full cache on the same prompts.
 //
 // Every row runs every sample of every task (samples in parallel on TBB, each with its own policy
-// instance and session, on the chosen device; under MPI spread over the ranks too). The full cache always runs first: it is the normalisation of each task
-// (score / max(full score, epsilon)). Baselines given without a budget ("h2o", "l2", "streaming",
-// "random") get the mean cache fraction that the first NAMM policy actually used, so they are compared
-// at the same mean cache size.
+// instance and session, on the chosen device; under MPI spread over the ranks too). The full cache always runs first:
+// it is the normalisation of each task (score / max(full score, epsilon)). Baselines given without a budget ("h2o",
+// "l2", "streaming", "random") get the mean cache fraction that the first NAMM policy actually used, so they are
+// compared at the same mean cache size.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>

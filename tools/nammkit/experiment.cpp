@@ -198,9 +198,7 @@ std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, Devi
 // every rank when distributed) and stored.
 void fill_references(const ExperimentConfig& config, EvolutionSetup& setup, SampleRunner& runner) {
   ReferenceCache references(config.output_dir + "/full_cache_scores.json");
-  const Backend& backend = *setup.backend;
-  const std::string model_id =
-      model_identity(backend.model()) + (backend.device() == Device::Cpu ? "" : std::string("@") + backend.name());
+  const std::string model_id = reference_model_id(*setup.backend);
   std::vector<int> missing;
   std::vector<std::string> task_of;  // per missing prompt: its task's name (the cache key)
   int index = 0;                     // of the entry in setup.entries (stage order)
@@ -282,7 +280,8 @@ FeatureStats collect_normalisation(const ExperimentConfig& config, const Evoluti
     per_prompt.resize(size_t(n));
     for (size_t r = 0; r < replies.size(); ++r) {
       dist::FeatureStatsListMsg reply;
-      if (!reply.ParseFromString(replies[r])) fail(coordinator->describe(int(r)), "normalisation: reply does not parse");
+      if (!reply.ParseFromString(replies[r]))
+        fail(coordinator->describe(int(r)), "normalisation: reply does not parse");
       const std::vector<size_t> mine =
           dist::items_of(std::vector<int>(job.rank_of_sample().begin(), job.rank_of_sample().end()), int(r));
       if (size_t(reply.stats_size()) != mine.size())
@@ -434,10 +433,10 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
     }
     coordinator->on("evolve_state", [](const std::string&) { return std::string(); });  // rank 0 has it all
     coordinator->run("evolve_state", state.SerializeAsString(), "handing out the references");
-    dist::serve_items(*coordinator, "evaluate", [&evaluator](const evo::EvalRequest& request,
-                                                             std::span<const size_t> items, bool* interrupted) {
-      return evaluator.run_share(request, items, interrupted);
-    });
+    dist::serve_items(*coordinator, "evaluate",
+                      [&evaluator](const evo::EvalRequest& request, std::span<const size_t> items, bool* interrupted) {
+                        return evaluator.run_share(request, items, interrupted);
+                      });
     runner = std::make_unique<dist::DistributedItemRunner>(*coordinator, "evaluate", item_cost(config, *setup));
     evaluator.set_runner(runner.get());
   }
@@ -456,7 +455,16 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   if (options.resume) trainer.resume(latest);
 
   const evo::TrainResult result = trainer.run();
-  if (coordinator) coordinator->stop();
+  if (coordinator) {
+    coordinator->stop();
+    const dist::Coordinator::Traffic& t = coordinator->traffic();
+    std::fprintf(stderr,
+                 "distributed run: rank 0 sent %llu bytes in %llu messages and received %llu bytes in %llu messages "
+                 "(%lld generations this session)\n",
+                 static_cast<unsigned long long>(t.sent_bytes), static_cast<unsigned long long>(t.sent_messages),
+                 static_cast<unsigned long long>(t.received_bytes),
+                 static_cast<unsigned long long>(t.received_messages), static_cast<long long>(result.generations_run));
+  }
   const evo::CmaesState& state = trainer.strategy().state();
   const evo::RunProgress& progress = trainer.progress();
   const std::vector<double> mean(state.mean.data(), state.mean.data() + state.mean.size());
@@ -504,7 +512,8 @@ int serve_evolution(const std::string& config_path, const EvolveOptions& options
     for (size_t i = 0; i < setup->entries.size(); ++i)
       setup->entries[i]->full = {state.full_score(int(i)), state.full_cache(int(i))};
     normalizer = std::make_unique<FeatureNormalizer>(FeatureNormalizer::from_stats(stats_from_message(state.stats())));
-    evaluator = std::make_unique<NammFitnessEvaluator>(*setup->backend, *config, setup->namm, setup->pools, *normalizer);
+    evaluator =
+        std::make_unique<NammFitnessEvaluator>(*setup->backend, *config, setup->namm, setup->pools, *normalizer);
     return std::string();
   });
   dist::serve_items(coordinator, "evaluate",

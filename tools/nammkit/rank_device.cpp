@@ -5,7 +5,6 @@
 #include <string>
 #include <vector>
 
-
 namespace nammkit::cli {
 
 void select_rank_gpu(DeviceChoice device, int local_rank) {

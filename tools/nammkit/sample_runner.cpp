@@ -91,13 +91,15 @@ std::vector<RunResult> SampleRunner::run(std::span<const int> indices, const Pol
     for (const dist::SampleResultMsg& m : reply.results()) {
       const int pos = m.sample();
       if (pos < 0 || size_t(pos) >= out.size() || job.rank_of_sample(pos) != int(r) || filled[size_t(pos)])
-        fail(coordinator_->describe(int(r)), what + ": a reply for sample " + std::to_string(pos) + " it was not given");
+        fail(coordinator_->describe(int(r)),
+             what + ": a reply for sample " + std::to_string(pos) + " it was not given");
       out[size_t(pos)] = from_message(m);
       filled[size_t(pos)] = true;
     }
   }
   for (size_t i = 0; i < filled.size(); ++i)
-    if (!filled[i]) fail(coordinator_->describe(job.rank_of_sample(int(i))), what + ": sample " + std::to_string(i) + " missing");
+    if (!filled[i])
+      fail(coordinator_->describe(job.rank_of_sample(int(i))), what + ": sample " + std::to_string(i) + " missing");
   return out;
 }
 
