@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/svg_text.h"
 
 namespace nammkit::evo {
 
@@ -29,25 +30,7 @@ struct Panel {
   std::vector<Series> series;
 };
 
-std::string fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+std::string fmt(double v) { return svg_number(v); }
 
 bool has_values(const std::vector<GenerationRecord>& records, const Series& s) {
   return std::any_of(records.begin(), records.end(),

@@ -94,7 +94,8 @@ Memory3EvalResult eval_memory3(const Model& model, const PolicyFile& policy, con
   const NammScoring namm = NammScoring::from(policy);
   const std::string& babi = options.babi_path;
   const int n_questions = options.questions;
-  const Memory3Options& base = options.base;
+  Memory3Options base = options.base;
+  base.attention_bf16 = policy.attention_bf16();  // the attention the selector was evolved on
   const Tokenizer& tok = model.tokenizer;
 
   // Questions whose story (the reference chunk) fits: the newest story lines up to the limit.
@@ -222,28 +223,46 @@ Memory3EvalResult eval_memory3(const Model& model, const PolicyFile& policy, con
 // ---------------------------------------------------------------------------------------------
 // B'MOJO
 
-BmojoEvalResult eval_bmojo(const Model& model, const PolicyFile& policy, const BmojoEvalOptions& options) {
+namespace {
+int bmojo_eval_context(const Model& model) { return model.config.max_seq_len > 0 ? model.config.max_seq_len : 1024; }
+}  // namespace
+
+std::vector<Task> bmojo_eval_tasks(const Model& model, const BmojoEvalOptions& options) {
   const BmojoOptions& o = options.base;
   const int samples = options.samples;
-  const int ctx = model.config.max_seq_len > 0 ? model.config.max_seq_len : 1024;
+  const int ctx = bmojo_eval_context(model);
   TaskContext tc;
   tc.tokenizer = &model.tokenizer;
+  // Held-out samples, drawn by the run's seed: never the windows evolution trains on. The shared
+  // TinyStories sample holds about 300 held-out tokens, so its windows are at most 256 tokens.
+  const int64_t seed = static_cast<int64_t>(o.seed);
+  const int stories_ctx = std::min(ctx, 256);
   const nlohmann::json spec = nlohmann::json::array({
       {{"name", "lm"},
        {"label", "lm/tinystories"},
        {"text", "tinystories"},
+       {"split", "heldout"},
+       {"seed", seed},
        {"samples", samples},
-       {"context_tokens", ctx},
-       {"score_tokens", ctx / 4}},
+       {"context_tokens", stories_ctx},
+       {"score_tokens", stories_ctx / 4}},
       {{"name", "lm"},
        {"label", "lm/books"},
        {"text", "books"},
+       {"split", "heldout"},
+       {"seed", seed},
        {"samples", samples},
        {"context_tokens", ctx},
        {"score_tokens", ctx / 4}},
-      {{"name", "passkey"}, {"samples", samples}, {"context_tokens", ctx}},
+      {{"name", "passkey"}, {"split", "heldout"}, {"seed", seed}, {"samples", samples}, {"context_tokens", ctx}},
   });
-  const std::vector<Task> tasks = build_task_set(spec, tc, "eval-export bmojo");
+  return build_task_set(spec, tc, "eval-export bmojo");
+}
+
+BmojoEvalResult eval_bmojo(const Model& model, const PolicyFile& policy, const BmojoEvalOptions& options) {
+  const BmojoOptions& o = options.base;
+  const int ctx = bmojo_eval_context(model);
+  const std::vector<Task> tasks = bmojo_eval_tasks(model, options);
   // B'MOJO's sliding window exists on the CPU backend only.
   const std::unique_ptr<Backend> backend = make_cpu_backend(model);
   RunOptions full_run;
@@ -284,6 +303,7 @@ BmojoEvalResult eval_bmojo(const Model& model, const PolicyFile& policy, const B
       BmojoPolicy p(cols[ci].options, std::move(namm));
       RunOptions run;
       run.session = bmojo_session_options(cols[ci].options);
+      if (namm) run.session.attention_bf16 = policy.attention_bf16();  // the attention it was evolved on
       std::vector<Outcome> got;
       for (const Sample& s : task.samples) {
         const RunResult r = run_sample(*backend, &p, s, run);

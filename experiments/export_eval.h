@@ -7,7 +7,8 @@
 //                 the answer's NLL (teacher forcing) with no memory, with the whole chunk injected,
 //                 and with each selector's k tokens; plus the model-free attention-output error of
 //                 the prompt's queries and whether the kept tokens include the answer word.
-//   eval_bmojo    the LM (tinystories, books) and passkey tasks at the model's context, run by the
+//   eval_bmojo    the LM (tinystories, at most 256 tokens; books) and passkey tasks at the model's context, on
+//                 held-out samples drawn by the seed, run by the
 //                 CPU backend with the full cache and in B'MOJO mode with each scorer at window W and
 //                 budget M (and M = 0, plain sliding-window attention), normalised by the full cache.
 #pragma once
@@ -20,6 +21,7 @@
 #include "namm/export_bmojo.h"
 #include "namm/export_memory3.h"
 #include "namm/policy.pb.h"
+#include "tasks/sample.h"
 #include "transformer/model.h"
 #include "transformer/session.h"
 
@@ -103,5 +105,7 @@ struct BmojoEvalResult {
 // `policy` must be a NAMM policy (the namm column). Runs on the CPU backend: the sliding window
 // exists there only.
 BmojoEvalResult eval_bmojo(const Model& model, const PolicyFile& policy, const BmojoEvalOptions& options);
+// Its tasks: held-out samples (split "heldout", drawn by options.base.seed) at the model's context.
+std::vector<Task> bmojo_eval_tasks(const Model& model, const BmojoEvalOptions& options);
 
 }  // namespace nammkit

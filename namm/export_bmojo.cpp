@@ -261,6 +261,7 @@ MemoryModeRuntime make_memory_mode(const MemoryMode& mode, const PolicyFile* nam
   std::optional<NammScoring> namm;
   if (mode.options.scorer == BmojoScorer::Namm) {
     if (!namm_policy) fail("memory", "bmojo scorer namm: needs a NAMM policy file (--policy)");
+    rt.session.attention_bf16 = namm_policy->attention_bf16();  // the attention it was evolved on
     namm = NammScoring::from(*namm_policy);
   }
   rt.policy = std::make_unique<BmojoPolicy>(mode.options, std::move(namm));

@@ -103,7 +103,8 @@ class AttentionCapture final : public MemoryPolicy {
 // The runtime's own forward pass (Session), observed: pre-RoPE projections from the projection
 // observer, RoPE applied with the Session's functions, attention from a capturing policy that runs
 // once, right after the single chunk.
-ReferenceForward encode_reference(const Model& model, std::span<const int32_t> tokens, bool with_attention) {
+ReferenceForward encode_reference(const Model& model, std::span<const int32_t> tokens, bool with_attention,
+                                  bool attention_bf16) {
   const ModelConfig& c = model.config;
   const int T = static_cast<int>(tokens.size());
   if (T < 1) fail("encode_reference", "tokens: empty sequence");
@@ -116,7 +117,7 @@ ReferenceForward encode_reference(const Model& model, std::span<const int32_t> t
   SessionOptions options;
   options.prefill_chunk = T;    // one chunk: every observer call covers the whole sequence
   options.update_interval = T;  // one policy update, right after it, over all T queries
-  options.attention_bf16 = false;
+  options.attention_bf16 = attention_bf16;
   Session session(model, with_attention ? &capture : nullptr, options);
   session.set_projection_observer([&](int l, int n, int64_t first, const float* q, const float* k, const float* v) {
     if (n != T || first != 0) fail("encode_reference", "expected the sequence as one chunk from position 0");
@@ -183,7 +184,7 @@ EncodedReference encode_chunk(const Model& model, const ReferenceChunk& chunk, c
   if (static_cast<int>(r.tokens.size()) > model.config.max_seq_len && model.config.max_seq_len > 0)
     fail(where, "chunk '" + chunk.id + "': prefix + chunk exceed the model context " +
                     std::to_string(model.config.max_seq_len));
-  r.forward = encode_reference(model, r.tokens, options.selector == Memory3Selector::Namm);
+  r.forward = encode_reference(model, r.tokens, options.selector == Memory3Selector::Namm, options.attention_bf16);
   return r;
 }
 

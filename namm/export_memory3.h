@@ -50,6 +50,7 @@ struct Memory3Options {
   std::string prefix = "Reference:";  // text after BOS, encoded without BOS
   int max_chunk_tokens = 128;         // chunk tokens after the prefix
   uint64_t seed = 0;                  // random selector
+  bool attention_bf16 = false;        // NAMM selector: round the attention it scores (the policy file's flag)
 };
 
 // Per-layer tensors of one sequence run on its own (T tokens from position 0).
@@ -63,7 +64,9 @@ struct ReferenceForward {
   std::vector<std::vector<std::vector<float>>> attention;
   std::vector<float> last_logits;  // [vocab] after the last token
 };
-ReferenceForward encode_reference(const Model& model, std::span<const int32_t> tokens, bool with_attention);
+// attention_bf16: round the captured attention to bf16, as a policy evolved on bf16 attention saw it.
+ReferenceForward encode_reference(const Model& model, std::span<const int32_t> tokens, bool with_attention,
+                                  bool attention_bf16 = false);
 
 struct ReferenceChunk {
   std::string id;

@@ -46,6 +46,11 @@ Budget budget_from(const BaselineHyper& b) { return Budget{b.budget_is_fraction(
 
 const char* nammkit_version() { return NAMMKIT_VERSION; }
 
+void apply_policy_session(const PolicyFile& file, SessionOptions& session) {
+  session.update_interval = file.update_interval();
+  session.attention_bf16 = file.attention_bf16();
+}
+
 int run_update_interval(int flag, const PolicyFile* own_file, const PolicyFile* first_file) {
   if (flag > 0) return flag;
   if (own_file) return own_file->update_interval();
@@ -347,6 +352,7 @@ std::string describe_policy(const PolicyFile& f) {
   std::ostringstream o;
   o << "policy:          " << policy_kind_name(f.kind()) << " (format " << f.format_version() << ")\n";
   o << "update interval: " << f.update_interval() << " tokens\n";
+  o << "attention:       " << (f.attention_bf16() ? "rounded to bf16 before the policy sees it" : "f32") << "\n";
   if (is_namm(f.kind())) {
     const NammHyper& h = f.namm();
     o << "spectrogram:     n_fft " << h.n_fft() << ", hop " << h.hop() << ", periodic Hann, " << h.n_fft() / 2 + 1

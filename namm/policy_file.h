@@ -15,6 +15,7 @@
 #include "namm/namm_policy.h"
 #include "namm/normalization.h"
 #include "namm/policy.pb.h"
+#include "transformer/backend.h"
 #include "transformer/memory_policy.h"
 #include "transformer/model.h"
 
@@ -57,6 +58,10 @@ std::string describe_policy(const PolicyFile& file);
 
 // The MemoryPolicy a file describes (validated first). Every result is a RecordingPolicy.
 std::unique_ptr<MemoryPolicy> make_policy(const PolicyFile& file);
+// The session settings a policy file fixes, copied into `session`: its update interval and whether the
+// attention handed to the policy is rounded to bf16 (as during its evolution). Every run of a policy
+// file goes through this, so a policy always sees the attention it was trained on.
+void apply_policy_session(const PolicyFile& file, SessionOptions& session);
 // The one rule for a run's update intervals (nammkit run and eval): an explicit --interval applies to
 // every policy of the run; otherwise a policy file keeps its own, and a baseline made from a spec takes
 // the first policy file's, else kDefaultUpdateInterval. `flag` is 0 when --interval was not given.

@@ -8,6 +8,9 @@
 namespace nammkit {
 
 std::string default_shared_dir();
+// Where scripts/fetch_models.sh puts what it fetches (SmolLM2, jieba's dictionary): $NAMMKIT_MODELS_DIR
+// when set, else "models" relative to the working directory (the project root).
+std::string default_models_dir();
 // `path` as is when absolute, else joined to `base_dir` (empty base: as is, relative to the cwd).
 std::string resolve_path(const std::string& base_dir, const std::string& path);
 

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "tasks/jieba.h"
 #include "tasks/sequence_matcher.h"
 #include "tasks/text_util.h"
 
@@ -168,23 +169,6 @@ std::string normalize_zh_answer(std::string_view s) {
   return encode_utf8(out);
 }
 
-std::vector<std::string> cjk_tokenize(std::string_view s) {
-  const std::u32string u = decode_utf8(s);
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < u.size()) {
-    if (text::is_cjk(u[i]) || !text::is_word_char(u[i])) {
-      out.push_back(encode_utf8(u[i++]));
-      continue;
-    }
-    size_t j = i;
-    while (j < u.size() && text::is_word_char(u[j]) && !text::is_cjk(u[j])) ++j;
-    out.push_back(encode_utf8(std::u32string_view(u.data() + i, j - i)));
-    i = j;
-  }
-  return out;
-}
-
 double token_f1(const std::vector<std::string>& prediction, const std::vector<std::string>& ground_truth) {
   std::map<std::string, int> pred_counts, gt_counts;
   for (const auto& t : prediction) ++pred_counts[t];
@@ -208,7 +192,7 @@ double qa_f1_score(std::string_view prediction, std::string_view ground_truth) {
 double qa_f1_zh_score(std::string_view prediction, std::string_view ground_truth) {
   auto tokens = [](std::string_view s) {
     std::vector<std::string> out;
-    for (const auto& t : cjk_tokenize(s)) {
+    for (const auto& t : Jieba::shared().cut(s)) {
       std::string n = normalize_zh_answer(t);
       if (!n.empty()) out.push_back(std::move(n));
     }
@@ -234,7 +218,7 @@ double rouge_score(std::string_view prediction, std::string_view ground_truth) {
 double rouge_zh_score(std::string_view prediction, std::string_view ground_truth) {
   auto joined = [](std::string_view s) {
     std::string out;
-    for (const auto& t : cjk_tokenize(s)) {
+    for (const auto& t : Jieba::shared().cut(s)) {
       if (!out.empty()) out.push_back(' ');
       out += t;
     }

@@ -12,9 +12,11 @@
 //    '`', '#', '//' is compared, as metrics.py does (it tests containment, not a prefix).
 //  - classification_score reproduces metrics.py including its remove-while-iterating loop (a
 //    match right after a removed one is not examined) and its dead fallback branch.
-//  - *_zh metrics: jieba is not available, so Chinese text is tokenised per CJK character; runs of
-//    other word characters (Latin words, numbers) stay one token, as jieba also keeps them. Scores
-//    of _zh tasks are therefore character-level F1 / ROUGE-L, not word-level.
+//  - qa_f1_zh / rouge_zh tokenise with jieba.cut(text, cut_all=False), as metrics.py does: tasks/jieba.h
+//    ports jieba 0.42.1 and is checked token for token against Python jieba (tests/test_jieba.cpp),
+//    so _zh scores are word-level and comparable with published LongBench numbers. They need jieba's
+//    dictionary (models/jieba/, fetched by scripts/fetch_models.sh) and throw Error naming it when
+//    it is missing.
 #pragma once
 #include <string>
 #include <string_view>
@@ -24,9 +26,9 @@ namespace nammkit {
 
 enum class Metric {
   QaF1,            // LongBench qa_f1_score
-  QaF1Zh,          // qa_f1_zh_score (per-character tokens)
+  QaF1Zh,          // qa_f1_zh_score (jieba words)
   Rouge,           // rouge_score (ROUGE-L F)
-  RougeZh,         // rouge_zh_score (per-character tokens)
+  RougeZh,         // rouge_zh_score (jieba words)
   Classification,  // classification_score (needs all_classes)
   Retrieval,       // retrieval_score ("Paragraph N")
   RetrievalZh,     // retrieval_zh_score ("段落N")
@@ -56,8 +58,10 @@ std::string normalize_answer(std::string_view s);
 std::string normalize_zh_answer(std::string_view s);
 double token_f1(const std::vector<std::string>& prediction, const std::vector<std::string>& ground_truth);
 double qa_f1_score(std::string_view prediction, std::string_view ground_truth);
+// jieba.cut of both texts, each token normalised by normalize_zh_answer, empty ones dropped; token F1.
 double qa_f1_zh_score(std::string_view prediction, std::string_view ground_truth);
 double rouge_score(std::string_view prediction, std::string_view ground_truth);
+// rouge_score of the jieba tokens joined by single spaces (no normalisation, as metrics.py).
 double rouge_zh_score(std::string_view prediction, std::string_view ground_truth);
 double classification_score(std::string_view prediction, std::string_view ground_truth,
                             const std::vector<std::string>& all_classes);
@@ -67,8 +71,5 @@ double count_score(std::string_view prediction, std::string_view ground_truth);
 double code_sim_score(std::string_view prediction, std::string_view ground_truth);
 // fuzzywuzzy fuzz.ratio: 100 when equal, 0 when either is empty, else round(100 * difflib ratio).
 int fuzz_ratio(std::string_view a, std::string_view b);
-// The stand-in for jieba.cut: CJK characters one by one, word-character runs whole, every other
-// character (spaces, punctuation) as a token of its own.
-std::vector<std::string> cjk_tokenize(std::string_view s);
 
 }  // namespace nammkit

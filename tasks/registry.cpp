@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <set>
 
 #include "core/error.h"
@@ -157,7 +158,17 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
   }
   if (task.samples.empty()) fail(where, "samples: the task selected no samples");
   task.name = f.str("label", task.name);
+  task.split = split_name(split);
   return task;
+}
+
+void warn_training_split(const std::vector<Task>& tasks, const std::string& where) {
+  for (const Task& task : tasks)
+    if (task.split == split_name(Split::Train))
+      std::fprintf(stderr,
+                   "warning: %s: task \"%s\" uses the train split, the prompts evolution trains on; evaluate on "
+                   "\"split\": \"heldout\"\n",
+                   where.c_str(), task.name.c_str());
 }
 
 std::vector<Task> build_task_set(const nlohmann::json& spec, const TaskContext& context, const std::string& where) {

@@ -37,4 +37,8 @@ std::vector<Task> build_task_set(const nlohmann::json& spec, const TaskContext& 
 // Reads a JSON file; relative paths inside it resolve against context.base_dir (not the file's folder).
 std::vector<Task> load_task_set(const std::string& path, const TaskContext& context);
 
+// Evaluations (eval, eval-export) warn on stderr, one line per task, when a task's samples come from
+// the train split: a policy scored on the prompts it was evolved on says little about new ones.
+void warn_training_split(const std::vector<Task>& tasks, const std::string& where);
+
 }  // namespace nammkit

@@ -37,6 +37,7 @@ struct Sample {
 struct Task {
   std::string name;  // unique within a task set, e.g. "passkey", "longbench/multi_news"
   std::vector<Sample> samples;
+  std::string split = "all";  // the part of the data the samples come from: "train", "heldout" or "all"
 };
 
 }  // namespace nammkit

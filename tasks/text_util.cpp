@@ -65,15 +65,6 @@ bool is_ascii_punct(char32_t c) {
   return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E);
 }
 
-bool is_cjk(char32_t c) {
-  return (c >= 0x3040 && c <= 0x30FF) ||  // hiragana, katakana
-         (c >= 0x3400 && c <= 0x4DBF) ||  // CJK extension A
-         (c >= 0x4E00 && c <= 0x9FFF) ||  // CJK unified ideographs
-         (c >= 0xAC00 && c <= 0xD7AF) ||  // hangul syllables
-         (c >= 0xF900 && c <= 0xFAFF) ||  // compatibility ideographs
-         (c >= 0x20000 && c <= 0x2FA1F);  // extensions B-F, compatibility supplement
-}
-
 namespace {
 bool is_non_ascii_punct(char32_t c) {
   return (c >= 0xA1 && c <= 0xBF) || c == 0xD7 || c == 0xF7 || (c >= 0x2010 && c <= 0x206F) ||

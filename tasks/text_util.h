@@ -25,7 +25,6 @@ bool is_space(char32_t c);
 bool is_digit(char32_t c);
 bool is_word_char(char32_t c);
 bool is_ascii_punct(char32_t c);  // Python's string.punctuation
-bool is_cjk(char32_t c);          // CJK ideographs, kana, hangul: one "word" per character
 char32_t to_lower(char32_t c);
 
 std::u32string lower(std::u32string_view s);

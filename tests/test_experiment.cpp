@@ -101,6 +101,7 @@ TEST(Experiment, TinyRunLogsCheckpointsAndWritesALoadablePolicy) {
   const PolicyFile policy = load_policy(out + "/policy.nammp");
   EXPECT_EQ(policy.params_size(), 4172);
   EXPECT_EQ(policy.update_interval(), 64);
+  EXPECT_FALSE(policy.attention_bf16());  // the config's session.attention_bf16 (default false)
   EXPECT_GT(policy.norm().count(), 0);
   EXPECT_NE(make_policy(policy), nullptr);
   // A second run into the same directory without --resume is refused.

@@ -72,6 +72,7 @@ int export_memory3(const Args& args) {
   opt.selector = parse_memory3_selector(args.get("--selector", "namm"), "--selector");
   opt.prefix = args.get("--prefix", opt.prefix);
   opt.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
+  opt.attention_bf16 = policy.attention_bf16();
   std::optional<NammScoring> namm;
   if (opt.selector == Memory3Selector::Namm) namm = NammScoring::from(policy);
   const std::string chunks_path = args.require("--chunks");

@@ -72,8 +72,8 @@ int run_command(const std::vector<std::string>& raw) {
   } else if (args.has("--policy") || args.has("--baseline")) {
     PolicyFile file =
         args.has("--policy") ? load_policy(args.get("--policy")) : make_baseline_policy_file(args.get("--baseline"));
-    options.update_interval = run_update_interval(interval_flag, args.has("--policy") ? &file : nullptr, nullptr);
-    file.set_update_interval(options.update_interval);
+    file.set_update_interval(run_update_interval(interval_flag, args.has("--policy") ? &file : nullptr, nullptr));
+    apply_policy_session(file, options);
     policy = make_policy(file);
   }
   const DeviceChoice device = device_choice(args, "run");

@@ -127,6 +127,7 @@ EvalReport run_eval(const EvalOptions& options, dist::Coordinator* coordinator) 
   const std::unique_ptr<EvalSetup> setup = coordinator ? coordinator->busy(load) : load();
   const Model& model = setup->model;
   const std::vector<Task>& tasks = setup->tasks;
+  warn_training_split(tasks, options.tasks_file);
   SampleRunner runner = row_runner(*setup, coordinator);
   runner.serve();
 

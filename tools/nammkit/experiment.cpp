@@ -333,6 +333,7 @@ void write_policy(const std::string& path, const ExperimentConfig& config, const
                   const std::string& note) {
   PolicyFile f = make_namm_policy_file(config.scorer);
   f.set_update_interval(config.session.update_interval);
+  f.set_attention_bf16(config.session.attention_bf16);
   f.mutable_namm()->set_selection(config.selection.mode == SelectionMode::PerHead ? SELECTION_PER_HEAD
                                                                                   : SELECTION_SHARED_MAX_K);
   f.mutable_namm()->set_max_tokens_per_head(config.selection.max_tokens_per_head);

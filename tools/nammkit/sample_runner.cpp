@@ -24,7 +24,7 @@ SampleRunner::SampleRunner(const Backend& backend, SampleAt samples, RunOptions 
 
 std::vector<RunResult> SampleRunner::run_here(std::span<const int> indices, const PolicyFile* policy) const {
   RunOptions run = base_;
-  if (policy) run.session.update_interval = policy->update_interval();
+  if (policy) apply_policy_session(*policy, run.session);
   std::vector<RunResult> results(indices.size());
   tbb::parallel_for(size_t(0), indices.size(), [&](size_t i) {
     std::unique_ptr<MemoryPolicy> instance = policy ? make_policy(*policy) : nullptr;

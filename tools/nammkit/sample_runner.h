@@ -23,7 +23,7 @@ double expected_tokens(const Sample& sample, int max_context);
 
 class SampleRunner {
  public:
-  // `base`: the run options; a policy's own update interval replaces base.session.update_interval.
+  // `base`: the run options; a policy file's session settings replace base's (apply_policy_session).
   // `coordinator`: null for a single process. On a distributed run every rank must call serve() with
   // the same job name, samples and options before the root runs anything.
   SampleRunner(const Backend& backend, SampleAt samples, RunOptions base, dist::Coordinator* coordinator,
