@@ -281,6 +281,7 @@ BmojoEvalResult eval_bmojo(const Model& model, const PolicyFile& policy, const B
   };
   add("swa (M=0)", BmojoScorer::Recency, 0);
   add("namm", BmojoScorer::Namm, o.memory);
+  add("innovation", BmojoScorer::Innovation, o.memory);
   add("recency", BmojoScorer::Recency, o.memory);
   add("h2o", BmojoScorer::H2o, o.memory);
   add("random", BmojoScorer::Random, o.memory);

@@ -96,7 +96,7 @@ struct BmojoEvalTask {
 
 struct BmojoEvalResult {
   int context_tokens = 0;            // sample length (the model's context, or 1024)
-  std::vector<std::string> columns;  // "swa (M=0)", "namm", "recency", "h2o", "random"
+  std::vector<std::string> columns;  // "swa (M=0)", "namm", "innovation", "recency", "h2o", "random"
   std::vector<BmojoEvalTask> tasks;
   std::vector<double> mean_ratio;  // per column, over the tasks that have a ratio (NaN if none)
   std::vector<double> mean_cache;  // per column: mean cache entries per (layer, KV head)

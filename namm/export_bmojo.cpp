@@ -28,6 +28,7 @@ const char* bmojo_scorer_name(BmojoScorer s) {
     case BmojoScorer::Recency: return "recency";
     case BmojoScorer::H2o: return "h2o";
     case BmojoScorer::Random: return "random";
+    case BmojoScorer::Innovation: return "innovation";
   }
   return "?";
 }
@@ -67,9 +68,19 @@ bool BmojoPolicy::needs_attention() const {
   return options_.scorer == BmojoScorer::Namm || options_.scorer == BmojoScorer::H2o;
 }
 
+bool BmojoPolicy::needs_surprisal() const { return options_.scorer == BmojoScorer::Innovation; }
+
+void BmojoPolicy::observe_surprisal(int64_t first_position, std::span<const float> surprisal) {
+  if (first_position < 0) fail("bmojo", "innovation: negative position " + std::to_string(first_position));
+  const size_t end = size_t(first_position) + surprisal.size();
+  if (surprisal_.size() < end) surprisal_.resize(end, NAN);
+  std::copy(surprisal.begin(), surprisal.end(), surprisal_.begin() + first_position);
+}
+
 void BmojoPolicy::begin_sequence(const ModelConfig& config) {
   note_sequence_start();
   state_.assign(config.n_layers, std::vector<HeadState>(config.n_kv_heads));
+  surprisal_.clear();
 }
 
 // Scores of every cached token of head h; also advances the per-token state with the new queries.
@@ -100,6 +111,17 @@ std::vector<float> BmojoPolicy::score_head(const LayerWindow& w, int h, HeadStat
         const uint64_t r = splitmix64(options_.seed ^ splitmix64((uint64_t(w.layer) << 48) ^ (uint64_t(h) << 40) ^
                                                                  uint64_t(uint32_t(hw.positions[j]))));
         scores[j] = static_cast<float>((r >> 40) * (1.0 / 16777216.0));
+      }
+      break;
+    case BmojoScorer::Innovation:
+      for (int j = 0; j < n; ++j) {
+        const int32_t p = hw.positions[j];
+        // A token the Session never reported (an injected entry, or a runtime without the hook)
+        // has no innovation score; guessing one would silently change what is remembered.
+        if (p < 0 || size_t(p) >= surprisal_.size() || std::isnan(surprisal_[p]))
+          fail("bmojo", "scorer innovation: no surprisal for position " + std::to_string(p) +
+                            " (the runtime must report it: CPU Session only)");
+        scores[j] = surprisal_[p];
       }
       break;
   }
@@ -215,9 +237,10 @@ BmojoOptions bmojo_options_from(const PolicyFile& file) {
 namespace {
 
 BmojoScorer parse_bmojo_scorer(const std::string& name, const std::string& where) {
-  for (BmojoScorer s : {BmojoScorer::Namm, BmojoScorer::Recency, BmojoScorer::H2o, BmojoScorer::Random})
+  for (BmojoScorer s :
+       {BmojoScorer::Namm, BmojoScorer::Recency, BmojoScorer::H2o, BmojoScorer::Random, BmojoScorer::Innovation})
     if (name == bmojo_scorer_name(s)) return s;
-  fail(where, "scorer: expected namm|recency|h2o|random, got '" + name + "'");
+  fail(where, "scorer: expected namm|recency|h2o|random|innovation, got '" + name + "'");
 }
 
 }  // namespace

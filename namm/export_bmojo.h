@@ -21,8 +21,12 @@
 //   recency  score = position: keeps the newest M (FIFO memory).
 //   h2o      accumulated attention received since the token entered the cache (H2O's heavy hitters).
 //   random   a seeded uniform score per (layer, head, position): reproducible.
-// The LM-surprisal "innovation" feature is recorded in the export block for B'MOJO consumers; the
-// MemoryPolicy hook sees no logits, so this runtime cannot score by it.
+//   innovation  B'MOJO's innovation test with the LM as the predictor (spec §5.3 baseline "innovation
+//            top-M", LM surprisal for the proxy without an SSM): score = −log p(x_j | x_<j) in nats,
+//            which the Session reports (MemoryPolicy::needs_surprisal), so the memory holds the M
+//            hardest-to-predict tokens that left the window. The first token of a sequence has no
+//            prediction and scores +inf: it is always remembered (one slot of M, a sink in effect).
+//            The score is per token, so every KV head of a layer keeps the same set. CPU only.
 //
 // With M = 0 this is plain sliding-window attention; with W ≥ the sequence length nothing ever
 // becomes a candidate and it is the full cache.
@@ -30,6 +34,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,8 +47,8 @@
 
 namespace nammkit {
 
-enum class BmojoScorer : uint8_t { Namm, Recency, H2o, Random };
-const char* bmojo_scorer_name(BmojoScorer s);  // "namm", "recency", "h2o", "random"
+enum class BmojoScorer : uint8_t { Namm, Recency, H2o, Random, Innovation };
+const char* bmojo_scorer_name(BmojoScorer s);  // "namm", "recency", "h2o", "random", "innovation"
 
 struct BmojoOptions {
   int window = 512;                       // W
@@ -66,6 +71,8 @@ class BmojoPolicy final : public RecordingPolicy {
 
   std::string name() const override;  // "bmojo_<scorer>"
   bool needs_attention() const override;
+  bool needs_surprisal() const override;
+  void observe_surprisal(int64_t first_position, std::span<const float> surprisal) override;
   void begin_sequence(const ModelConfig& config) override;
   KeepLists update(const LayerWindow& window) override;
 
@@ -80,6 +87,7 @@ class BmojoPolicy final : public RecordingPolicy {
   std::optional<NammScoring> namm_;
   std::unique_ptr<AttentionSpectrogram> spectrogram_;
   std::vector<std::vector<HeadState>> state_;  // [layer][kv_head]
+  std::vector<float> surprisal_;               // innovation: by absolute position; NaN = not reported
 };
 
 // The export: a copy of `policy` (a NAMM policy) with update_interval = n_up and the BmojoTarget
@@ -92,7 +100,7 @@ BmojoOptions bmojo_options_from(const PolicyFile& file);
 
 // A memory mode for `nammkit run`/`eval --memory SPEC`:
 //   "full"                     no policy, no window (the default)
-//   "bmojo:W,M[,interval=N][,scorer=namm|recency|h2o|random][,seed=S][,granularity=head|layer]"
+//   "bmojo:W,M[,interval=N][,scorer=namm|recency|h2o|random|innovation][,seed=S][,granularity=head|layer]"
 //                              B'MOJO mode: window W, eidetic budget M; interval defaults to 512;
 //                              scorer defaults to namm (which then needs a NAMM policy file)
 // Errors name `where` and the offending part.

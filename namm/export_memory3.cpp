@@ -172,6 +172,7 @@ EncodedReference encode_chunk(const Model& model, const ReferenceChunk& chunk, c
   if (tok.empty()) fail(model.path, "tokenizer: the model has none (needed to encode reference chunks)");
   EncodedReference r;
   r.id = chunk.id;
+  r.text = chunk.text;
   if (tok.adds_bos()) r.tokens.push_back(tok.bos_id());
   for (int32_t t : tok.encode(options.prefix, false)) r.tokens.push_back(t);
   r.prefix_len = static_cast<int>(r.tokens.size());
@@ -251,6 +252,8 @@ void MemoryBankWriter::add(const EncodedReference& r, const NammScoring* namm) {
   ch->set_id(r.id);
   ch->set_token_hash(token_hash_hex(std::span<const int32_t>(r.tokens.data() + P, n)));
   ch->set_n_tokens(n);
+  if (r.text.empty()) fail("memory bank", "chunk '" + r.id + "': text: empty (the retriever needs it)");
+  ch->set_text(r.text);
   const int L = static_cast<int>(options_.layers.size());
   std::vector<float> block(size_t(L) * 2 * H * k * d, 0.0f);
   for (int m = 0; m < L; ++m) {

@@ -78,6 +78,7 @@ std::vector<ReferenceChunk> read_reference_chunks(const std::string& path);
 
 struct EncodedReference {
   std::string id;
+  std::string text;             // the chunk's text (stored in the bank for the retriever)
   std::vector<int32_t> tokens;  // BOS + prefix + chunk
   int prefix_len = 0;           // P: BOS + prefix tokens
   int n_chunk() const { return static_cast<int>(tokens.size()) - prefix_len; }

@@ -167,6 +167,10 @@ void MemoryBank::parse_and_validate() {
         if (!ok) fail(w, f + ".selected: not ascending in [0, n_tokens) then -1 padding");
       }
     }
+    // Texts are all there (a bank written with them) or all absent (one written before them).
+    if (ch.text().empty() != x.chunks(0).text().empty())
+      fail(w, f + ".text: " +
+                  (ch.text().empty() ? "missing while chunks[0] has one" : "present while chunks[0] has none"));
     in_file(ch.offset(), x.chunk_bytes(), f + ".offset");
     blocks.push_back({ch.offset(), x.chunk_bytes(), f + ".offset"});
   }

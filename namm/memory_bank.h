@@ -52,6 +52,9 @@ class MemoryBank {
 
   const bank::BankIndex& index() const { return index_; }
   int n_chunks() const { return index_.chunks_size(); }
+  // Whether the chunks' texts are stored (every chunk has one, or none does: checked on open).
+  bool has_texts() const { return n_chunks() > 0 && !index_.chunks(0).text().empty(); }
+  const std::string& name() const { return name_; }
   // The stored [d] key or value (kv = 0 key, 1 value) of slot `slot` of memory-layer slot `m`.
   const float* chunk_vector(int chunk, int m, int kv, int kv_head, int slot) const;
   const float* prefix_vector(int layer, int kv, int kv_head, int pos) const;

@@ -120,7 +120,7 @@ TEST(ExportEval, BmojoWithAWindowAsLongAsTheContextIsTheFullCache) {
   opt.base.window = stories().config.max_seq_len;
   const BmojoEvalResult r = eval_bmojo(stories(), make_namm_policy_file(), opt);
   EXPECT_EQ(r.context_tokens, stories().config.max_seq_len);
-  ASSERT_EQ(r.columns, (std::vector<std::string>{"swa (M=0)", "namm", "recency", "h2o", "random"}));
+  ASSERT_EQ(r.columns, (std::vector<std::string>{"swa (M=0)", "namm", "innovation", "recency", "h2o", "random"}));
   ASSERT_EQ(r.tasks.size(), 3u);
   for (const BmojoEvalTask& t : r.tasks) {
     ASSERT_EQ(t.ratio.size(), r.columns.size());

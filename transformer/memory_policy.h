@@ -10,6 +10,7 @@
 // it returns. One MemoryPolicy object serves one sequence at a time; begin_sequence() resets it.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,15 @@ class MemoryPolicy {
   // GPU session must copy the whole cache to the host for them, so policies that score from attention
   // and positions alone (NAMM, H2O, StreamingLLM, random, full) say false and get nullptr there.
   virtual bool needs_keys_values() const { return true; }
+  // Whether the policy reads the LM's surprisal of each token (B'MOJO's innovation test). The CPU
+  // Session then runs the output layer over every fed position, which prefill otherwise skips, and
+  // calls observe_surprisal() once per forward chunk, before any update() that chunk triggers. The
+  // GPU session does not report it.
+  virtual bool needs_surprisal() const { return false; }
+  // surprisal[i] = −log p(x_p | x_<p) in nats for the token at absolute position p = first_position + i,
+  // from the logits of the position before it; +inf where the Session has no such logits (the
+  // first token after reset(): nothing predicted it).
+  virtual void observe_surprisal(int64_t first_position, std::span<const float> surprisal) {}
   // A new sequence starts: drop all per-sequence state.
   virtual void begin_sequence(const ModelConfig& config) {}
   virtual KeepLists update(const LayerWindow& window) = 0;

@@ -218,6 +218,7 @@ void Session::reset() {
   position_ = 0;
   stats_ = {};
   last_logits_.assign(c.vocab_size, 0.0f);
+  next_log_probs_.clear();
   if (policy_) policy_->begin_sequence(c);
 }
 
@@ -372,6 +373,7 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
     matmul(L.w_down, s.gate.data(), T, s.proj.data(), activations);
     for (size_t i = 0; i < size_t(T) * c.dim; ++i) s.x[i] += s.proj[i];
   }
+  if (policy_ && policy_->needs_surprisal()) report_surprisal(tokens, position_);
   position_ += T;
 
   if (!logits_out) return;
@@ -380,6 +382,39 @@ void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, 
   const int rows = T - first;
   rms_norm(s.x.data() + size_t(first) * c.dim, model_.final_norm, c.norm_eps, rows, c.dim, s.xn.data());
   matmul(model_.output, s.xn.data(), rows, logits_out, activations);
+}
+
+// The chunk's surprisals from its final hidden states (s.x): row t's logits predict token t + 1, and
+// the last row's become next_log_probs_ for the next chunk's first token. The output layer runs over
+// blocks of rows to bound the [rows][vocab] buffer; the logits_out rows are computed again after
+// this, which costs one extra row per chunk when the caller asked for logits too.
+void Session::report_surprisal(std::span<const int32_t> tokens, int64_t first_position) {
+  const ModelConfig& c = model_.config;
+  const int T = static_cast<int>(tokens.size()), vocab = c.vocab_size;
+  const Activations activations = options_.float_activations ? Activations::F32 : Activations::Int8;
+  Scratch& s = *scratch_;
+  std::vector<float> surprisal(T, std::numeric_limits<float>::infinity());
+  if (!next_log_probs_.empty()) surprisal[0] = -next_log_probs_[tokens[0]];
+  constexpr int kBlock = 32;
+  s.logits.resize(size_t(std::min(T, kBlock)) * vocab);
+  for (int first = 0; first < T; first += kBlock) {
+    const int rows = std::min(kBlock, T - first);
+    rms_norm(s.x.data() + size_t(first) * c.dim, model_.final_norm, c.norm_eps, rows, c.dim, s.xn.data());
+    matmul(model_.output, s.xn.data(), rows, s.logits.data(), activations);
+    for (int r = 0; r < rows; ++r) {
+      Eigen::Map<Eigen::ArrayXf> row(s.logits.data() + size_t(r) * vocab, vocab);
+      const float max = row.maxCoeff();
+      const float log_sum = max + std::log((row - max).exp().sum());
+      const int t = first + r;
+      if (t + 1 < T) {
+        surprisal[t + 1] = -(row[tokens[t + 1]] - log_sum);  // the same arithmetic as surprisal[0]
+      } else {
+        next_log_probs_.resize(vocab);
+        Eigen::Map<Eigen::ArrayXf>(next_log_probs_.data(), vocab) = row - log_sum;
+      }
+    }
+  }
+  policy_->observe_surprisal(first_position, surprisal);
 }
 
 void Session::run_policy() {

@@ -57,6 +57,7 @@ class Session final : public InferenceSession {
   struct Scratch;
   struct AttentionLog;
   void forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all);
+  void report_surprisal(std::span<const int32_t> tokens, int64_t first_position);
   void run_policy();
 
   const Model& model_;
@@ -69,6 +70,9 @@ class Session final : public InferenceSession {
   std::shared_ptr<Scratch> scratch_;
   std::shared_ptr<AttentionLog> attn_log_;
   ProjectionObserver projection_observer_;
+  // For a policy that needs_surprisal(): log p(· | everything fed so far), from the last position's
+  // logits ([vocab]); empty until a position has been fed.
+  std::vector<float> next_log_probs_;
 };
 
 // How a Session (and the CUDA backend) cuts a token stream into forward passes: chunks end at

@@ -9,12 +9,15 @@
 //   nammkit export --policy P --target bmojo --out FILE [--window W] [--memory M] [--interval N]
 //                  [--innovation none|surprisal] [--granularity head|layer]
 //   nammkit eval-export memory3 --policy P --model M [--babi FILE] [--questions N] [--k 8] [--layers ...]
+//   nammkit eval-export memory3-qa --policy P --model M [--corpus BOOK.txt] [--chunks 1000] [--questions 40]
+//                  [--k 8] [--layers ...] [--seed S] [--write-chunks FILE.jsonl]
 //   nammkit eval-export bmojo --policy P --model M [--window W] [--memory M] [--interval N] [--samples N]
 //   eval-export also takes --random-params SIGMA [--seed S]: replace the policy's parameters by
 //   seeded N(0, SIGMA²) draws (a control: an untrained NAMM with non-trivial scores).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 
@@ -22,6 +25,7 @@
 #include "core/file_io.h"
 #include "core/sha256.h"
 #include "experiments/export_eval.h"
+#include "experiments/memory3_qa.h"
 #include "namm/export_bmojo.h"
 #include "namm/export_memory3.h"
 #include "namm/memory_bank.h"
@@ -47,6 +51,8 @@ constexpr const char* kExportUsage =
 constexpr const char* kEvalUsage =
     "usage: nammkit eval-export memory3 --policy P --model M [--babi FILE] [--questions 40] [--k 8]\n"
     "                      [--layers first-half] [--prefix \"Reference:\"] [--random-params SIGMA] [--seed S]\n"
+    "       nammkit eval-export memory3-qa --policy P --model M [--corpus BOOK.txt] [--chunks 1000] [--questions 40]\n"
+    "                      [--k 8] [--layers first-half] [--seed S] [--write-chunks FILE.jsonl] [--threads N]\n"
     "       nammkit eval-export bmojo --policy P --model M [--window 128] [--memory 32] [--interval 32]\n"
     "                      [--samples 4] [--random-params SIGMA] [--seed S]\n"
     "--device cpu|auto: these run on the CPU backend (cuda is refused: no KV injection or sliding window).\n";
@@ -185,6 +191,46 @@ int eval_memory3(const Args& args) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// eval-export memory3-qa (experiments/memory3_qa.h)
+
+int eval_memory3_qa(const Args& args) {
+  const auto threads = thread_limit(args);
+  Model model = load_model(args.require("--model"));
+  const ModelConfig& c = model.config;
+  const PolicyFile policy = load_policy_for_eval(args);
+  Memory3QaOptions opt;
+  opt.corpus_path = args.get("--corpus", default_shared_dir() + "/data/books/pg84.txt");
+  opt.chunks = args.get_int("--chunks", 1000, 1, 1 << 20);
+  opt.questions = args.get_int("--questions", 40, 1, 1 << 20);
+  opt.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
+  opt.base.k = args.get_int("--k", 8);
+  opt.base.layers = parse_memory_layers(args.get("--layers", "first-half"), c.n_layers, "--layers");
+  opt.base.seed = opt.seed;
+  if (args.has("--write-chunks")) {  // the corpus as export --chunks input, for a whole bank
+    std::string jsonl;
+    for (const ReferenceChunk& ch : build_memory3_qa_corpus(model.tokenizer, opt).chunks)
+      jsonl += nlohmann::json{{"id", ch.id}, {"text", ch.text}}.dump() + "\n";
+    write_file_atomic(args.get("--write-chunks"), jsonl);
+  }
+  const Memory3QaResult r = eval_memory3_qa(model, policy, opt);
+
+  std::printf(
+      "Memory3 with retrieval on %s: %d chunks of %s (mean %.1f tokens), %d questions, k = %d, memory layers %s\n",
+      c.name.c_str(), r.n_chunks, opt.corpus_path.c_str(), r.mean_chunk_tokens, r.n_questions, opt.base.k,
+      args.get("--layers", "first-half").c_str());
+  std::printf("policy: %s; retriever: Xapian BM25, recall@%d = %.3f (%.2f ms/query, index %.0f ms)\n",
+              policy_kind_name(policy.kind()), opt.memories, r.recall, r.retrieve_ms, r.index_ms);
+  std::printf("encoded %d chunks (those retrieved or holding an answer): %.1f ms/chunk; selection ms/chunk:",
+              r.n_encoded, r.encode_ms_per_chunk);
+  const char* names[] = {"namm", "exp-sum", "random"};
+  for (size_t s = 0; s < r.select_ms_per_chunk.size(); ++s) std::printf(" %s %.2f", names[s], r.select_ms_per_chunk[s]);
+  std::printf("\n\n%-34s %9s %7s\n", "memories", "ans NLL", "exact");
+  for (const Memory3QaScore& row : r.rows) std::printf("%-34s %9.4f %7.3f\n", row.name.c_str(), row.nll, row.exact);
+  std::printf("\nexact = every answer token is the argmax (greedy decoding writes the answer).\n");
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // eval-export bmojo
 
 int eval_bmojo(const Args& args) {
@@ -239,6 +285,13 @@ int eval_export_command(const std::vector<std::string>& raw) {
     cpu_only(args, "eval-export memory3");
     return eval_memory3(args);
   }
+  if (target == "memory3-qa") {
+    Args args("eval-export memory3-qa", rest,
+              {"--policy", "--model", "--corpus", "--chunks", "--questions", "--k", "--layers", "--seed",
+               "--write-chunks", "--random-params", "--device", "--threads"});
+    cpu_only(args, "eval-export memory3-qa");
+    return eval_memory3_qa(args);
+  }
   if (target == "bmojo") {
     Args args("eval-export bmojo", rest,
               {"--policy", "--model", "--window", "--memory", "--interval", "--samples", "--random-params", "--seed",
@@ -246,7 +299,7 @@ int eval_export_command(const std::vector<std::string>& raw) {
     cpu_only(args, "eval-export bmojo");
     return eval_bmojo(args);
   }
-  fail("nammkit eval-export", "expected memory3 or bmojo, got '" + target + "'\n" + kEvalUsage);
+  fail("nammkit eval-export", "expected memory3, memory3-qa or bmojo, got '" + target + "'\n" + kEvalUsage);
 }
 
 }  // namespace

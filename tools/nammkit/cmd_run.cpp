@@ -1,10 +1,14 @@
 // nammkit run: greedy generation on the CPU or CUDA backend, streaming text and reporting tokens/s.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
 
+#include "namm/bank_retriever.h"
 #include "namm/export_bmojo.h"
+#include "namm/memory3_reader.h"
+#include "namm/memory_bank.h"
 #include "namm/policy_file.h"
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
@@ -12,6 +16,7 @@
 #include "transformer/backend.h"
 #include "transformer/chat_template.h"
 #include "transformer/loader.h"
+#include "transformer/session.h"
 
 namespace nammkit::cli {
 namespace {
@@ -26,9 +31,12 @@ const char* kRunHelp =
     "  --chunk N             prefill chunk size (default 128)\n"
     "  --policy FILE         manage the KV cache with a policy file (its own update interval unless --interval)\n"
     "  --baseline SPEC       ... or with a baseline: streaming:256 | h2o:0.25 | l2:512 | random:0.5 | full\n"
-    "  --memory bmojo:W,M[,interval=N][,scorer=namm|recency|h2o|random]\n"
+    "  --memory bmojo:W,M[,interval=N][,scorer=namm|innovation|recency|h2o|random]\n"
     "                        B'MOJO mode: sliding window W plus an eidetic memory of M tokens per head,\n"
     "                        chosen by the --policy NAMM (scorer namm) or a baseline scorer\n"
+    "  --bank BANK           Memory3's read path: BM25-retrieve 5 chunks of the memory bank (nammkit export --target\n"
+    "                        memory3) for the prompt and again every 64 generated tokens, injecting their memories\n"
+    "                        (CPU; excludes --policy, --baseline and --memory); the retrievals go to stderr\n"
     "  --interval N          memory-policy update interval in absolute tokens (default: the file's, else 512)\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --device auto|cpu|cuda  where to run (default auto: CUDA when a GPU is present and the CUDA module loads)\n"
@@ -42,7 +50,7 @@ constexpr int kMaxNewTokens = 1 << 24;
 int run_command(const std::vector<std::string>& raw) {
   Args args("run", raw,
             {"--model", "--prompt", "--max-new-tokens", "--chunk", "--interval", "--threads", "--policy", "--baseline",
-             "--memory", "--device"},
+             "--memory", "--device", "--bank"},
             {"--help", "--no-bos", "--ignore-eos", "--chat", "--float-activations"});
   if (args.has("--help")) {
     std::fputs(kRunHelp, stdout);
@@ -77,11 +85,23 @@ int run_command(const std::vector<std::string>& raw) {
     policy = make_policy(file);
   }
   const DeviceChoice device = device_choice(args, "run");
+  // --bank: Memory3 memories are entries of the CPU Session's cache that no policy may evict.
+  std::optional<MemoryBank> bank;
+  std::optional<BankRetriever> retriever;
+  if (args.has("--bank")) {
+    if (args.has("--policy") || args.has("--baseline") || args.has("--memory"))
+      fail("nammkit run", "--bank excludes --policy, --baseline and --memory (nothing may evict the memories)");
+    if (device.kind == DeviceChoice::Cuda)
+      fail("nammkit run", "--bank: Memory3 memories run on the CPU backend only; use --device cpu");
+    bank.emplace(MemoryBank::open(args.get("--bank")));
+    bank->check_model(model.config);
+    retriever.emplace(*bank);
+  }
   if (options.sliding_window > 0 && device.kind == DeviceChoice::Cuda)
     fail("nammkit run", "--memory bmojo: the CUDA backend has no sliding window yet; use --device cpu");
   // B'MOJO's sliding window exists on the CPU backend only, so auto means the CPU there.
   const std::unique_ptr<Backend> backend =
-      make_backend(model, options.sliding_window > 0 ? DeviceChoice{DeviceChoice::Cpu} : device);
+      make_backend(model, options.sliding_window > 0 || bank ? DeviceChoice{DeviceChoice::Cpu} : device);
   const std::unique_ptr<InferenceSession> session = backend->new_session(policy.get(), options);
 
   const std::vector<int32_t> prompt =
@@ -97,7 +117,13 @@ int run_command(const std::vector<std::string>& raw) {
   }
   GenerateOptions gen;
   gen.max_new_tokens = args.get_int("--max-new-tokens", 64, 0, kMaxNewTokens);
-  if (const int room = context - static_cast<int>(prompt.size()); gen.max_new_tokens > room) {
+  // --bank: the memories take the positions before the prompt (BOS, prefix, the longest chunk).
+  int memory_positions = 0;
+  if (bank) {
+    for (const auto& ch : bank->index().chunks()) memory_positions = std::max(memory_positions, ch.n_tokens());
+    memory_positions += bank->index().prefix_tokens_size();
+  }
+  if (const int room = context - memory_positions - static_cast<int>(prompt.size()); gen.max_new_tokens > room) {
     std::fprintf(stderr, "note: --max-new-tokens %d cut to %d: the model's context is %d tokens\n", gen.max_new_tokens,
                  room, context);
     gen.max_new_tokens = room;
@@ -123,7 +149,34 @@ int run_command(const std::vector<std::string>& raw) {
     prev = id;
     return false;
   };
-  const Generation g = generate_greedy(*session, prompt, gen, print_token);
+  Generation g;
+  if (bank) {
+    Session memory_session(model, nullptr, options);
+    Memory3ReadOptions read;
+    read.generate = gen;
+    auto print_retrieval = [&](const Memory3Retrieval& r) {
+      std::fprintf(stderr, "memory3: retrieval after %d generated tokens:", r.generated);
+      for (const RetrievedChunk& c : r.chunks)
+        std::fprintf(stderr, " %s (%.3f)", bank->index().chunks(c.index).id().c_str(), c.score);
+      std::fprintf(stderr, "%s\n", r.chunks.empty() ? " none (no chunk shares a term with the query)" : "");
+    };
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    std::optional<clock::time_point> t_first;
+    const Memory3Generation m = generate_with_retrieval(
+        memory_session, *bank, *retriever, prompt, read,
+        [&](int32_t id) {
+          if (!t_first) t_first = clock::now();
+          return print_token(id);
+        },
+        print_retrieval);
+    g.tokens = m.tokens;
+    const auto t1 = t_first.value_or(clock::now());
+    g.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+    g.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  } else {
+    g = generate_greedy(*session, prompt, gen, print_token);
+  }
   const int steps = std::max(0, static_cast<int>(g.tokens.size()) - 1);  // the first token came from the prefill
   std::fprintf(stdout, "\n");
   std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
