@@ -1151,6 +1151,29 @@ TEST(Safetensors, HugeDataOffsetIsReportedUnwrapped) {
   expect_error([&] { SafetensorsFile f(path); }, {path + ": tensor w: too many elements"});
 }
 
+// Found by fuzz_safetensors (1.2 M executions, 2026-12-01): a shape entry beyond 2^64 parses as a JSON
+// float, and converting it to an integer was undefined behaviour (UBSan); negative offsets wrapped.
+TEST(Safetensors, NonIntegerShapesAndNegativeOffsetsAreRefused) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  auto write_header = [&](const std::string& text) {
+    std::string out(8, '\0');
+    const uint64_t n = text.size();
+    std::memcpy(out.data(), &n, 8);
+    write_file_atomic(path, out + text + std::string(8, '\0'));
+  };
+  write_header(R"({"a": {"dtype": "F32", "shape": [1099511627776, 109951162099511627776], "data_offsets": [0, 8]}})");
+  expect_error([&] { SafetensorsFile f(path); },
+               {path + ": tensor a: shape: expected integers, found 1.099511620995116"});
+  write_header(R"({"a": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 8]}})");
+  expect_error([&] { SafetensorsFile f(path); }, {path + ": tensor a: shape: expected integers, found 2.5"});
+  write_header(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}})");
+  expect_error([&] { SafetensorsFile f(path); },
+               {path + ": tensor a: data_offsets: expected non-negative integers, found -8"});
+  write_header(R"({"a": {"dtype": "F32", "shape": 2, "data_offsets": [0, 8]}})");
+  expect_error([&] { SafetensorsFile f(path); }, {path + ": tensor a: shape: expected an array of integers, found 2"});
+}
+
 TEST(Safetensors, ImpossibleHyperParametersNameTheKey) {
   const Model src = hf_source("llama", 25);
   TempDir dir;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -77,6 +78,25 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 // --------------------------------------------------------------------------------------------
 // safetensors files
 
+namespace {
+
+// A JSON array of integers. Checked element by element: nlohmann converts a float such as 1e20 to an
+// integer type with undefined behaviour, and a negative number to an unsigned one by wrapping.
+template <class T>
+std::vector<T> integer_array(const json& v, const std::string& path, const std::string& field) {
+  if (!v.is_array()) fail(path, field + ": expected an array of integers, found " + v.dump());
+  std::vector<T> out;
+  for (const json& x : v) {
+    if (!x.is_number_integer() || (std::is_unsigned_v<T> && !x.is_number_unsigned()))
+      fail(path,
+           field + ": expected " + (std::is_unsigned_v<T> ? "non-negative " : "") + "integers, found " + x.dump());
+    out.push_back(x.get<T>());
+  }
+  return out;
+}
+
+}  // namespace
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(std::make_shared<MappedFile>(path)) {
   const size_t size = map_->size();
   if (size < 8) fail(path_, "truncated: " + std::to_string(size) + " bytes, no safetensors header");
@@ -99,8 +119,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(st
     t.name = name;
     try {
       t.dtype = entry.at("dtype").get<std::string>();
-      t.shape = entry.at("shape").get<std::vector<int64_t>>();
-      const auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
+      t.shape = integer_array<int64_t>(entry.at("shape"), path_, "tensor " + name + ": shape");
+      const auto offsets =
+          integer_array<uint64_t>(entry.at("data_offsets"), path_, "tensor " + name + ": data_offsets");
       if (offsets.size() != 2 || offsets[1] < offsets[0]) fail(path_, "tensor " + name + ": bad data_offsets");
       if (offsets[1] > size - data_start) {
         fail(path_, "truncated: tensor " + name + " data_offsets end " + std::to_string(offsets[1]) +
