@@ -1086,6 +1086,25 @@ TEST(Safetensors, SentencePieceStyleTokenizerJson) {
   EXPECT_EQ(t.decode(t.encode("ab é", true)), "ab é");
 }
 
+// Found by fuzz_tokenizer_json (542,000 executions, 2026-12-01): an added token whose id is a string
+// escaped as nlohmann's type_error instead of a nammkit::Error naming the file and the field.
+TEST(Safetensors, MalformedAddedTokensNameTheField) {
+  TempDir dir;
+  const std::string path = dir.file("tokenizer.json");
+  auto expect_refused = [&](const json& added, const std::string& piece) {
+    const json tok = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", json::array()}}},
+                      {"added_tokens", added}};
+    write_file_atomic(path, tok.dump());
+    expect_error([&] { load_hf_tokenizer(dir.path()); }, {path + ": " + piece});
+  };
+  expect_refused({{{"id", "<s>"}, {"special", true}}}, "added_tokens[0].id: expected an integer, found \"<s>\"");
+  expect_refused({{{"content", "<s>"}}}, "added_tokens[0].id: expected an integer, found none");
+  expect_refused({{{"id", 1}, {"content", 5}}}, "added_tokens[0].content: expected a string");
+  expect_refused({{{"id", 1}, {"content", "<s>"}, {"special", "yes"}}},
+                 "added_tokens[0].special: expected true or false");
+  expect_refused({7}, "added_tokens[0]: expected an object");
+}
+
 TEST(Safetensors, HfLlamaConvertsToGgufWithPermutedQK) {
   const Model src = hf_source("llama", 23);
   TempDir dir;

@@ -380,8 +380,20 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
     place(piece, id.get<int64_t>());
   }
   if (j.contains("added_tokens") && j.at("added_tokens").is_array()) {
-    for (const json& added : j.at("added_tokens")) {
-      const auto id = added.value("id", int64_t{-1});
+    const json& list = j.at("added_tokens");
+    for (size_t i = 0; i < list.size(); ++i) {
+      // Checked before reading: nlohmann's value() throws its own exception on a wrong type.
+      const json& added = list[i];
+      const std::string where = "added_tokens[" + std::to_string(i) + "]";
+      if (!added.is_object()) fail(path, where + ": expected an object");
+      if (!added.contains("id") || !added.at("id").is_number_integer())
+        fail(path,
+             where + ".id: expected an integer, found " + (added.contains("id") ? added.at("id").dump() : "none"));
+      if (added.contains("content") && !added.at("content").is_string())
+        fail(path, where + ".content: expected a string");
+      if (added.contains("special") && !added.at("special").is_boolean())
+        fail(path, where + ".special: expected true or false");
+      const int64_t id = added.at("id").get<int64_t>();
       place(added.value("content", ""), id);
       if (added.value("special", false)) t.special_ids.push_back(static_cast<int32_t>(id));
     }
