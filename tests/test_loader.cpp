@@ -1105,6 +1105,16 @@ TEST(Safetensors, MalformedAddedTokensNameTheField) {
   expect_refused({7}, "added_tokens[0]: expected an object");
 }
 
+// Also found by fuzz_tokenizer_json (332,666 executions): a non-string "type" threw nlohmann's type_error.
+TEST(Safetensors, NonStringTypesInTokenizerJsonAreErrors) {
+  TempDir dir;
+  write_file_atomic(dir.file("tokenizer.json"), R"({"model": {"type": {"ao": 0}, "merypes": "ByteeL@lev"}})");
+  expect_error([&] { load_hf_tokenizer(dir.path()); }, {"tokenizer.json: type: expected a string, found {\"ao\":0}"});
+  write_file_atomic(dir.file("tokenizer.json"),
+                    R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": "yes"}})");
+  expect_error([&] { load_hf_tokenizer(dir.path()); }, {"tokenizer.json: byte_fallback: expected true or false"});
+}
+
 TEST(Safetensors, HfLlamaConvertsToGgufWithPermutedQK) {
   const Model src = hf_source("llama", 23);
   TempDir dir;

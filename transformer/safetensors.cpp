@@ -271,10 +271,26 @@ ModelConfig read_hf_config(const std::string& dir) {
 
 namespace {
 
+// obj[key] as a string, `fallback` when absent. A value of another type is an Error naming the key:
+// nlohmann's value() would throw its own exception type instead.
+std::string text_of(const json& obj, const char* key, const std::string& fallback) {
+  if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
+  const json& v = obj.at(key);
+  if (!v.is_string()) throw Error(std::string("tokenizer.json: ") + key + ": expected a string, found " + v.dump());
+  return v.get<std::string>();
+}
+bool flag_of(const json& obj, const char* key) {
+  if (!obj.contains(key) || obj.at(key).is_null()) return false;
+  const json& v = obj.at(key);
+  if (!v.is_boolean())
+    throw Error(std::string("tokenizer.json: ") + key + ": expected true or false, found " + v.dump());
+  return v.get<bool>();
+}
+
 // Every pre-tokenizer in a (possibly nested) Sequence, flattened.
 void collect_steps(const json& node, std::vector<const json*>& out) {
   if (!node.is_object()) return;
-  const std::string type = node.value("type", "");
+  const std::string type = text_of(node, "type", "");
   if (type == "Sequence") {
     for (const char* key : {"pretokenizers", "normalizers", "decoders"}) {
       if (node.contains(key) && node.at(key).is_array()) {
@@ -294,7 +310,7 @@ std::vector<const json*> steps_of(const json& j, const char* key) {
 
 const json* find_step(const std::vector<const json*>& steps, const std::string& type) {
   for (const json* s : steps) {
-    if (s->value("type", "") == type) return s;
+    if (text_of(*s, "type", "") == type) return s;
   }
   return nullptr;
 }
@@ -302,9 +318,9 @@ const json* find_step(const std::vector<const json*>& steps, const std::string& 
 // The byte-level pre-split, recognised from the Split regex the tokenizer carries.
 std::string byte_level_pre_split(const std::vector<const json*>& pre, const std::string& file) {
   for (const json* s : pre) {
-    if (s->value("type", "") != "Split") continue;
+    if (text_of(*s, "type", "") != "Split") continue;
     const json& pattern = s->contains("pattern") ? s->at("pattern") : json();
-    const std::string regex = pattern.is_object() ? pattern.value("Regex", pattern.value("String", "")) : "";
+    const std::string regex = pattern.is_object() ? text_of(pattern, "Regex", text_of(pattern, "String", "")) : "";
     if (regex.find(R"(\p{N}{1,3})") != std::string::npos) return "llama3";
     if (regex.find(R"(|\p{N}|)") != std::string::npos) return "qwen2";
     if (regex.find(R"( ?\p{N}+)") != std::string::npos) return "gpt2";
@@ -349,7 +365,7 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
   const json j = parse_json_file(path);
   if (!j.is_object() || !j.contains("model") || !j.at("model").is_object()) fail(path, "model: missing");
   const json& model = j.at("model");
-  if (const std::string type = model.value("type", "BPE"); type != "BPE") {
+  if (const std::string type = text_of(model, "type", "BPE"); type != "BPE") {
     fail(path, "model.type: unsupported '" + type + "' (only BPE)");
   }
   if (!model.contains("vocab") || !model.at("vocab").is_object()) fail(path, "model.vocab: missing");
@@ -412,7 +428,7 @@ TokenizerData load_hf_tokenizer(const std::string& dir) {
     if (type == "Replace") space_replaced = true;
     if (type == "Prepend") prepended = true;
   }
-  if (model.value("byte_fallback", false) || metaspace || space_replaced) {
+  if (flag_of(model, "byte_fallback") || metaspace || space_replaced) {
     t.kind = TokenizerKind::SentencePiece;
     t.add_space_prefix = prepended;
     if (metaspace) {
