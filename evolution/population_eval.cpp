@@ -87,11 +87,12 @@ std::vector<ItemOutcome> run_items(const PromptFn& fn, const EvalRequest& reques
   return out;
 }
 
-std::vector<ItemOutcome> TbbPopulationEvaluator::run_all(const EvalRequest& request, bool* interrupted) const {
+std::vector<ItemOutcome> TbbPopulationEvaluator::run_all(const EvalRequest& request, bool stop_on_interrupt,
+                                                         bool* interrupted) const {
   if (runner_) return runner_->run(request, interrupted);
   std::vector<size_t> all(request.items());
   std::iota(all.begin(), all.end(), size_t{0});
-  return run_here(request, all, interrupted);
+  return run_items(fn_, request, all, stop_on_interrupt, interrupted);
 }
 
 GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& population, int64_t generation,
@@ -100,7 +101,7 @@ GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& populatio
   const int members = static_cast<int>(population.cols());
   const int per_member = static_cast<int>(request.prompts.size());
   bool interrupted = false;
-  const std::vector<ItemOutcome> items = run_all(request, &interrupted);
+  const std::vector<ItemOutcome> items = run_all(request, settings_.stop_on_interrupt, &interrupted);
 
   GenerationEval out;
   out.evaluations = static_cast<int64_t>(items.size());
@@ -151,15 +152,8 @@ double TbbPopulationEvaluator::evaluate_vector(std::span<const double> params, i
   const Eigen::MatrixXd column = Eigen::Map<const Eigen::VectorXd>(params.data(), Eigen::Index(params.size()));
   const EvalRequest request{&column, generation, task_set, prompts_for(generation), true};
   // The mean's evaluation runs to the end here: an interrupt is handled between generations.
-  std::vector<ItemOutcome> items;
   bool interrupted = false;
-  if (runner_) {
-    items = runner_->run(request, &interrupted);
-  } else {
-    std::vector<size_t> all(request.items());
-    std::iota(all.begin(), all.end(), size_t{0});
-    items = run_items(fn_, request, all, false, nullptr);
-  }
+  const std::vector<ItemOutcome> items = run_all(request, false, &interrupted);
   if (interrupted) fail("population eval", "mean evaluation: interrupted");
   double sum = 0;
   for (const ItemOutcome& item : items) {

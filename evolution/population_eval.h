@@ -129,7 +129,8 @@ class TbbPopulationEvaluator : public PopulationEvaluator {
   }
 
  private:
-  std::vector<ItemOutcome> run_all(const EvalRequest& request, bool* interrupted) const;
+  // All items of a request, on the runner or here; `stop_on_interrupt` applies when they run here.
+  std::vector<ItemOutcome> run_all(const EvalRequest& request, bool stop_on_interrupt, bool* interrupted) const;
 
   TbbEvalSettings settings_;
   PromptFn fn_;
