@@ -26,6 +26,14 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+void append_line(const std::string& path, std::string_view line) {
+  std::ofstream out(path, std::ios::app);
+  if (!out) fail(path, "cannot open for appending");
+  out << line << '\n';
+  out.flush();
+  if (!out) fail(path, "write failed");
+}
+
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;

@@ -14,6 +14,9 @@ std::string read_file(const std::string& path);
 // fsync of the directory. A kill at any point leaves either the old file or the new one, never a mix.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// Appends `line` and a newline to `path` (created if missing) and flushes; for JSONL logs.
+void append_line(const std::string& path, std::string_view line);
+
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 

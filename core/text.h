@@ -1,5 +1,5 @@
 // Small text helpers every module shares: whitespace trimming, file-name stems, checked integer
-// parsing with field-named errors, and UTC timestamps.
+// parsing with field-named errors, durations and UTC timestamps.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,6 +16,9 @@ std::string file_stem(const std::string& path);
 // The whole of `text` as an integer in [lo, hi]; otherwise throws
 // Error("<where>: <field>: expected an integer in [lo, hi], got '<text>'").
 int64_t parse_int(std::string_view text, const std::string& where, const std::string& field, int64_t lo, int64_t hi);
+
+// A duration for progress lines: "45s", "3m07s", "1h02m05s"; "?" for a negative or non-finite value.
+std::string format_duration(double seconds);
 
 // The current time as "2026-11-30T18:17:44Z".
 std::string utc_now_iso8601();

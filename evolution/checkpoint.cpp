@@ -8,16 +8,15 @@
 #include <cstring>
 
 #include "checkpoint.pb.h"  // generated into the build root (protobuf_generate drops the folder)
-#include "core/byte_io.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/framed_payload.h"
 
 namespace nammkit::evo {
 
 namespace {
 
-constexpr char kMagic[8] = {'N', 'A', 'M', 'M', 'C', 'K', 'P', 'T'};
-constexpr size_t kHeaderSize = 24;  // magic 8 + version 4 + payload length 8 + CRC-32 4
+constexpr std::string_view kMagic = "NAMMCKPT";
 
 template <typename Field>
 void put_vector(Field* field, const Eigen::VectorXd& v) {
@@ -166,39 +165,18 @@ std::string serialize_checkpoint(const Checkpoint& c) {
     coded.SetSerializationDeterministic(true);
     if (!proto.SerializeToCodedStream(&coded)) fail("checkpoint", "serialisation failed");
   }
-  std::string out(kMagic, sizeof(kMagic));
-  put_le<uint32_t>(out, kCheckpointFormatVersion);
-  put_le<uint64_t>(out, payload.size());
-  put_le<uint32_t>(out, crc32(payload));
-  out += payload;
-  return out;
+  return frame_payload(kMagic, kCheckpointFormatVersion, payload);
 }
 
 Checkpoint parse_checkpoint(const std::string& bytes, const std::string& where) {
-  if (bytes.size() < kHeaderSize)
-    fail(where, "header: truncated (" + std::to_string(bytes.size()) + " bytes, the header alone is " +
-                    std::to_string(kHeaderSize) + ")");
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
-    fail(where, "header: not a nammkit checkpoint (bad magic)");
-  const uint32_t version = get_le<uint32_t>(bytes.data() + 8);
-  if (version != kCheckpointFormatVersion)
-    fail(where, "format_version: " + std::to_string(version) + " is not supported (this build reads version " +
-                    std::to_string(kCheckpointFormatVersion) + ")");
-  const uint64_t length = get_le<uint64_t>(bytes.data() + 12);
-  const uint64_t have = bytes.size() - kHeaderSize;
-  if (have < length)
-    fail(where, "payload: truncated (" + std::to_string(have) + " of " + std::to_string(length) + " bytes)");
-  if (have > length) fail(where, "payload: " + std::to_string(have - length) + " unexpected trailing bytes");
-  const char* payload = bytes.data() + kHeaderSize;
-  if (crc32(std::string_view(payload, length)) != get_le<uint32_t>(bytes.data() + 20))
-    fail(where, "payload: checksum mismatch (corrupted)");
-
-  if (length > static_cast<uint64_t>(INT_MAX)) fail(where, "payload: larger than Protobuf's 2 GiB limit");
+  const std::string_view payload = unframe_payload(bytes, kMagic, kCheckpointFormatVersion, "checkpoint", where);
+  if (payload.size() > static_cast<uint64_t>(INT_MAX)) fail(where, "payload: larger than Protobuf's 2 GiB limit");
   nammkit::CheckpointProto proto;
-  if (!proto.ParseFromArray(payload, static_cast<int>(length))) fail(where, "payload: not a valid CheckpointProto");
+  if (!proto.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
+    fail(where, "payload: not a valid CheckpointProto");
   if (proto.format_version() != kCheckpointFormatVersion)
     fail(where, "format_version: message says " + std::to_string(proto.format_version()) + ", header says " +
-                    std::to_string(version));
+                    std::to_string(kCheckpointFormatVersion));
   if (!proto.has_cmaes()) fail(where, "cmaes: missing");
   if (!proto.has_progress()) fail(where, "progress: missing");
   Checkpoint c;

@@ -1,16 +1,9 @@
 // Checkpoints of an evolution run: the full CMA-ES state, the trainer's progress, the experiment config
-// and opaque caller state, as a Protobuf message (evolution/checkpoint.proto) in a small frame:
+// and opaque caller state, as a Protobuf message (evolution/checkpoint.proto) in the frame of
+// core/framed_payload.h with the magic "NAMMCKPT" (magic, format version, payload length, CRC-32).
 //
-//   bytes 0..7   magic "NAMMCKPT"
-//   bytes 8..11  format version, uint32 little-endian (also repeated inside the message)
-//   bytes 12..19 payload length, uint64 little-endian
-//   bytes 20..23 CRC-32 (zlib's) of the payload, uint32 little-endian
-//   bytes 24..   the serialised nammkit.CheckpointProto
-//
-// The frame turns a truncated or corrupted file into a precise error instead of a silently shorter
-// message (Protobuf happily parses a prefix that ends on a field boundary). Loading validates the
-// version, the sizes against n and the finiteness of every float; errors are nammkit::Error
-// "<file>: <field>: <problem>". Files are written with write_file_atomic.
+// Loading validates the version, the sizes against n and the finiteness of every float; errors are
+// nammkit::Error "<file>: <field>: <problem>". Files are written with write_file_atomic.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -78,13 +78,7 @@ GenerationRecord record_from_json(const nlohmann::json& j, const std::string& wh
 
 std::string log_line(const GenerationRecord& record) { return to_json(record).dump(); }
 
-void append_log_line(const std::string& path, const GenerationRecord& record) {
-  std::ofstream out(path, std::ios::app);
-  if (!out) fail(path, "cannot open for appending");
-  out << log_line(record) << '\n';
-  out.flush();
-  if (!out) fail(path, "write failed");
-}
+void append_log_line(const std::string& path, const GenerationRecord& record) { append_line(path, log_line(record)); }
 
 std::vector<GenerationRecord> read_log(const std::string& path) {
   std::istringstream in(read_file(path));
@@ -100,7 +94,7 @@ std::vector<GenerationRecord> read_log(const std::string& path) {
   return records;
 }
 
-void truncate_log(const std::string& path, int64_t generation, const std::string& last_line) {
+void truncate_log(const std::string& path, int64_t generation, const std::string& last_line, const std::string& key) {
   if (!file_exists(path) && last_line.empty()) return;
   std::istringstream in(file_exists(path) ? read_file(path) : std::string());
   std::string kept, line;
@@ -108,12 +102,12 @@ void truncate_log(const std::string& path, int64_t generation, const std::string
   for (int number = 1; std::getline(in, line); ++number) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     // A torn last line (a kill while appending) is dropped as well.
-    if (j.is_discarded() || !j.is_object() || !j.contains("generation") || !j["generation"].is_number_integer() ||
-        j["generation"].get<int64_t>() >= generation) {
+    if (j.is_discarded() || !j.is_object() || !j.contains(key) || !j[key].is_number_integer() ||
+        j[key].get<int64_t>() >= generation) {
       changed = true;
       continue;
     }
-    has_last = has_last || j["generation"].get<int64_t>() == generation - 1;
+    has_last = has_last || j[key].get<int64_t>() == generation - 1;
     kept += line + '\n';
   }
   if (!has_last && !last_line.empty()) {

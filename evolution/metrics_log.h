@@ -49,6 +49,8 @@ std::vector<GenerationRecord> read_log(const std::string& path);
 // `last_line` (the checkpoint's copy of generation - 1's line, if any) is appended when the log lacks
 // that generation: a kill between the checkpoint's rename and the append lost it. Otherwise a
 // missing file is left missing.
-void truncate_log(const std::string& path, int64_t generation, const std::string& last_line = "");
+// `key` is the field holding the index (rl/'s logs count "iteration"s).
+void truncate_log(const std::string& path, int64_t generation, const std::string& last_line = "",
+                  const std::string& key = "generation");
 
 }  // namespace nammkit::evo

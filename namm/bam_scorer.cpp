@@ -67,11 +67,16 @@ void score_bam(const ScorerShape& s, const float* p, const float* features_NxF, 
 }
 
 void score_mlp(const ScorerShape& s, const float* p, const float* features_NxF, int n, float* scores_N) {
-  const ConstMap X(features_NxF, n, s.n_features);
-  const ConstVec w(p, s.n_features);
-  Eigen::Map<Eigen::VectorXf> out(scores_N, n);
-  out.noalias() = X * w.transpose();
-  out.array() += p[s.n_features];
+  // A plain loop in double, not an Eigen product over a Map: Eigen peels vectorised reductions to the
+  // memory alignment of the data, so the rounding (and a sampled action near p = 1/2) would depend on
+  // where the allocator put the features, and a rollout would not be a pure function of its seed.
+  const int F = s.n_features;
+  for (int i = 0; i < n; ++i) {
+    const float* x = features_NxF + static_cast<size_t>(i) * F;
+    double sum = p[F];
+    for (int f = 0; f < F; ++f) sum += static_cast<double>(x[f]) * p[f];
+    scores_N[i] = static_cast<float>(sum);
+  }
 }
 }  // namespace
 

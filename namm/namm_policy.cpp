@@ -53,14 +53,30 @@ void NammPolicy::set_normalizer(FeatureNormalizer normalizer) {
   normalizer_ = std::move(normalizer);
 }
 
+void NammPolicy::set_mode(NammMode mode) {
+  if (mode == NammMode::Sample && !trace_) fail("NammPolicy", "Sample mode: call set_sampling() first");
+  mode_ = mode;
+}
+
+void NammPolicy::set_sampling(const StochasticKeep& options, DecisionTrace* trace) {
+  if (!(options.temperature > 0) || !std::isfinite(options.temperature))
+    fail("NammPolicy", "temperature: expected a finite value > 0, got " + std::to_string(options.temperature));
+  if (!trace) fail("NammPolicy", "set_sampling: no trace to record the decisions in");
+  sampling_ = options;
+  trace_ = trace;
+  mode_ = NammMode::Sample;
+}
+
 void NammPolicy::begin_sequence(const ModelConfig& config) {
   note_sequence_start();
   state_.assign(config.n_layers, std::vector<SpectralState>(config.n_kv_heads));
+  layer_updates_.assign(config.n_layers, 0);
 }
 
 void NammPolicy::ensure_state(const LayerWindow& window) {
   // Tolerates a runtime that never called begin_sequence(): state grows to what the windows need.
   if (static_cast<int>(state_.size()) <= window.layer) state_.resize(window.layer + 1);
+  if (static_cast<int>(layer_updates_.size()) <= window.layer) layer_updates_.resize(window.layer + 1, 0);
   auto& layer = state_[window.layer];
   if (layer.size() < window.heads.size()) layer.resize(window.heads.size());
 }
@@ -121,8 +137,20 @@ KeepLists NammPolicy::update(const LayerWindow& window) {
     return keep_all;
   }
 
-  std::vector<std::span<const float>> views(scores.begin(), scores.end());
-  KeepLists keep = select_tokens(views, config_.selection);
+  KeepLists keep;
+  if (mode_ == NammMode::Sample) {
+    const int64_t update = layer_updates_[window.layer]++;
+    std::vector<DecisionBlock> blocks(n_heads);
+    keep.resize(n_heads);
+    tbb::parallel_for(0, n_heads, [&](int h) {
+      keep[h] = sample_keep(scores[h], sampling_, window.layer, update, h, blocks[h]);
+      blocks[h].features_NxF = std::move(features[h]);
+    });
+    for (auto& b : blocks) trace_->blocks.push_back(std::move(b));  // head order: deterministic
+  } else {
+    std::vector<std::span<const float>> views(scores.begin(), scores.end());
+    keep = select_tokens(views, config_.selection);
+  }
   for (int h = 0; h < n_heads; ++h) states[h].gather(keep[h], n_bins, overlap);
   note_update(window, keep);
   return keep;

@@ -8,6 +8,7 @@
 //   5. the per-token spectral state is gathered with the same keep lists as the KV cache.
 // In CollectStats mode steps 3-5 are skipped: everything is kept and the un-normalised EMA of every
 // cached token is pooled into collected_stats() (the reference's iteration-0 full-cache pass).
+// In Sample mode step 4 is a Bernoulli draw per token (namm/stochastic_keep.h), recorded in a trace.
 #pragma once
 #include <functional>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "namm/recency.h"
 #include "namm/selection.h"
 #include "namm/spectrogram.h"
+#include "namm/stochastic_keep.h"
 
 namespace nammkit {
 
@@ -38,6 +40,7 @@ struct NammConfig {
 enum class NammMode : uint8_t {
   Evict,         // score and evict (inference, evolution)
   CollectStats,  // keep everything, accumulate normalisation statistics
+  Sample,        // the stochastic policy of the RL trainers (namm/stochastic_keep.h): set by set_sampling()
 };
 
 class NammPolicy final : public RecordingPolicy {
@@ -61,7 +64,11 @@ class NammPolicy final : public RecordingPolicy {
   void set_normalizer(FeatureNormalizer normalizer);
 
   NammMode mode() const { return mode_; }
-  void set_mode(NammMode mode) { mode_ = mode; }
+  void set_mode(NammMode mode);  // Sample only after set_sampling() gave it a trace
+  // Sample mode: every head keeps the tokens drawn with p = sigma(score / temperature) (the selection
+  // options are not used), and every update's features, actions and probabilities are appended to
+  // `trace` (not owned; must outlive the runs). The draws restart with each begin_sequence().
+  void set_sampling(const StochasticKeep& options, DecisionTrace* trace);
   // Statistics of the un-normalised spectrogram EMA pooled over every update in CollectStats mode.
   const FeatureStats& collected_stats() const { return collected_; }
 
@@ -80,6 +87,9 @@ class NammPolicy final : public RecordingPolicy {
   NammMode mode_ = NammMode::Evict;
   FeatureStats collected_;
   FeatureObserver observer_;
+  StochasticKeep sampling_;
+  DecisionTrace* trace_ = nullptr;
+  std::vector<int64_t> layer_updates_;             // updates of each layer since the sequence began (Sample mode)
   std::vector<std::vector<SpectralState>> state_;  // [layer][kv_head]
 };
 

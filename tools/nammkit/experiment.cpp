@@ -27,41 +27,13 @@
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
+#include "tools/nammkit/experiment_setup.h"
 #include "tools/nammkit/rank_device.h"
 #include "tools/nammkit/sample_runner.h"
 #include "transformer/loader.h"
 
 namespace nammkit::cli {
 namespace {
-
-// One prompt of a stage's pool with its full-cache reference.
-struct PoolEntry {
-  int task = 0;
-  const Sample* sample = nullptr;
-  Outcome full;
-};
-
-struct StagePool {
-  std::vector<Task> tasks;
-  std::vector<PoolEntry> entries;
-};
-
-// The normalisation statistics travel in the checkpoint's opaque "extra" state as JSON.
-std::string stats_to_json(const FeatureStats& s) {
-  return nlohmann::json{{"mean", s.mean()}, {"var", s.variance()}, {"count", s.count()}}.dump();
-}
-FeatureStats stats_from_json(const std::string& text, const std::string& where) {
-  try {
-    const auto j = nlohmann::json::parse(text);
-    return FeatureStats(j.at("mean").get<std::vector<double>>(), j.at("var").get<std::vector<double>>(),
-                        j.at("count").get<int64_t>());
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, std::string("normalisation statistics: ") + e.what());
-  }
-}
-
-std::vector<float> to_floats(std::span<const double> v) { return std::vector<float>(v.begin(), v.end()); }
-
 // Dispatches each stage's generations to a TBB evaluator over that stage's pool and turns raw scores
 // into the normalised fitness by tasks/fitness's prompt_weights (the mean over a generation's prompts
 // is exactly the fitness combine_tasks gives on them).
@@ -71,6 +43,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
                        const std::map<std::string, StagePool>& pools, const FeatureNormalizer& normalizer)
       : backend_(backend), config_(config), namm_(namm), pools_(pools), normalizer_(normalizer) {
     for (const auto& [name, pool] : pools_) {
+      if (name == kHeldoutPool) continue;  // evaluated by HeldoutEvaluation, not as a stage
       const StageConfig& stage = stage_config(name);
       evo::TbbEvalSettings s;
       s.pool_size = int(pool.entries.size());
@@ -116,20 +89,8 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
   // Weights of the generation's prompts (computed before the parallel loop, read-only inside it).
   void prepare(int64_t generation, const std::string& task_set) {
     if (generation == prepared_generation_ && task_set == prepared_set_) return;
-    const StagePool& pool = pools_.at(task_set);
     const std::vector<int> chosen = evaluators_.at(task_set)->prompts_for(generation);
-    std::vector<int> task;
-    std::vector<Outcome> full;
-    std::vector<SampleKind> kind;
-    for (int p : chosen) {
-      task.push_back(pool.entries[p].task);
-      full.push_back(pool.entries[p].full);
-      kind.push_back(pool.entries[p].sample->kind);
-    }
-    const PromptWeights w = prompt_weights(task, full, kind, config_.epsilon, config_.cache_weight);
-    weights_ = w;
-    weights_.weight.assign(pool.entries.size(), 0.0);  // indexed by pool entry
-    for (size_t i = 0; i < chosen.size(); ++i) weights_.weight[chosen[i]] = w.weight[i];
+    weights_ = pool_weights(pools_.at(task_set), chosen, config_.epsilon, config_.cache_weight);
     prepared_generation_ = generation;
     prepared_set_ = task_set;
   }
@@ -140,11 +101,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
     RunOptions run;
     run.max_context = config_.max_context;
     run.session = config_.session;
-    const RunResult r = run_sample(backend_, &policy, *e.sample, run);
-    evo::PromptScore out;
-    out.score = weights_.value(size_t(ctx.prompt), Outcome{r.score, r.cache.mean});
-    out.cache_size = r.cache.mean;
-    return out;
+    return prompt_score(weights_, ctx.prompt, run_sample(backend_, &policy, *e.sample, run));
   }
 
   const Backend& backend_;
@@ -158,233 +115,17 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
   PromptWeights weights_;
 };
 
-// What every rank of a run builds alike: the model on its device and every stage's prompt pool.
-struct EvolutionSetup {
-  Model model;
-  std::unique_ptr<Backend> backend;
-  NammConfig namm;
-  std::map<std::string, StagePool> pools;
-  std::vector<PoolEntry*> entries;  // every stage's entries in stage order: the index of a prompt in jobs
-  RunOptions run;                   // the runs' context and session options
-};
-
-std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, DeviceChoice device, bool announce) {
-  auto setup = std::make_unique<EvolutionSetup>();
-  setup->model = load_model(config.model);
-  setup->backend = make_backend(setup->model, device, !announce);
-  if (announce) std::fprintf(stderr, "device: %s\n", setup->backend->name().c_str());
-  setup->namm = NammConfig::reference(config.scorer);
-  setup->namm.selection = config.selection;
-  setup->run.max_context = config.max_context;
-  setup->run.session = config.session;
-  TaskContext context;
-  context.tokenizer = &setup->model.tokenizer;
-  for (size_t s = 0; s < config.stages.size(); ++s) {
-    const StageConfig& stage = config.stages[s];
-    if (setup->pools.count(stage.name))
-      fail(config.file, "stages[" + std::to_string(s) + "].name: duplicate '" + stage.name + "'");
-    StagePool& pool = setup->pools[stage.name];
-    pool.tasks = build_task_set(stage.tasks, context, config.file + ": stages[" + std::to_string(s) + "].tasks");
-    for (size_t t = 0; t < pool.tasks.size(); ++t)
-      for (const Sample& sample : pool.tasks[t].samples) pool.entries.push_back(PoolEntry{int(t), &sample, {}});
-    if (pool.entries.empty()) fail(config.file, "stages[" + std::to_string(s) + "].tasks: no prompts");
-  }
-  for (const StageConfig& stage : config.stages)
-    for (PoolEntry& e : setup->pools.at(stage.name).entries) setup->entries.push_back(&e);
-  return setup;
-}
-
-// The full-cache reference of every prompt: from the cache file where it has them, the rest run (on
-// every rank when distributed) and stored.
-void fill_references(const ExperimentConfig& config, EvolutionSetup& setup, SampleRunner& runner) {
-  ReferenceCache references(config.output_dir + "/full_cache_scores.json");
-  const std::string model_id = reference_model_id(*setup.backend);
-  std::vector<int> missing;
-  std::vector<std::string> task_of;  // per missing prompt: its task's name (the cache key)
-  int index = 0;                     // of the entry in setup.entries (stage order)
-  for (const StageConfig& stage : config.stages) {
-    const StagePool& pool = setup.pools.at(stage.name);
-    std::fprintf(stderr, "stage %s: computing full-cache references...\n", stage.name.c_str());
-    for (const PoolEntry& e : pool.entries) {
-      ++index;
-      const std::string& task = pool.tasks[size_t(e.task)].name;
-      if (auto hit = references.find(model_id, task, e.sample->id, sample_fingerprint(*e.sample, setup.run))) {
-        setup.entries[size_t(index - 1)]->full = {hit->score, hit->mean_cache};
-        continue;
-      }
-      missing.push_back(index - 1);
-      task_of.push_back(task);
-    }
-  }
-  if (missing.empty()) return;
-  const std::vector<RunResult> results = runner.run(missing, nullptr, "the full-cache references");
-  for (size_t i = 0; i < missing.size(); ++i) {
-    PoolEntry& e = *setup.entries[size_t(missing[i])];
-    const RunResult& r = results[i];
-    references.put(model_id, task_of[i], e.sample->id,
-                   {sample_fingerprint(*e.sample, setup.run), r.score, r.log_likelihood, r.cache.mean});
-    e.full = {r.score, r.cache.mean};
-  }
-  references.save();
-}
-
-// The normalisation statistics of one prompt: a full-cache pass with NAMM in statistics mode
-// (reference §2.3).
-FeatureStats prompt_stats(const EvolutionSetup& setup, const Sample& sample) {
-  NammPolicy policy(setup.namm, std::vector<float>(setup.namm.scorer.n_params(), 0.0f),
-                    FeatureNormalizer::identity(setup.namm.spectrogram.n_bins()));
-  policy.set_mode(NammMode::CollectStats);
-  run_sample(*setup.backend, &policy, sample, setup.run);
-  return policy.collected_stats();
-}
-
-std::vector<FeatureStats> prompt_stats_here(const EvolutionSetup& setup, const StagePool& pool,
-                                            std::span<const int> prompts) {
-  std::vector<FeatureStats> out(prompts.size());
-  tbb::parallel_for(size_t(0), prompts.size(),
-                    [&](size_t i) { out[i] = prompt_stats(setup, *pool.entries[size_t(prompts[i])].sample); });
-  return out;
-}
-
-dist::FeatureStatsMsg stats_message(const FeatureStats& s) {
-  dist::FeatureStatsMsg m;
-  m.mutable_mean()->Add(s.mean().begin(), s.mean().end());
-  m.mutable_m2()->Add(s.m2().begin(), s.m2().end());
-  m.set_count(s.count());
-  return m;
-}
-FeatureStats stats_from_message(const dist::FeatureStatsMsg& m) {
-  return FeatureStats::from_moments({m.mean().begin(), m.mean().end()}, {m.m2().begin(), m.m2().end()}, m.count());
-}
-
-// The normalisation statistics over the first prompts of stage 1, merged in prompt order (so the result
-// does not depend on which rank or thread ran which prompt).
-FeatureStats collect_normalisation(const ExperimentConfig& config, const EvolutionSetup& setup,
-                                   dist::Coordinator* coordinator) {
-  const StagePool& pool = setup.pools.at(config.stages[0].name);
-  const int n =
-      config.norm_samples > 0 ? std::min<int>(config.norm_samples, pool.entries.size()) : int(pool.entries.size());
-  std::vector<int> prompts(static_cast<size_t>(n));
-  std::iota(prompts.begin(), prompts.end(), 0);
-  std::vector<FeatureStats> per_prompt;
-  if (!coordinator) {
-    per_prompt = prompt_stats_here(setup, pool, prompts);
-  } else {
-    std::vector<double> costs;
-    for (int p : prompts) costs.push_back(expected_tokens(*pool.entries[size_t(p)].sample, config.max_context));
-    dist::SampleJobMsg job;
-    for (int p : prompts) job.add_sample(p);
-    for (int r : dist::assign_by_cost(costs, coordinator->size())) job.add_rank_of_sample(r);
-    const std::vector<std::string> replies =
-        coordinator->run("normalisation", job.SerializeAsString(), "the normalisation statistics");
-    per_prompt.resize(size_t(n));
-    for (size_t r = 0; r < replies.size(); ++r) {
-      dist::FeatureStatsListMsg reply;
-      if (!reply.ParseFromString(replies[r]))
-        fail(coordinator->describe(int(r)), "normalisation: reply does not parse");
-      const std::vector<size_t> mine =
-          dist::items_of(std::vector<int>(job.rank_of_sample().begin(), job.rank_of_sample().end()), int(r));
-      if (size_t(reply.stats_size()) != mine.size())
-        fail(coordinator->describe(int(r)), "normalisation: wrong number of statistics in the reply");
-      for (size_t i = 0; i < mine.size(); ++i) per_prompt[mine[i]] = stats_from_message(reply.stats(int(i)));
-    }
-  }
-  FeatureStats total(setup.namm.spectrogram.n_bins());
-  for (const auto& s : per_prompt) total.merge(s);  // in order: deterministic
-  if (total.count() == 0)
-    fail(config.file,
-         "normalization: no policy update happened on stage 1's prompts (prompts shorter than "
-         "session.update_interval?)");
-  return total;
-}
-
-// The jobs every rank answers (rank 0 its own share): the references' runs, the normalisation
-// statistics, and the population's items.
-void register_jobs(const ExperimentConfig& config, EvolutionSetup& setup, SampleRunner& references,
-                   dist::Coordinator& coordinator) {
-  coordinator.on("hello", [&config, &coordinator](const std::string& payload) {
-    dist::HelloMsg hello;
-    if (!hello.ParseFromString(payload)) fail("hello", "does not parse");
-    if (hello.config_hash() != config.hash())
-      fail(coordinator.describe(coordinator.rank()),
-           config.file + ": differs from rank 0's config (hash " + config.hash() + " vs " + hello.config_hash() + ")");
-    return std::string();
-  });
-  references.serve();
-  coordinator.on("normalisation", [&config, &setup, &coordinator](const std::string& payload) {
-    dist::SampleJobMsg job;
-    if (!job.ParseFromString(payload) || job.sample_size() != job.rank_of_sample_size())
-      fail("normalisation", "malformed request");
-    const StagePool& pool = setup.pools.at(config.stages[0].name);
-    std::vector<int> mine;
-    for (int i = 0; i < job.sample_size(); ++i)
-      if (job.rank_of_sample(i) == coordinator.rank()) {
-        if (job.sample(i) < 0 || size_t(job.sample(i)) >= pool.entries.size()) fail("normalisation", "bad prompt");
-        mine.push_back(job.sample(i));
-      }
-    dist::FeatureStatsListMsg reply;
-    for (const FeatureStats& s : prompt_stats_here(setup, pool, mine)) *reply.add_stats() = stats_message(s);
-    return reply.SerializeAsString();
-  });
-}
-
-void write_policy(const std::string& path, const ExperimentConfig& config, const Model& model,
-                  const std::vector<double>& params, const FeatureStats& stats, int64_t generation, double fitness,
-                  const std::string& note) {
-  PolicyFile f = make_namm_policy_file(config.scorer);
-  f.set_update_interval(config.session.update_interval);
-  f.set_attention_bf16(config.session.attention_bf16);
-  f.mutable_namm()->set_selection(config.selection.mode == SelectionMode::PerHead ? SELECTION_PER_HEAD
-                                                                                  : SELECTION_SHARED_MAX_K);
-  f.mutable_namm()->set_max_tokens_per_head(config.selection.max_tokens_per_head);
-  f.clear_params();
-  for (double p : params) f.add_params(static_cast<float>(p));
-  set_norm_stats(f, stats);
-  set_base_model(f, model);
-  Provenance* prov = f.mutable_provenance();
-  prov->set_config_hash(config.hash());
-  prov->set_generation(generation);
-  prov->set_fitness(fitness);
-  prov->set_created_at(utc_now_iso8601());
-  prov->set_nammkit_version(nammkit_version());
-  prov->set_note(note);
-  save_policy(f, path);
-}
-
-SampleAt entry_samples(const EvolutionSetup& setup) {
-  return [&setup](int i) -> const Sample& {
-    if (i < 0 || size_t(i) >= setup.entries.size()) fail("sample job", "prompt " + std::to_string(i) + " out of range");
-    return *setup.entries[size_t(i)]->sample;
-  };
-}
-
-dist::ItemCost item_cost(const ExperimentConfig& config, const EvolutionSetup& setup) {
-  return [&config, &setup](const std::string& task_set, int prompt) {
-    return expected_tokens(*setup.pools.at(task_set).entries.at(size_t(prompt)).sample, config.max_context);
-  };
-}
-
 }  // namespace
 
 int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, dist::Coordinator* coordinator) {
-  evo::clear_interrupt();
-  std::unique_ptr<tbb::global_control> threads;
-  if (config.threads > 0)
-    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, config.threads);
-  try {
-    make_writable_directory(config.output_dir);
-  } catch (const Error& e) {
-    fail(config.file, std::string("output_dir: ") + e.what());
+  if (config.trainer != TrainerKind::Cmaes) {
+    if (coordinator)
+      fail(config.file, std::string("trainer: \"") + trainer_name(config.trainer) +
+                            "\" runs in one process (MPI is supported for \"cmaes\" only)");
+    return run_rl_training(config, options);
   }
-  // One process per run directory: a second evolve on it would interleave the log and checkpoints.
-  const FileLock lock(config.output_dir + "/.lock");
-  remove_stale_temporaries(config.output_dir);  // left by a process killed mid-write
-  const std::string latest = config.output_dir + "/latest.ckpt";
-  if (options.resume && !file_exists(latest)) fail(latest, "--resume: no checkpoint to resume from");
-  if (!options.resume && file_exists(latest))
-    fail(config.output_dir,
-         "already holds a run (latest.ckpt); pass --resume to continue it or pick another output_dir");
-  write_file_atomic(config.output_dir + "/config.json", config.source);
+  const RunDirectory run_dir = open_run_directory(config, options.resume);
+  const std::string& latest = run_dir.latest;
 
   if (coordinator) {
     std::fprintf(stderr, "distributed run: %d ranks; this is %s\n", coordinator->size(),
@@ -409,17 +150,15 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   for (const auto& stage : config.stages) trainer_options.stages.push_back({stage.generations, stage.name});
 
   // Normalisation statistics: collected once, then carried by the checkpoints.
-  FeatureStats stats;
-  std::string extra;
+  ExtraState extra;
   if (options.resume) {
-    extra = evo::load_checkpoint(latest).extra;
-    stats = stats_from_json(extra, latest);
+    extra = extra_from_json(evo::load_checkpoint(latest).extra, latest);
   } else {
     std::fprintf(stderr, "collecting normalisation statistics (full cache, stage %s)...\n",
                  config.stages[0].name.c_str());
-    stats = collect_normalisation(config, *setup, coordinator);
-    extra = stats_to_json(stats);
+    extra.stats = collect_normalisation(config, *setup, coordinator);
   }
+  const FeatureStats& stats = extra.stats;
   const FeatureNormalizer normalizer = FeatureNormalizer::from_stats(stats);
 
   NammFitnessEvaluator evaluator(*setup->backend, config, setup->namm, setup->pools, normalizer);
@@ -442,7 +181,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
     evaluator.set_runner(runner.get());
   }
   evo::Trainer trainer(config.cmaes, evaluator, trainer_options);
-  trainer.set_extra_state(extra);
+  trainer.set_extra_state(extra_to_json(extra));
+  const HeldoutEvaluation heldout(config, *setup, normalizer);
   trainer.set_mean_evaluator([&](const Eigen::VectorXd& mean, int64_t generation, const std::string& task_set) {
     return evaluator.evaluate_mean(mean, generation, task_set);
   });
@@ -450,10 +190,24 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   int64_t generations_this_session = 0;
   trainer.set_generation_hook([&](const evo::GenerationRecord& record) {
     if (std::isfinite(record.mean_eval_fitness)) last_mean_fitness = record.mean_eval_fitness;
+    // Training runs: the population's, plus one per prompt for the mean's evaluation.
+    const int64_t prompts = record.lambda > 0 ? record.evaluations / record.lambda : 0;
+    extra.model_runs += record.evaluations + (std::isfinite(record.mean_eval_fitness) ? prompts : 0);
+    if (heldout.due(record.generation)) {
+      const Eigen::VectorXd& mean = trainer.strategy().state().mean;
+      const double score = heldout.evaluate(std::span<const double>(mean.data(), size_t(mean.size())),
+                                            record.generation, extra.model_runs);
+      std::fprintf(stderr, "held-out score of the mean after generation %lld: %.6g\n",
+                   static_cast<long long>(record.generation), score);
+    }
+    trainer.set_extra_state(extra_to_json(extra));
     // --stop-after: the trainer checks the interrupt flag after this generation's checkpoint.
     if (options.stop_after > 0 && ++generations_this_session >= options.stop_after) evo::request_interrupt();
   });
-  if (options.resume) trainer.resume(latest);
+  if (options.resume) {
+    trainer.resume(latest);
+    heldout.truncate(trainer.strategy().state().total_generations);
+  }
 
   const evo::TrainResult result = trainer.run();
   if (coordinator) {

@@ -14,6 +14,14 @@ std::string expand_shared(const std::string& path) {
   return path;
 }
 
+const char* trainer_name(TrainerKind kind) {
+  switch (kind) {
+    case TrainerKind::Reinforce: return "reinforce";
+    case TrainerKind::Ppo: return "ppo";
+    default: return "cmaes";
+  }
+}
+
 std::string ExperimentConfig::hash() const { return hex64(fnv1a64(canonical)); }
 
 ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::string& file) {
@@ -31,6 +39,11 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   c.model = expand_shared(root.require_string("model"));
   c.output_dir = root.require_string("output_dir");
   c.threads = root.get_int("threads", 0, 0, 4096);
+  const std::string trainer = root.get_string("trainer", "cmaes");
+  if (trainer == "cmaes") c.trainer = TrainerKind::Cmaes;
+  else if (trainer == "reinforce") c.trainer = TrainerKind::Reinforce;
+  else if (trainer == "ppo") c.trainer = TrainerKind::Ppo;
+  else root.fail_at("trainer", "expected \"cmaes\", \"reinforce\" or \"ppo\", got \"" + trainer + "\"");
 
   JsonReader session = root.object("session");
   c.session.prefill_chunk = session.get_int("prefill_chunk", 128, 1, 1 << 20);
@@ -52,6 +65,17 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   else if (selection == "per_head") c.selection.mode = SelectionMode::PerHead;
   else policy.fail_at("selection", "expected \"shared_max_k\" or \"per_head\", got \"" + selection + "\"");
   c.selection.max_tokens_per_head = policy.get_int("max_tokens_per_head", 0, 0, 1 << 24);
+  c.initial_bias = policy.get_double("initial_bias", 0.0, -1e3, 1e3);
+  if (c.trainer != TrainerKind::Cmaes) {
+    // The RL policy samples every token's keep/evict independently: its greedy counterpart is the
+    // per-head threshold rule, which is what the written policy must say.
+    if (c.selection.mode != SelectionMode::PerHead)
+      policy.fail_at("selection", "the \"" + trainer +
+                                      "\" trainer samples each token's keep/evict action independently (the "
+                                      "per_head rule); set \"selection\": \"per_head\"");
+    if (c.selection.max_tokens_per_head != 0)
+      policy.fail_at("max_tokens_per_head", "not supported with the \"" + trainer + "\" trainer (must be 0)");
+  }
   policy.finish();
 
   JsonReader cmaes = root.object("cmaes");
@@ -68,6 +92,31 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   if (int(c.cmaes.lambda * c.cmaes.elite_ratio) < 1)
     cmaes.fail_at("elite_ratio", "population x elite_ratio must select at least one member");
 
+  // Read whatever the trainer, so a misspelt field is an error in every config.
+  JsonReader rl = root.object("rl");
+  c.rl.algorithm = c.trainer == TrainerKind::Ppo ? rl::Algorithm::Ppo : rl::Algorithm::Reinforce;
+  c.rl.temperature = rl.get_double("temperature", 0.5, 1e-6, 1e6);
+  c.rl.samples_per_prompt = rl.get_int("samples_per_prompt", 4, 1, 4096);
+  c.rl.adam.learning_rate = rl.get_double("learning_rate", 0.01, 1e-12, 1e3);
+  c.rl.adam.beta1 = rl.get_double("adam_beta1", 0.9, 0.0, 0.999999);
+  c.rl.adam.beta2 = rl.get_double("adam_beta2", 0.999, 0.0, 0.99999999);
+  c.rl.adam.max_grad_norm = rl.get_double("max_grad_norm", 1.0, 0.0, 1e12);
+  const std::string baseline = rl.get_string("baseline", "leave_one_out");
+  if (baseline == "leave_one_out") c.rl.baseline.kind = rl::BaselineKind::LeaveOneOut;
+  else if (baseline == "moving_average") c.rl.baseline.kind = rl::BaselineKind::MovingAverage;
+  else rl.fail_at("baseline", "expected \"leave_one_out\" or \"moving_average\", got \"" + baseline + "\"");
+  c.rl.baseline.decay = rl.get_double("baseline_decay", 0.9, 0.0, 0.999999);
+  c.rl.baseline.normalize = rl.get_bool("normalize_advantages", false);
+  c.rl.ppo_epochs = rl.get_int("ppo_epochs", 4, 1, 1000);
+  c.rl.ppo_clip = rl.get_double("ppo_clip", 0.2, 1e-6, 0.999999);
+  if (c.rl.baseline.kind == rl::BaselineKind::LeaveOneOut && c.rl.samples_per_prompt < 2)
+    rl.fail_at("samples_per_prompt", "the leave_one_out baseline needs >= 2 samples per prompt");
+  rl.finish();
+  if (c.initial_bias != 0) {  // CMA-ES starts from the same initial policy as the RL trainers
+    c.cmaes.mean0.assign(size_t(shape.n_params()), 0.0);
+    c.cmaes.mean0.back() = c.initial_bias;
+  }
+
   JsonReader fitness = root.object("fitness");
   c.cache_weight = fitness.get_double("cache_weight", 0.0, 0.0, 1e6);
   c.epsilon = fitness.get_double("epsilon", 0.01, 1e-9, 1.0);
@@ -80,6 +129,7 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   for (JsonReader& stage : root.array_of_objects("stages")) {
     StageConfig s;
     s.name = stage.get_string("name", "stage" + std::to_string(c.stages.size() + 1));
+    if (s.name == "(heldout)") stage.fail_at("name", "\"(heldout)\" is reserved for the held-out prompts");
     s.generations = stage.get_int("generations", 0, 1, 1 << 24);
     if (!stage.has("generations")) stage.fail_at("generations", "missing (required)");
     s.prompts_per_generation = stage.get_int("prompts_per_generation", 0, 0, 1 << 20);
@@ -87,6 +137,11 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
     stage.finish();
     c.stages.push_back(std::move(s));
   }
+  JsonReader heldout = root.object("heldout");
+  c.heldout_every = heldout.get_int("every", 0, 0, 1 << 24);
+  if (heldout.has("tasks")) c.heldout_tasks = heldout.require_raw("tasks");
+  else if (c.heldout_every > 0) heldout.fail_at("tasks", "missing (required when \"every\" > 0)");
+  heldout.finish();
   root.finish();
   evo::validate_settings(c.cmaes);
   return c;

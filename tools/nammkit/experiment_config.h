@@ -12,6 +12,7 @@
 #include "evolution/cmaes_settings.h"
 #include "namm/bam_scorer.h"
 #include "namm/selection.h"
+#include "rl/rl_trainer.h"
 #include "transformer/session.h"
 
 namespace nammkit::cli {
@@ -22,6 +23,9 @@ struct StageConfig {
   int prompts_per_generation = 0;  // sampled per generation from the stage's prompts; 0 = all
   nlohmann::json tasks;            // a task set for tasks/registry.h
 };
+
+enum class TrainerKind : uint8_t { Cmaes, Reinforce, Ppo };
+const char* trainer_name(TrainerKind kind);  // "cmaes", "reinforce", "ppo"
 
 struct ExperimentConfig {
   std::string file;  // where it was read from (for error messages)
@@ -34,13 +38,18 @@ struct ExperimentConfig {
   int max_context = 0;  // tokens a prompt may span; 0 = the model's context
   ScorerKind scorer = ScorerKind::Bam;
   SelectionOptions selection;
-  evo::CmaesSettings cmaes;  // n is filled from the scorer's parameter count
-  double cache_weight = 0;   // fitness += cache_weight * (1 - cache / full cache)
-  double epsilon = 0.01;     // floor of a task's full-cache score
-  int norm_samples = 0;      // prompts of stage 1 for the normalisation pass; 0 = all
-  std::vector<StageConfig> stages;
-  std::string canonical;  // the config without output_dir, as canonical JSON (hashed, checked on resume)
-  std::string source;     // the whole config, pretty-printed (copied to OUTPUT_DIR/config.json)
+  double initial_bias = 0;  // the read-out bias of the initial parameters (every trainer starts there)
+  TrainerKind trainer = TrainerKind::Cmaes;
+  evo::CmaesSettings cmaes;         // n is filled from the scorer's parameter count
+  rl::RlSettings rl;                // trainer reinforce / ppo
+  double cache_weight = 0;          // fitness += cache_weight * (1 - cache / full cache)
+  double epsilon = 0.01;            // floor of a task's full-cache score
+  int norm_samples = 0;             // prompts of stage 1 for the normalisation pass; 0 = all
+  std::vector<StageConfig> stages;  // RL trainers: "generations" counts iterations
+  int heldout_every = 0;            // evaluate the current policy on the held-out tasks every N; 0 = never
+  nlohmann::json heldout_tasks;     // a task set for tasks/registry.h
+  std::string canonical;            // the config without output_dir, as canonical JSON (hashed, checked on resume)
+  std::string source;               // the whole config, pretty-printed (copied to OUTPUT_DIR/config.json)
 
   std::string hash() const;  // hex FNV-1a of `canonical`
 };

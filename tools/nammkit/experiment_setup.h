@@ -1,0 +1,135 @@
+// What every trainer of an experiment (CMA-ES in experiment.cpp, REINFORCE / PPO in rl_experiment.cpp)
+// builds alike from an ExperimentConfig: the model, every stage's prompt pool with its full-cache
+// references, the normalisation statistics, the held-out evaluation, and the policy files it writes.
+#pragma once
+#include <tbb/global_control.h>
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/file_io.h"
+#include "distributed/coordinator.h"
+#include "distributed/messages.pb.h"
+#include "distributed/population_runner.h"
+#include "evolution/population_eval.h"
+#include "namm/namm_policy.h"
+#include "tasks/fitness.h"
+#include "tasks/registry.h"
+#include "tasks/runner.h"
+#include "tools/nammkit/experiment_config.h"
+#include "tools/nammkit/sample_runner.h"
+#include "transformer/backend.h"
+#include "transformer/loader.h"
+
+namespace nammkit::cli {
+
+// One prompt of a stage's pool with its full-cache reference.
+struct PoolEntry {
+  int task = 0;
+  const Sample* sample = nullptr;
+  Outcome full;
+};
+
+struct StagePool {
+  std::vector<Task> tasks;
+  std::vector<PoolEntry> entries;
+};
+
+// The pool name of the held-out prompts (config "heldout"); not a valid stage name.
+inline const std::string kHeldoutPool = "(heldout)";
+
+// What every rank of a run builds alike: the model on its device and every pool (each stage's, and the
+// held-out one when configured).
+struct EvolutionSetup {
+  Model model;
+  std::unique_ptr<Backend> backend;
+  NammConfig namm;
+  std::map<std::string, StagePool> pools;
+  std::vector<PoolEntry*> entries;  // every pool's entries (stages in order, then held-out): indices in jobs
+  RunOptions run;                   // the runs' context and session options
+};
+
+// A training run's hold on OUTPUT_DIR for its lifetime: the thread limit (config "threads"), the
+// directory's lock (one process per run directory: a second one would interleave the log and the
+// checkpoints), and the checks that a fresh run does not overwrite one and a resumed run has one.
+// Also clears a pending interrupt request and writes OUTPUT_DIR/config.json.
+struct RunDirectory {
+  std::unique_ptr<tbb::global_control> threads;
+  std::unique_ptr<FileLock> lock;
+  std::string latest;  // OUTPUT_DIR/latest.ckpt
+};
+RunDirectory open_run_directory(const ExperimentConfig& config, bool resume);
+
+std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, DeviceChoice device, bool announce);
+
+// The full-cache reference of every prompt: from OUTPUT_DIR/full_cache_scores.json where it has them, the
+// rest run (on every rank when distributed) and stored.
+void fill_references(const ExperimentConfig& config, EvolutionSetup& setup, SampleRunner& runner);
+
+// The normalisation statistics over the first prompts of stage 1, merged in prompt order.
+FeatureStats collect_normalisation(const ExperimentConfig& config, const EvolutionSetup& setup,
+                                   dist::Coordinator* coordinator);
+
+// The jobs every rank of a distributed run answers: the references, the normalisation statistics.
+void register_jobs(const ExperimentConfig& config, EvolutionSetup& setup, SampleRunner& references,
+                   dist::Coordinator& coordinator);
+
+// The statistics as they travel between ranks (exact moments).
+dist::FeatureStatsMsg stats_message(const FeatureStats& s);
+FeatureStats stats_from_message(const dist::FeatureStatsMsg& m);
+
+// A trainer's run state kept in the checkpoints' opaque "extra" field: the normalisation statistics and
+// the training runs spent so far (JSON).
+struct ExtraState {
+  FeatureStats stats;
+  int64_t model_runs = 0;
+};
+std::string extra_to_json(const ExtraState& extra);
+
+// A run's contribution to the fitness: its share of the normalised score plus the cache term, and its
+// mean cache size (what the population evaluation and the RL rollouts report per prompt).
+evo::PromptScore prompt_score(const PromptWeights& weights, int prompt, const RunResult& result);
+ExtraState extra_from_json(const std::string& text, const std::string& where);
+
+void write_policy(const std::string& path, const ExperimentConfig& config, const Model& model,
+                  const std::vector<double>& params, const FeatureStats& stats, int64_t generation, double fitness,
+                  const std::string& note);
+
+SampleAt entry_samples(const EvolutionSetup& setup);
+dist::ItemCost item_cost(const ExperimentConfig& config, const EvolutionSetup& setup);
+
+std::vector<float> to_floats(std::span<const double> v);
+
+// The fitness weights of the prompts `chosen` (pool indices) of a pool, indexed by pool entry (0 for the
+// others): value(entry, outcome) is that prompt's share of the normalised fitness (tasks/fitness.h).
+PromptWeights pool_weights(const StagePool& pool, std::span<const int> chosen, double epsilon, double cache_weight);
+
+// The initial parameters every trainer starts from: zeros, with the read-out bias (the last parameter)
+// set to config "policy.initial_bias".
+std::vector<double> initial_params(const ExperimentConfig& config);
+
+// Evaluates a parameter vector with the deterministic (greedy) policy on the held-out prompts and
+// appends {"iteration", "model_runs", "score", "mean_cache_size", "cache_fraction", "fitness"} to
+// OUTPUT_DIR/heldout.jsonl. score = mean over prompts of the task-normalised score (score / full-cache
+// score, tasks weighted equally; no cache term); cache_fraction = mean cache / mean full cache;
+// fitness = score + cache_weight (1 - cache_fraction), the training fitness on held-out prompts.
+// Returns the score.
+class HeldoutEvaluation {
+ public:
+  HeldoutEvaluation(const ExperimentConfig& config, const EvolutionSetup& setup, const FeatureNormalizer& normalizer);
+  bool due(int64_t iteration) const;  // after iteration `iteration` (0-based): every config.heldout_every
+  double evaluate(std::span<const double> params, int64_t iteration, int64_t model_runs) const;
+  // A resumed run drops the lines of iterations it will redo.
+  void truncate(int64_t iteration) const;
+  std::string path() const;
+
+ private:
+  const ExperimentConfig& config_;
+  const EvolutionSetup& setup_;
+  const FeatureNormalizer& normalizer_;
+};
+
+}  // namespace nammkit::cli
