@@ -10,19 +10,11 @@
 
 namespace nammkit::rl {
 
-namespace {
-
-struct RolloutSums {
-  std::vector<double> gradient;  // unscaled: sum over the rollout's decisions of dTerm/dtheta
-  double objective = 0;
-  int64_t clipped = 0;
-  double kl = 0;
-};
-
-// One rollout's terms, summed in block order; `scale` is 1 / (R D).
-RolloutSums rollout_sums(const ScorerShape& shape, std::span<const float> params, const RolloutTerm& r,
-                         const SurrogateOptions& o) {
-  RolloutSums out;
+// One rollout's terms, summed in block order.
+RolloutGradient rollout_gradient(const ScorerShape& shape, std::span<const float> params, const RolloutTerm& r,
+                                 const SurrogateOptions& o) {
+  if (!r.trace) fail("rollout_gradient", "a rollout without a trace");
+  RolloutGradient out;
   out.gradient.assign(static_cast<size_t>(shape.n_params()), 0.0);
   std::vector<float> scores;
   std::vector<double> upstream;
@@ -59,27 +51,16 @@ RolloutSums rollout_sums(const ScorerShape& shape, std::span<const float> params
   return out;
 }
 
-}  // namespace
-
-SurrogateResult surrogate_gradient(const ScorerShape& shape, std::span<const float> params,
-                                   std::span<const RolloutTerm> rollouts, const SurrogateOptions& options) {
-  if (!(options.temperature > 0)) fail("surrogate_gradient", "temperature: expected > 0");
+SurrogateResult combine_rollout_gradients(std::span<const RolloutGradient> rollouts, int64_t decisions) {
   SurrogateResult result;
-  result.gradient.assign(static_cast<size_t>(shape.n_params()), 0.0);
-  if (rollouts.empty()) return result;
-  for (const RolloutTerm& r : rollouts) {
-    if (!r.trace) fail("surrogate_gradient", "a rollout without a trace");
-    result.decisions += r.trace->decisions();
-  }
-  if (result.decisions == 0) return result;
-  std::vector<RolloutSums> sums(rollouts.size());
-  tbb::parallel_for(size_t{0}, rollouts.size(),
-                    [&](size_t i) { sums[i] = rollout_sums(shape, params, rollouts[i], options); });
-  const double mean_decisions = static_cast<double>(result.decisions) / static_cast<double>(rollouts.size());
-  const double scale = 1.0 / (static_cast<double>(rollouts.size()) * mean_decisions);  // = 1 / sum_r D_r
+  result.decisions = decisions;
+  if (rollouts.empty() || decisions == 0) return result;
+  result.gradient.assign(rollouts.front().gradient.size(), 0.0);
+  const double scale = 1.0 / static_cast<double>(decisions);  // 1 / (R D) with D the mean of D_r
   int64_t clipped = 0;
   double kl = 0;
-  for (const RolloutSums& s : sums) {  // in rollout order: deterministic
+  for (const RolloutGradient& s : rollouts) {  // in rollout order: deterministic
+    if (s.gradient.size() != result.gradient.size()) fail("combine_rollout_gradients", "gradients of different sizes");
     for (size_t k = 0; k < s.gradient.size(); ++k) result.gradient[k] += s.gradient[k];
     result.objective += s.objective;
     clipped += s.clipped;
@@ -87,8 +68,24 @@ SurrogateResult surrogate_gradient(const ScorerShape& shape, std::span<const flo
   }
   for (double& g : result.gradient) g *= scale;
   result.objective *= scale;
-  result.clip_fraction = static_cast<double>(clipped) / static_cast<double>(result.decisions);
-  result.approx_kl = kl / static_cast<double>(result.decisions);
+  result.clip_fraction = static_cast<double>(clipped) / static_cast<double>(decisions);
+  result.approx_kl = kl / static_cast<double>(decisions);
+  return result;
+}
+
+SurrogateResult surrogate_gradient(const ScorerShape& shape, std::span<const float> params,
+                                   std::span<const RolloutTerm> rollouts, const SurrogateOptions& options) {
+  if (!(options.temperature > 0)) fail("surrogate_gradient", "temperature: expected > 0");
+  int64_t decisions = 0;
+  for (const RolloutTerm& r : rollouts) {
+    if (!r.trace) fail("surrogate_gradient", "a rollout without a trace");
+    decisions += r.trace->decisions();
+  }
+  std::vector<RolloutGradient> sums(rollouts.size());
+  tbb::parallel_for(size_t{0}, rollouts.size(),
+                    [&](size_t i) { sums[i] = rollout_gradient(shape, params, rollouts[i], options); });
+  SurrogateResult result = combine_rollout_gradients(sums, decisions);
+  if (result.gradient.empty()) result.gradient.assign(static_cast<size_t>(shape.n_params()), 0.0);
   return result;
 }
 

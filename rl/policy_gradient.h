@@ -42,6 +42,22 @@ struct SurrogateResult {
   double approx_kl = 0;          // mean over decisions of log pi_old - log pi_theta (0 at theta_old)
 };
 
+// One rollout's unscaled sums: its decisions' terms of the objective and of the gradient (before the
+// 1 / (R D) scale), the clipped decisions and the sum of log pi_old - log pi_theta. What a rank of a
+// distributed run computes for the rollouts whose traces it holds.
+struct RolloutGradient {
+  std::vector<double> gradient;
+  double objective = 0;
+  int64_t clipped = 0;
+  double kl = 0;
+};
+RolloutGradient rollout_gradient(const ScorerShape& shape, std::span<const float> params, const RolloutTerm& rollout,
+                                 const SurrogateOptions& options);
+
+// The batch's estimate from its rollouts' sums (in rollout order, so the result does not depend on where
+// they were computed): `decisions` = sum of D_r over the batch.
+SurrogateResult combine_rollout_gradients(std::span<const RolloutGradient> rollouts, int64_t decisions);
+
 // The objective and its gradient at `params` over the rollouts. Rollouts are processed in parallel and
 // summed in order, so the result does not depend on the thread schedule.
 SurrogateResult surrogate_gradient(const ScorerShape& shape, std::span<const float> params,

@@ -1,5 +1,7 @@
 #include "rl/rl_trainer.h"
 
+#include <tbb/parallel_for.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -33,6 +35,17 @@ void validate(const RlSettings& s, const std::string& where) {
     fail(where, "ppo_epochs: expected 1..1000, got " + std::to_string(s.ppo_epochs));
   if (!(s.ppo_clip > 0 && s.ppo_clip < 1)) fail(where, "ppo_clip: expected a value in (0, 1)");
   validate(s.adam, where);
+}
+
+std::vector<RolloutGradient> RolloutSource::gradients(const ScorerShape& shape, std::span<const float> params,
+                                                      std::span<const Rollout> batch, std::span<const size_t> used,
+                                                      std::span<const double> advantages,
+                                                      const SurrogateOptions& options) {
+  std::vector<RolloutGradient> out(used.size());
+  tbb::parallel_for(size_t{0}, used.size(), [&](size_t i) {
+    out[i] = rollout_gradient(shape, params, RolloutTerm{&batch[used[i]].trace, advantages[i]}, options);
+  });
+  return out;
 }
 
 nlohmann::json to_json(const RlRecord& r) {
@@ -150,18 +163,22 @@ RlRecord RlTrainer::run_iteration(const RlStage& stage, std::vector<Rollout>& ro
   r.rollouts = static_cast<int>(rollouts.size());
 
   // Failed rollouts (an error, a non-finite reward or log-probability) do not enter the update.
-  std::vector<const Rollout*> ok;
+  std::vector<size_t> used;
   double cache_sum = 0, log_prob_sum = 0;
   int cache_count = 0;
   int64_t decisions = 0;
-  for (Rollout& ro : rollouts) {
+  for (size_t i = 0; i < rollouts.size(); ++i) {
+    Rollout& ro = rollouts[i];
+    if (!ro.trace.blocks.empty()) {
+      ro.decisions = ro.trace.decisions();
+      ro.log_prob = ro.trace.log_prob();
+    }
     if (ro.error.empty() && !std::isfinite(ro.reward)) ro.error = "reward is not finite";
     if (ro.error.empty()) {
-      const double lp = ro.trace.log_prob();
-      if (!std::isfinite(lp)) ro.error = "log-probability of the actions is not finite (a NaN score?)";
+      if (!std::isfinite(ro.log_prob)) ro.error = "log-probability of the actions is not finite (a NaN score?)";
       else {
-        log_prob_sum += lp;
-        decisions += ro.trace.decisions();
+        log_prob_sum += ro.log_prob;
+        decisions += ro.decisions;
       }
     }
     if (!ro.error.empty()) {
@@ -170,7 +187,7 @@ RlRecord RlTrainer::run_iteration(const RlStage& stage, std::vector<Rollout>& ro
                    ro.prompt, ro.error.c_str());
       continue;
     }
-    ok.push_back(&ro);
+    used.push_back(i);
     if (std::isfinite(ro.cache_size)) {
       cache_sum += ro.cache_size;
       ++cache_count;
@@ -178,22 +195,21 @@ RlRecord RlTrainer::run_iteration(const RlStage& stage, std::vector<Rollout>& ro
   }
   progress_.failures += r.failures;
   progress_.model_runs += static_cast<int64_t>(rollouts.size());
-  if (ok.empty()) fail("iteration " + std::to_string(r.iteration), "every rollout failed");
+  if (used.empty()) fail("iteration " + std::to_string(r.iteration), "every rollout failed");
 
   std::vector<RewardSample> rewards;
   double sum = 0;
   r.max_reward = -INFINITY;
-  for (const Rollout* ro : ok) {
-    rewards.push_back({ro->prompt, ro->task, ro->reward});
-    sum += ro->reward;
-    r.max_reward = std::max(r.max_reward, ro->reward);
+  for (size_t i : used) {
+    const Rollout& ro = rollouts[i];
+    rewards.push_back({ro.prompt, ro.task, ro.reward});
+    sum += ro.reward;
+    r.max_reward = std::max(r.max_reward, ro.reward);
   }
-  r.mean_reward = sum / static_cast<double>(ok.size());
+  r.mean_reward = sum / static_cast<double>(used.size());
   if (cache_count) r.mean_cache_size = cache_sum / cache_count;
   if (decisions) r.mean_log_prob = log_prob_sum / static_cast<double>(decisions);
   const std::vector<double> adv = advantages(rewards, settings_.baseline, baselines_);
-  std::vector<RolloutTerm> terms;
-  for (size_t i = 0; i < ok.size(); ++i) terms.push_back({&ok[i]->trace, adv[i]});
 
   const bool ppo = settings_.algorithm == Algorithm::Ppo;
   SurrogateOptions so;
@@ -203,7 +219,9 @@ RlRecord RlTrainer::run_iteration(const RlStage& stage, std::vector<Rollout>& ro
   std::vector<float> params_f(params_.size());
   for (int e = 0; e < epochs; ++e) {
     std::transform(params_.begin(), params_.end(), params_f.begin(), [](double v) { return static_cast<float>(v); });
-    const SurrogateResult g = surrogate_gradient(shape_, params_f, terms, so);
+    SurrogateResult g =
+        combine_rollout_gradients(source_.gradients(shape_, params_f, rollouts, used, adv, so), decisions);
+    if (g.gradient.empty()) g.gradient.assign(params_.size(), 0.0);  // no decision at all: no step
     if (e == 0) r.objective = g.objective;
     const AdamStep step = adam_ascent_step(settings_.adam, adam_, params_, g.gradient);
     if (e == 0) r.grad_norm = step.grad_norm;

@@ -24,6 +24,7 @@
 #include "namm/stochastic_keep.h"
 #include "rl/adam.h"
 #include "rl/advantage.h"
+#include "rl/policy_gradient.h"
 #include "rl/rl_checkpoint.h"
 
 namespace nammkit::rl {
@@ -49,7 +50,9 @@ struct Rollout {
   std::string task;  // the moving-average baseline's key
   double reward = 0;
   double cache_size = std::numeric_limits<double>::quiet_NaN();
-  DecisionTrace trace;
+  DecisionTrace trace;    // empty when it stays on the rank that ran the rollout (distributed runs)
+  int64_t decisions = 0;  // the trace's decisions() and log_prob(); filled from the trace when it is here
+  double log_prob = 0;
   std::string error;  // non-empty: the run failed (not used for learning)
 };
 
@@ -60,6 +63,12 @@ class RolloutSource {
   // mode with the given temperature). Sets *interrupted when an interrupt request stopped it early.
   virtual std::vector<Rollout> rollouts(std::span<const double> params, int64_t iteration, const std::string& task_set,
                                         bool* interrupted) = 0;
+  // The per-rollout gradient sums (rl/policy_gradient.h) at `params` of the rollouts batch[used[i]] with
+  // advantages[i], in that order; `batch` is the last rollouts() result. The default computes them here
+  // from the traces (in parallel); a distributed source asks the ranks that hold them.
+  virtual std::vector<RolloutGradient> gradients(const ScorerShape& shape, std::span<const float> params,
+                                                 std::span<const Rollout> batch, std::span<const size_t> used,
+                                                 std::span<const double> advantages, const SurrogateOptions& options);
 };
 
 struct RlStage {

@@ -16,6 +16,7 @@
 #include "distributed/mpi_cluster.h"
 #include "evolution/checkpoint.h"
 #include "namm/policy_file.h"
+#include "rl/rl_checkpoint.h"
 
 using namespace nammkit;
 namespace fs = std::filesystem;
@@ -76,7 +77,7 @@ std::string results_of(const std::string& checkpoint_path) {
   return evo::serialize_checkpoint(c);
 }
 
-// The log without its times.
+// The log without its times (CMA-ES or RL).
 std::vector<nlohmann::json> log_of(const std::string& run) {
   std::vector<nlohmann::json> out;
   std::ifstream in(run + "/log.jsonl");
@@ -84,6 +85,7 @@ std::vector<nlohmann::json> log_of(const std::string& run) {
     nlohmann::json j = nlohmann::json::parse(line);
     j.erase("elapsed_seconds");
     j.erase("evals_per_second");
+    j.erase("runs_per_second");  // RL logs
     out.push_back(j);
   }
   return out;
@@ -110,6 +112,46 @@ TEST_F(MpiRuns, EvolveGivesTheSingleProcessResultsForOneTwoAndThreeRanks) {
     EXPECT_NE(err.find("distributed run: " + std::to_string(ranks) + " ranks"), std::string::npos) << err;
     expect_same_results(run_dir("single"), run_dir(name));
   }
+}
+
+// The RL trainers spread their rollouts (and the gradient sums of the traces each rank keeps) over the
+// ranks: PPO on 2 and 3 ranks, and 2 ranks stopped and resumed on 3, give the one-process run.
+TEST_F(MpiRuns, PpoGivesTheSingleProcessResultsOnTwoAndThreeRanksAndAcrossAResume) {
+  auto rl_config = [&](const std::string& name, int threads) {
+    nlohmann::json j =
+        nlohmann::json::parse(read_file(std::string(NAMMKIT_SOURCE_DIR) + "/tests/configs/tiny_rl.json"));
+    j["model"] = std::string(NAMMKIT_SHARED_DIR) + "/models/stories260K/stories260K.bin";
+    j["output_dir"] = run_dir(name);
+    j["threads"] = threads;
+    j["trainer"] = "ppo";
+    j["stages"][0]["generations"] = 3;
+    const std::string path = (dir_ / (name + ".json")).string();
+    write_file_atomic(path, j.dump(2));
+    return path;
+  };
+  auto results = [](const std::string& run) {
+    rl::RlCheckpoint c = rl::load_rl_checkpoint(run + "/latest.ckpt");
+    c.progress.elapsed_seconds = 0;
+    c.config.clear();
+    c.last_log_line.clear();
+    return rl::serialize_rl_checkpoint(c);
+  };
+  ASSERT_EQ(sh(kNammkit + " evolve " + rl_config("single", 2)), 0);
+  EXPECT_EQ(log_of(run_dir("single")).size(), 3u);
+  for (int ranks : {2, 3}) {
+    const std::string name = "np" + std::to_string(ranks);
+    std::string err;
+    ASSERT_EQ(sh(mpirun(ranks) + kNammkit + " evolve " + rl_config(name, 1), &err), 0) << err;
+    EXPECT_EQ(results(run_dir("single")), results(run_dir(name))) << name;
+    EXPECT_EQ(log_of(run_dir("single")), log_of(run_dir(name))) << name;
+    EXPECT_EQ(read_file(run_dir("single") + "/heldout.jsonl"), read_file(run_dir(name) + "/heldout.jsonl"));
+  }
+  const std::string resumed = rl_config("resumed", 1);
+  ASSERT_EQ(sh(mpirun(2) + kNammkit + " evolve " + resumed + " --stop-after 1"), 130);
+  std::string err;
+  ASSERT_EQ(sh(mpirun(3) + kNammkit + " evolve " + resumed + " --resume", &err), 0) << err;
+  EXPECT_EQ(results(run_dir("single")), results(run_dir("resumed")));
+  EXPECT_EQ(log_of(run_dir("single")), log_of(run_dir("resumed")));
 }
 
 TEST_F(MpiRuns, ARankThatCannotLoadEndsTheRunAndTheCheckpointResumesWithAnotherRankCount) {

@@ -515,6 +515,20 @@ TEST(RlExperimentConfig, TrainerFieldsAreCheckedAndNamed) {
   EXPECT_EQ(c.heldout_every, 2);
   ASSERT_EQ(c.cmaes.mean0.size(), size_t(c.cmaes.n > 0 ? c.cmaes.n : 4172));
   EXPECT_EQ(c.cmaes.mean0.back(), 0.5);  // CMA-ES would start from the same policy
+  // The initial policy: seeded N(0, scale^2) weights and the given read-out bias, CMA-ES's mean0 too.
+  nlohmann::json scaled = ok;
+  scaled["policy"]["initial_scale"] = 0.05;
+  scaled["policy"]["initial_seed"] = 3;
+  const ExperimentConfig cs = parse_experiment_config(scaled, "cfg.json");
+  const std::vector<double> p0 = initial_params(cs);
+  EXPECT_EQ(p0, cs.cmaes.mean0);
+  EXPECT_EQ(p0.back(), 0.5);
+  double sq = 0;
+  for (size_t i = 0; i + 1 < p0.size(); ++i) sq += p0[i] * p0[i];
+  EXPECT_NEAR(std::sqrt(sq / double(p0.size() - 1)), 0.05, 0.003);
+  EXPECT_EQ(initial_params(parse_experiment_config(scaled, "again.json")), p0);
+  scaled["policy"]["initial_seed"] = 4;
+  EXPECT_NE(initial_params(parse_experiment_config(scaled, "cfg.json")), p0);
   nlohmann::json j = ok;
   j["trainer"] = "sgd";
   expect_config_error(j, "trainer: expected \"cmaes\", \"reinforce\" or \"ppo\"");
@@ -557,10 +571,11 @@ TEST(RlExperiment, PpoStopAndResumeEqualsAnUninterruptedRunAndWritesAPerHeadPoli
   EXPECT_EQ(ca.progress.iteration, ck.progress.iteration);
   EXPECT_EQ(ca.extra, ck.extra);
   EXPECT_EQ(ca.progress.model_runs, 4 * 2 * 2);
-  // Held-out evaluations after iterations 1 and 3, the same in both runs.
+  // Held-out evaluations of the initial policy and after iterations 1 and 3, the same in both runs.
   EXPECT_EQ(read_file(a + "/heldout.jsonl"), read_file(b + "/heldout.jsonl"));
   const std::string heldout = read_file(a + "/heldout.jsonl");
-  EXPECT_EQ(std::count(heldout.begin(), heldout.end(), '\n'), 2);
+  EXPECT_EQ(std::count(heldout.begin(), heldout.end(), '\n'), 3);
+  EXPECT_NE(heldout.find("\"iteration\":-1,\"mean_cache_size\""), std::string::npos);
   const PolicyFile policy = load_policy(a + "/policy.nammp");
   EXPECT_EQ(policy.namm().selection(), SELECTION_PER_HEAD);
   EXPECT_EQ(policy.params_size(), 4172);

@@ -24,11 +24,13 @@
 #include "evolution/trainer.h"
 #include "namm/namm_policy.h"
 #include "namm/policy_file.h"
+#include "rl/rl_checkpoint.h"
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
 #include "tools/nammkit/experiment_setup.h"
 #include "tools/nammkit/rank_device.h"
+#include "tools/nammkit/rl_rollouts.h"
 #include "tools/nammkit/sample_runner.h"
 #include "transformer/loader.h"
 
@@ -118,12 +120,6 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
 }  // namespace
 
 int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, dist::Coordinator* coordinator) {
-  if (config.trainer != TrainerKind::Cmaes) {
-    if (coordinator)
-      fail(config.file, std::string("trainer: \"") + trainer_name(config.trainer) +
-                            "\" runs in one process (MPI is supported for \"cmaes\" only)");
-    return run_rl_training(config, options);
-  }
   const RunDirectory run_dir = open_run_directory(config, options.resume);
   const std::string& latest = run_dir.latest;
 
@@ -144,15 +140,12 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   }
   fill_references(config, *setup, references);
 
-  evo::TrainerOptions trainer_options;
-  trainer_options.run_dir = config.output_dir;
-  trainer_options.config = config.canonical;
-  for (const auto& stage : config.stages) trainer_options.stages.push_back({stage.generations, stage.name});
-
   // Normalisation statistics: collected once, then carried by the checkpoints.
+  const bool rl_trainer = config.trainer != TrainerKind::Cmaes;
   ExtraState extra;
   if (options.resume) {
-    extra = extra_from_json(evo::load_checkpoint(latest).extra, latest);
+    extra =
+        extra_from_json(rl_trainer ? rl::load_rl_checkpoint(latest).extra : evo::load_checkpoint(latest).extra, latest);
   } else {
     std::fprintf(stderr, "collecting normalisation statistics (full cache, stage %s)...\n",
                  config.stages[0].name.c_str());
@@ -161,10 +154,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   const FeatureStats& stats = extra.stats;
   const FeatureNormalizer normalizer = FeatureNormalizer::from_stats(stats);
 
-  NammFitnessEvaluator evaluator(*setup->backend, config, setup->namm, setup->pools, normalizer);
-  std::unique_ptr<dist::DistributedItemRunner> runner;
   if (coordinator) {
-    // The workers get the statistics and the references, then build the same evaluator.
+    // The workers get the statistics and the references, then build the same evaluator / rollout source.
     dist::EvolveStateMsg state;
     *state.mutable_stats() = stats_message(stats);
     for (const PoolEntry* e : setup->entries) {
@@ -173,6 +164,16 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
     }
     coordinator->on("evolve_state", [](const std::string&) { return std::string(); });  // rank 0 has it all
     coordinator->run("evolve_state", state.SerializeAsString(), "handing out the references");
+  }
+  if (rl_trainer) return train_rl(config, options, *setup, extra, normalizer, coordinator, latest);
+
+  evo::TrainerOptions trainer_options;
+  trainer_options.run_dir = config.output_dir;
+  trainer_options.config = config.canonical;
+  for (const auto& stage : config.stages) trainer_options.stages.push_back({stage.generations, stage.name});
+  NammFitnessEvaluator evaluator(*setup->backend, config, setup->namm, setup->pools, normalizer);
+  std::unique_ptr<dist::DistributedItemRunner> runner;
+  if (coordinator) {
     dist::serve_items(*coordinator, "evaluate",
                       [&evaluator](const evo::EvalRequest& request, std::span<const size_t> items, bool* interrupted) {
                         return evaluator.run_share(request, items, interrupted);
@@ -204,22 +205,11 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
     // --stop-after: the trainer checks the interrupt flag after this generation's checkpoint.
     if (options.stop_after > 0 && ++generations_this_session >= options.stop_after) evo::request_interrupt();
   });
-  if (options.resume) {
-    trainer.resume(latest);
-    heldout.truncate(trainer.strategy().state().total_generations);
-  }
+  if (options.resume) trainer.resume(latest);
+  heldout.start(options.resume, trainer.strategy().state().total_generations);
 
   const evo::TrainResult result = trainer.run();
-  if (coordinator) {
-    coordinator->stop();
-    const dist::Coordinator::Traffic& t = coordinator->traffic();
-    std::fprintf(stderr,
-                 "distributed run: rank 0 sent %llu bytes in %llu messages and received %llu bytes in %llu messages "
-                 "(%lld generations this session)\n",
-                 static_cast<unsigned long long>(t.sent_bytes), static_cast<unsigned long long>(t.sent_messages),
-                 static_cast<unsigned long long>(t.received_bytes),
-                 static_cast<unsigned long long>(t.received_messages), static_cast<long long>(result.generations_run));
-  }
+  finish_distributed(coordinator, result.generations_run);
   const evo::CmaesState& state = trainer.strategy().state();
   const evo::RunProgress& progress = trainer.progress();
   const std::vector<double> mean(state.mean.data(), state.mean.data() + state.mean.size());
@@ -259,6 +249,7 @@ int serve_evolution(const std::string& config_path, const EvolveOptions& options
   // The evaluator exists once rank 0 has handed out the statistics and the references.
   std::unique_ptr<FeatureNormalizer> normalizer;
   std::unique_ptr<NammFitnessEvaluator> evaluator;
+  std::unique_ptr<NammRolloutSource> rollouts;  // the RL trainers
   coordinator.on("evolve_state", [&](const std::string& payload) {
     dist::EvolveStateMsg state;
     if (!state.ParseFromString(payload) || state.full_score_size() != int(setup->entries.size()) ||
@@ -267,10 +258,18 @@ int serve_evolution(const std::string& config_path, const EvolveOptions& options
     for (size_t i = 0; i < setup->entries.size(); ++i)
       setup->entries[i]->full = {state.full_score(int(i)), state.full_cache(int(i))};
     normalizer = std::make_unique<FeatureNormalizer>(FeatureNormalizer::from_stats(stats_from_message(state.stats())));
-    evaluator =
-        std::make_unique<NammFitnessEvaluator>(*setup->backend, *config, setup->namm, setup->pools, *normalizer);
+    if (config->trainer == TrainerKind::Cmaes)
+      evaluator =
+          std::make_unique<NammFitnessEvaluator>(*setup->backend, *config, setup->namm, setup->pools, *normalizer);
+    else rollouts = std::make_unique<NammRolloutSource>(*config, *setup, *normalizer, &coordinator);
     return std::string();
   });
+  auto rollout_source = [&]() -> NammRolloutSource& {
+    if (!rollouts) fail("rl job", "before the statistics and references arrived, or not an RL run");
+    return *rollouts;
+  };
+  coordinator.on("rl_rollouts", [&](const std::string& payload) { return rollout_source().serve_rollouts(payload); });
+  coordinator.on("rl_gradients", [&](const std::string& payload) { return rollout_source().serve_gradients(payload); });
   dist::serve_items(coordinator, "evaluate",
                     [&](const evo::EvalRequest& request, std::span<const size_t> items, bool* interrupted) {
                       if (!evaluator) fail("evaluate", "before the statistics and references arrived");

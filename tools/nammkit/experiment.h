@@ -36,10 +36,6 @@ struct EvolveOptions {
 int run_evolution(const ExperimentConfig& config, const EvolveOptions& options,
                   dist::Coordinator* coordinator = nullptr);
 
-// The REINFORCE / PPO trainers (config "trainer"), in one process (rl_experiment.cpp): the same setup,
-// references and normalisation, then rl::RlTrainer. run_evolution dispatches here.
-int run_rl_training(const ExperimentConfig& config, const EvolveOptions& options);
-
 // The other ranks of a distributed run: load the config, model and tasks, then answer rank 0's jobs
 // until it stops. A failure while loading is reported by rank 0 (naming this rank and its host).
 int serve_evolution(const std::string& config_path, const EvolveOptions& options, dist::Coordinator& coordinator);

@@ -2,6 +2,7 @@
 
 #include "core/byte_io.h"
 #include "core/file_io.h"
+#include "evolution/rng.h"
 #include "namm/bam_scorer.h"
 #include "tasks/data_paths.h"
 #include "tools/nammkit/json_reader.h"
@@ -20,6 +21,21 @@ const char* trainer_name(TrainerKind kind) {
     case TrainerKind::Ppo: return "ppo";
     default: return "cmaes";
   }
+}
+
+std::vector<double> initial_params(const ExperimentConfig& config) {
+  ScorerShape shape;
+  shape.kind = config.scorer;
+  std::vector<double> p(static_cast<size_t>(shape.n_params()), 0.0);
+  // Zero weights are a saddle for gradient training of BAM: with W_o = 0 and V = 0 the attention's
+  // parameters get no gradient, so RL configs give a small random scale (CMA-ES does not need one).
+  if (config.initial_scale > 0) {
+    evo::Rng rng(evo::derive_seed(config.initial_seed, 0x696e6974));  // "init"
+    rng.fill_normal(p.data(), p.size());
+    for (double& v : p) v *= config.initial_scale;
+  }
+  p.back() = config.initial_bias;
+  return p;
 }
 
 std::string ExperimentConfig::hash() const { return hex64(fnv1a64(canonical)); }
@@ -66,6 +82,8 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   else policy.fail_at("selection", "expected \"shared_max_k\" or \"per_head\", got \"" + selection + "\"");
   c.selection.max_tokens_per_head = policy.get_int("max_tokens_per_head", 0, 0, 1 << 24);
   c.initial_bias = policy.get_double("initial_bias", 0.0, -1e3, 1e3);
+  c.initial_scale = policy.get_double("initial_scale", 0.0, 0.0, 1e3);
+  c.initial_seed = static_cast<uint64_t>(policy.get_int("initial_seed", 0, 0, 2147483647));
   if (c.trainer != TrainerKind::Cmaes) {
     // The RL policy samples every token's keep/evict independently: its greedy counterpart is the
     // per-head threshold rule, which is what the written policy must say.
@@ -112,10 +130,8 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   if (c.rl.baseline.kind == rl::BaselineKind::LeaveOneOut && c.rl.samples_per_prompt < 2)
     rl.fail_at("samples_per_prompt", "the leave_one_out baseline needs >= 2 samples per prompt");
   rl.finish();
-  if (c.initial_bias != 0) {  // CMA-ES starts from the same initial policy as the RL trainers
-    c.cmaes.mean0.assign(size_t(shape.n_params()), 0.0);
-    c.cmaes.mean0.back() = c.initial_bias;
-  }
+  // CMA-ES starts from the same initial policy as the RL trainers.
+  if (c.initial_bias != 0 || c.initial_scale != 0) c.cmaes.mean0 = initial_params(c);
 
   JsonReader fitness = root.object("fitness");
   c.cache_weight = fitness.get_double("cache_weight", 0.0, 0.0, 1e6);

@@ -38,7 +38,11 @@ struct ExperimentConfig {
   int max_context = 0;  // tokens a prompt may span; 0 = the model's context
   ScorerKind scorer = ScorerKind::Bam;
   SelectionOptions selection;
-  double initial_bias = 0;  // the read-out bias of the initial parameters (every trainer starts there)
+  // The initial parameters every trainer starts from (initial_params()): N(0, initial_scale^2) draws
+  // seeded by initial_seed, with the read-out bias (the last parameter) set to initial_bias.
+  double initial_bias = 0;
+  double initial_scale = 0;
+  uint64_t initial_seed = 0;
   TrainerKind trainer = TrainerKind::Cmaes;
   evo::CmaesSettings cmaes;         // n is filled from the scorer's parameter count
   rl::RlSettings rl;                // trainer reinforce / ppo
@@ -56,6 +60,9 @@ struct ExperimentConfig {
 
 // "$SHARED/x" -> <shared>/x; anything else unchanged.
 std::string expand_shared(const std::string& path);
+
+// The initial parameters of config (every trainer's starting point; CMA-ES's mean0).
+std::vector<double> initial_params(const ExperimentConfig& config);
 
 ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::string& file);
 ExperimentConfig load_experiment_config(const std::string& path);

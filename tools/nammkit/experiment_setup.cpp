@@ -49,6 +49,18 @@ std::vector<FeatureStats> prompt_stats_here(const EvolutionSetup& setup, const S
 
 }  // namespace
 
+void finish_distributed(dist::Coordinator* coordinator, int64_t iterations) {
+  if (!coordinator) return;
+  coordinator->stop();
+  const dist::Coordinator::Traffic& t = coordinator->traffic();
+  std::fprintf(stderr,
+               "distributed run: rank 0 sent %llu bytes in %llu messages and received %llu bytes in %llu messages "
+               "(%lld generations / iterations done)\n",
+               static_cast<unsigned long long>(t.sent_bytes), static_cast<unsigned long long>(t.sent_messages),
+               static_cast<unsigned long long>(t.received_bytes), static_cast<unsigned long long>(t.received_messages),
+               static_cast<long long>(iterations));
+}
+
 RunDirectory open_run_directory(const ExperimentConfig& config, bool resume) {
   evo::clear_interrupt();
   RunDirectory dir;
@@ -113,15 +125,6 @@ ExtraState extra_from_json(const std::string& text, const std::string& where) {
   } catch (const nlohmann::json::exception& e) {
     fail(where, std::string("extra state (normalisation statistics): ") + e.what());
   }
-}
-
-std::vector<double> initial_params(const ExperimentConfig& config) {
-  ScorerShape shape;
-  shape.kind = config.scorer;
-  shape.n_features = NammConfig::reference(config.scorer).n_features();
-  std::vector<double> p(static_cast<size_t>(shape.n_params()), 0.0);
-  p.back() = config.initial_bias;
-  return p;
 }
 
 std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, DeviceChoice device, bool announce) {
@@ -351,8 +354,12 @@ double HeldoutEvaluation::evaluate(std::span<const double> params, int64_t itera
   return score;
 }
 
-void HeldoutEvaluation::truncate(int64_t iteration) const {
-  if (config_.heldout_every > 0) evo::truncate_log(path(), iteration, "", "iteration");
+void HeldoutEvaluation::start(bool resumed, int64_t iteration) const {
+  if (config_.heldout_every <= 0) return;
+  evo::truncate_log(path(), resumed ? iteration : -1, "", "iteration");
+  if (resumed) return;
+  const double score = evaluate(initial_params(config_), -1, 0);
+  std::fprintf(stderr, "held-out score of the initial policy: %.6g\n", score);
 }
 
 }  // namespace nammkit::cli

@@ -19,6 +19,7 @@
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
 #include "tasks/runner.h"
+#include "tools/nammkit/experiment.h"
 #include "tools/nammkit/experiment_config.h"
 #include "tools/nammkit/sample_runner.h"
 #include "transformer/backend.h"
@@ -107,10 +108,6 @@ std::vector<float> to_floats(std::span<const double> v);
 // others): value(entry, outcome) is that prompt's share of the normalised fitness (tasks/fitness.h).
 PromptWeights pool_weights(const StagePool& pool, std::span<const int> chosen, double epsilon, double cache_weight);
 
-// The initial parameters every trainer starts from: zeros, with the read-out bias (the last parameter)
-// set to config "policy.initial_bias".
-std::vector<double> initial_params(const ExperimentConfig& config);
-
 // Evaluates a parameter vector with the deterministic (greedy) policy on the held-out prompts and
 // appends {"iteration", "model_runs", "score", "mean_cache_size", "cache_fraction", "fitness"} to
 // OUTPUT_DIR/heldout.jsonl. score = mean over prompts of the task-normalised score (score / full-cache
@@ -122,8 +119,10 @@ class HeldoutEvaluation {
   HeldoutEvaluation(const ExperimentConfig& config, const EvolutionSetup& setup, const FeatureNormalizer& normalizer);
   bool due(int64_t iteration) const;  // after iteration `iteration` (0-based): every config.heldout_every
   double evaluate(std::span<const double> params, int64_t iteration, int64_t model_runs) const;
-  // A resumed run drops the lines of iterations it will redo.
-  void truncate(int64_t iteration) const;
+  // Before the first iteration: a fresh run evaluates the initial parameters (iteration -1, 0 model
+  // runs: the common starting point of every trainer); a resumed run drops the lines of the iterations
+  // from `iteration` on, which it will redo. Nothing when no held-out tasks are configured.
+  void start(bool resumed, int64_t iteration) const;
   std::string path() const;
 
  private:
@@ -131,5 +130,13 @@ class HeldoutEvaluation {
   const EvolutionSetup& setup_;
   const FeatureNormalizer& normalizer_;
 };
+
+// The REINFORCE / PPO part of run_evolution (rl_experiment.cpp), after the set-up every trainer shares.
+int train_rl(const ExperimentConfig& config, const EvolveOptions& options, const EvolutionSetup& setup,
+             const ExtraState& extra, const FeatureNormalizer& normalizer, dist::Coordinator* coordinator,
+             const std::string& latest);
+
+// The root of a distributed run: releases the workers and prints what was exchanged. Nothing when null.
+void finish_distributed(dist::Coordinator* coordinator, int64_t iterations);
 
 }  // namespace nammkit::cli
