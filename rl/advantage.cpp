@@ -2,8 +2,6 @@
 
 #include <cmath>
 
-#include "core/error.h"
-
 namespace nammkit::rl {
 
 const char* baseline_name(BaselineKind kind) {
@@ -21,10 +19,8 @@ std::vector<double> advantages(std::span<const RewardSample> samples, const Base
     }
     for (size_t i = 0; i < samples.size(); ++i) {
       const auto [sum, count] = by_prompt.at(samples[i].prompt);
-      if (count < 2)
-        fail("leave_one_out baseline", "prompt " + std::to_string(samples[i].prompt) +
-                                           " has 1 sample in the batch (samples_per_prompt must be >= 2)");
-      a[i] = samples[i].reward - (sum - samples[i].reward) / (count - 1);
+      // A prompt left with one sample (its others failed) has nothing to be compared with: advantage 0.
+      a[i] = count < 2 ? 0.0 : samples[i].reward - (sum - samples[i].reward) / (count - 1);
     }
   } else {
     std::map<std::string, std::pair<double, int>> by_task;
@@ -35,7 +31,10 @@ std::vector<double> advantages(std::span<const RewardSample> samples, const Base
     for (size_t i = 0; i < samples.size(); ++i) {
       const auto it = baselines.find(samples[i].task);
       const auto [sum, count] = by_task.at(samples[i].task);
-      a[i] = samples[i].reward - (it != baselines.end() ? it->second : sum / count);
+      // A task's first batch has no average yet: the mean of the batch's other rewards of the task, so
+      // that no baseline includes the rollout's own reward (0 for a lone sample).
+      if (it != baselines.end()) a[i] = samples[i].reward - it->second;
+      else a[i] = count < 2 ? 0.0 : samples[i].reward - (sum - samples[i].reward) / (count - 1);
     }
     for (const auto& [task, sc] : by_task) {  // after the advantages: b never includes its own batch
       const double mean = sc.first / sc.second;

@@ -2,10 +2,11 @@
 // unbiased when b_r does not depend on rollout r's own actions, and cuts its variance.
 //
 //  - moving_average: b = an exponential moving average of the rewards of the rollout's task, updated
-//    after the batch with the batch's mean reward of that task (the first batch of a task uses that
-//    mean itself);
+//    after the batch with the batch's mean reward of that task (the first batch of a task, with no
+//    average yet, uses the mean of the batch's other rewards of the task);
 //  - leave_one_out: b_r = the mean reward of the *other* samples of the same prompt in this batch
-//    (RLOO, Kool et al. 2019; needs at least 2 samples per prompt).
+//    (RLOO, Kool et al. 2019; configs need at least 2 samples per prompt). A prompt left with a single
+//    sample (the others failed) gets advantage 0: it carries no comparison.
 // Optionally the advantages are then divided by their standard deviation over the batch (as PPO
 // implementations usually do; Adam is nearly invariant to that scale, the clip is not).
 #pragma once

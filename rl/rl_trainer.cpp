@@ -215,13 +215,12 @@ RlRecord RlTrainer::run_iteration(const RlStage& stage, std::vector<Rollout>& ro
   SurrogateOptions so;
   so.temperature = settings_.temperature;
   so.clip = ppo ? settings_.ppo_clip : 0.0;
-  const int epochs = ppo ? settings_.ppo_epochs : 1;
+  const int epochs = decisions == 0 ? 0 : ppo ? settings_.ppo_epochs : 1;  // nothing was decided: no step
   std::vector<float> params_f(params_.size());
   for (int e = 0; e < epochs; ++e) {
     std::transform(params_.begin(), params_.end(), params_f.begin(), [](double v) { return static_cast<float>(v); });
     SurrogateResult g =
         combine_rollout_gradients(source_.gradients(shape_, params_f, rollouts, used, adv, so), decisions);
-    if (g.gradient.empty()) g.gradient.assign(params_.size(), 0.0);  // no decision at all: no step
     if (e == 0) r.objective = g.objective;
     const AdamStep step = adam_ascent_step(settings_.adam, adam_, params_, g.gradient);
     if (e == 0) r.grad_norm = step.grad_norm;

@@ -183,7 +183,7 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   }
   evo::Trainer trainer(config.cmaes, evaluator, trainer_options);
   trainer.set_extra_state(extra_to_json(extra));
-  const HeldoutEvaluation heldout(config, *setup, normalizer);
+  const HeldoutEvaluation heldout(config, *setup, normalizer, coordinator);
   trainer.set_mean_evaluator([&](const Eigen::VectorXd& mean, int64_t generation, const std::string& task_set) {
     return evaluator.evaluate_mean(mean, generation, task_set);
   });

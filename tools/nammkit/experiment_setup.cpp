@@ -314,8 +314,8 @@ dist::ItemCost item_cost(const ExperimentConfig& config, const EvolutionSetup& s
 }
 
 HeldoutEvaluation::HeldoutEvaluation(const ExperimentConfig& config, const EvolutionSetup& setup,
-                                     const FeatureNormalizer& normalizer)
-    : config_(config), setup_(setup), normalizer_(normalizer) {}
+                                     const FeatureNormalizer& normalizer, dist::Coordinator* coordinator)
+    : config_(config), setup_(setup), normalizer_(normalizer), coordinator_(coordinator) {}
 
 bool HeldoutEvaluation::due(int64_t iteration) const {
   return config_.heldout_every > 0 && (iteration + 1) % config_.heldout_every == 0;
@@ -327,11 +327,27 @@ double HeldoutEvaluation::evaluate(std::span<const double> params, int64_t itera
   const StagePool& pool = setup_.pools.at(kHeldoutPool);
   const size_t n = pool.entries.size();
   std::vector<RunResult> results(n);
+  std::vector<std::string> errors(n);
   const std::vector<float> p = to_floats(params);
-  tbb::parallel_for(size_t{0}, n, [&](size_t i) {
-    NammPolicy policy(setup_.namm, p, normalizer_);
-    results[i] = run_sample(*setup_.backend, &policy, *pool.entries[i].sample, setup_.run);
-  });
+  auto run_all = [&] {
+    tbb::parallel_for(size_t{0}, n, [&](size_t i) {
+      try {
+        NammPolicy policy(setup_.namm, p, normalizer_);
+        results[i] = run_sample(*setup_.backend, &policy, *pool.entries[i].sample, setup_.run);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  };
+  if (coordinator_) coordinator_->busy(run_all);
+  else run_all();
+  size_t failures = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (!errors[i].empty() || !std::isfinite(results[i].score)) {
+      ++failures;
+      std::fprintf(stderr, "held-out evaluation after iteration %lld: prompt %zu failed: %s\n",
+                   static_cast<long long>(iteration), i, errors[i].empty() ? "score is not finite" : errors[i].c_str());
+    }
   std::vector<int> all(n);
   std::iota(all.begin(), all.end(), 0);
   const PromptWeights w = pool_weights(pool, all, config_.epsilon, 0.0);
@@ -341,7 +357,7 @@ double HeldoutEvaluation::evaluate(std::span<const double> params, int64_t itera
     cache += results[i].cache.mean;
     full_cache += pool.entries[i].full.mean_cache;
   }
-  score /= static_cast<double>(n);
+  score = failures ? std::nan("") : score / static_cast<double>(n);
   const double line_cache = cache / static_cast<double>(n);
   const double fraction = full_cache > 0 ? cache / full_cache : 1.0;
   append_line(path(), nlohmann::json{{"iteration", iteration},
@@ -349,7 +365,8 @@ double HeldoutEvaluation::evaluate(std::span<const double> params, int64_t itera
                                      {"score", score},
                                      {"mean_cache_size", line_cache},
                                      {"cache_fraction", fraction},
-                                     {"fitness", score + config_.cache_weight * (1.0 - fraction)}}
+                                     {"fitness", score + config_.cache_weight * (1.0 - fraction)},
+                                     {"failures", failures}}
                           .dump());
   return score;
 }

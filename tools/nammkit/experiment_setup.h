@@ -113,10 +113,14 @@ PromptWeights pool_weights(const StagePool& pool, std::span<const int> chosen, d
 // OUTPUT_DIR/heldout.jsonl. score = mean over prompts of the task-normalised score (score / full-cache
 // score, tasks weighted equally; no cache term); cache_fraction = mean cache / mean full cache;
 // fitness = score + cache_weight (1 - cache_fraction), the training fitness on held-out prompts.
-// Returns the score.
+// Returns the score. A prompt whose run fails (one line on stderr each) makes the point's score and
+// fitness null (NaN returned) rather than ending the training.
 class HeldoutEvaluation {
  public:
-  HeldoutEvaluation(const ExperimentConfig& config, const EvolutionSetup& setup, const FeatureNormalizer& normalizer);
+  // `coordinator`: on the root of a distributed run, the evaluation runs inside busy() so the workers
+  // keep getting heartbeats while it runs on the root alone.
+  HeldoutEvaluation(const ExperimentConfig& config, const EvolutionSetup& setup, const FeatureNormalizer& normalizer,
+                    dist::Coordinator* coordinator);
   bool due(int64_t iteration) const;  // after iteration `iteration` (0-based): every config.heldout_every
   double evaluate(std::span<const double> params, int64_t iteration, int64_t model_runs) const;
   // Before the first iteration: a fresh run evaluates the initial parameters (iteration -1, 0 model
@@ -129,6 +133,7 @@ class HeldoutEvaluation {
   const ExperimentConfig& config_;
   const EvolutionSetup& setup_;
   const FeatureNormalizer& normalizer_;
+  dist::Coordinator* coordinator_;
 };
 
 // The REINFORCE / PPO part of run_evolution (rl_experiment.cpp), after the set-up every trainer shares.

@@ -25,7 +25,7 @@ int train_rl(const ExperimentConfig& config, const EvolveOptions& options, const
   for (const auto& stage : config.stages) trainer_options.stages.push_back({stage.generations, stage.name});
   rl::RlTrainer trainer(config.rl, setup->namm.scorer, initial_params(config), source, trainer_options);
   trainer.set_extra_state(extra_to_json(extra));
-  const HeldoutEvaluation heldout(config, *setup, normalizer);
+  const HeldoutEvaluation heldout(config, *setup, normalizer, coordinator);
   // The greedy policy's held-out score drives best.ckpt (NaN when not due: no evaluation).
   trainer.set_evaluator([&](std::span<const double> params, int64_t iteration, const std::string&) {
     if (!heldout.due(iteration)) return std::nan("");

@@ -115,9 +115,15 @@ std::vector<rl::Rollout> NammRolloutSource::rollouts(std::span<const double> par
   const std::vector<std::string> replies =
       coordinator_->run("rl_rollouts", job.SerializeAsString(), "iteration " + std::to_string(iteration));
   std::vector<bool> seen(out.size(), false);
+  std::vector<dist::RlRolloutsMsg> parsed(replies.size());
   for (size_t r = 0; r < replies.size(); ++r) {
-    dist::RlRolloutsMsg reply;
-    if (!reply.ParseFromString(replies[r])) fail(coordinator_->describe(int(r)), "rl_rollouts: reply does not parse");
+    if (!parsed[r].ParseFromString(replies[r]))
+      fail(coordinator_->describe(int(r)), "rl_rollouts: reply does not parse");
+    *interrupted = *interrupted || parsed[r].interrupted();
+  }
+  if (*interrupted) return {};  // the trainer discards the iteration; latest.ckpt is before it
+  for (size_t r = 0; r < replies.size(); ++r) {
+    const dist::RlRolloutsMsg& reply = parsed[r];
     for (const dist::RlRolloutMsg& m : reply.rollouts()) {
       if (m.item() >= out.size() || seen[m.item()] || job.rank_of_item(int(m.item())) != int(r))
         fail(coordinator_->describe(int(r)), "rl_rollouts: reply names an item it was not given");
@@ -151,6 +157,10 @@ std::string NammRolloutSource::serve_rollouts(const std::string& payload) {
   bool interrupted = false;
   const std::vector<evo::ItemOutcome> outcomes = run_here(request, mine, &interrupted);
   dist::RlRolloutsMsg reply;
+  if (interrupted) {  // some items never ran: report that, not their (default) outcomes
+    reply.set_interrupted(true);
+    return reply.SerializeAsString();
+  }
   for (size_t i = 0; i < mine.size(); ++i) {
     dist::RlRolloutMsg* m = reply.add_rollouts();
     m->set_item(mine[i]);
@@ -174,6 +184,7 @@ std::vector<rl::RolloutGradient> NammRolloutSource::gradients(const ScorerShape&
   job.mutable_params()->Add(params.begin(), params.end());
   job.set_temperature(options.temperature);
   job.set_clip(options.clip);
+  job.set_iteration(iteration_);
   for (size_t i = 0; i < used.size(); ++i) {
     job.add_items(used[i]);
     job.add_advantages(advantages[i]);
@@ -208,6 +219,9 @@ std::string NammRolloutSource::serve_gradients(const std::string& payload) {
   if (!job.ParseFromString(payload) || job.items_size() != job.advantages_size() ||
       job.params_size() != setup_.namm.scorer.n_params())
     fail("rl_gradients", "malformed request");
+  if (job.iteration() != iteration_)
+    fail("rl_gradients", "asks for iteration " + std::to_string(job.iteration()) + ", this rank holds the traces of " +
+                             std::to_string(iteration_));
   const std::vector<float> params(job.params().begin(), job.params().end());
   rl::SurrogateOptions options;
   options.temperature = job.temperature();
