@@ -1,4 +1,4 @@
-// nammkit evolve CONFIG.json [--resume]: run a NAMM evolution experiment (tools/nammkit/experiment.h).
+// nammkit evolve CONFIG.json [--resume]: run a NAMM training experiment, CMA-ES or RL (tools/nammkit/experiment.h).
 #include <cstdio>
 
 #include "distributed/mpi_cluster.h"
@@ -16,10 +16,12 @@ int evolve_command(const std::vector<std::string>& raw) {
   if (args.has("--help") || args.positional().size() != 1) {
     std::fputs(
         "usage: nammkit evolve CONFIG.json [--resume]\n"
-        "  Runs the experiment the config describes (see README, \"Config reference\").\n"
-        "  Writes OUTPUT_DIR/{config.json,log.jsonl,latest.ckpt,best.ckpt,policy.nammp,best_policy.nammp}.\n"
+        "  Runs the experiment the config describes (see README, \"Config reference\"): CMA-ES, or REINFORCE /\n"
+        "  PPO with \"trainer\": \"reinforce\" | \"ppo\".\n"
+        "  Writes OUTPUT_DIR/{config.json,log.jsonl,latest.ckpt,best.ckpt,policy.nammp,best_policy.nammp}, and\n"
+        "  heldout.jsonl with a \"heldout\" section.\n"
         "  --resume          continue from OUTPUT_DIR/latest.ckpt (bit-for-bit the same as an uninterrupted run)\n"
-        "  --stop-after N    stop after N generations of this session, as Ctrl-C does (exit 130)\n"
+        "  --stop-after N    stop after N generations (RL: iterations) of this session, as Ctrl-C does (exit 130)\n"
         "  --device D        cpu | cuda | auto (default auto: CUDA when a GPU is present)\n"
         "  --rank-timeout S  under MPI: a rank silent for S seconds ends the run (default 300)\n"
         "Under MPI (mpirun -np N nammkit evolve CONFIG.json) rank 0 owns the files and every rank evaluates a\n"
@@ -41,6 +43,7 @@ int evolve_command(const std::vector<std::string>& raw) {
 
 }  // namespace
 
-NAMMKIT_COMMAND("evolve", "evolve a NAMM with CMA-ES from a JSON config (nammkit evolve CONFIG.json)", evolve_command);
+NAMMKIT_COMMAND("evolve", "train a NAMM with CMA-ES, REINFORCE or PPO from a JSON config (nammkit evolve CONFIG.json)",
+                evolve_command);
 
 }  // namespace nammkit::cli
