@@ -51,6 +51,14 @@ RolloutGradient rollout_gradient(const ScorerShape& shape, std::span<const float
   return out;
 }
 
+std::vector<RolloutGradient> rollout_gradients(const ScorerShape& shape, std::span<const float> params,
+                                               std::span<const RolloutTerm> rollouts, const SurrogateOptions& options) {
+  std::vector<RolloutGradient> out(rollouts.size());
+  tbb::parallel_for(size_t{0}, rollouts.size(),
+                    [&](size_t i) { out[i] = rollout_gradient(shape, params, rollouts[i], options); });
+  return out;
+}
+
 SurrogateResult combine_rollout_gradients(std::span<const RolloutGradient> rollouts, int64_t decisions) {
   SurrogateResult result;
   result.decisions = decisions;
@@ -81,10 +89,7 @@ SurrogateResult surrogate_gradient(const ScorerShape& shape, std::span<const flo
     if (!r.trace) fail("surrogate_gradient", "a rollout without a trace");
     decisions += r.trace->decisions();
   }
-  std::vector<RolloutGradient> sums(rollouts.size());
-  tbb::parallel_for(size_t{0}, rollouts.size(),
-                    [&](size_t i) { sums[i] = rollout_gradient(shape, params, rollouts[i], options); });
-  SurrogateResult result = combine_rollout_gradients(sums, decisions);
+  SurrogateResult result = combine_rollout_gradients(rollout_gradients(shape, params, rollouts, options), decisions);
   if (result.gradient.empty()) result.gradient.assign(static_cast<size_t>(shape.n_params()), 0.0);
   return result;
 }

@@ -54,6 +54,10 @@ struct RolloutGradient {
 RolloutGradient rollout_gradient(const ScorerShape& shape, std::span<const float> params, const RolloutTerm& rollout,
                                  const SurrogateOptions& options);
 
+// rollout_gradient of every term, in parallel, in the order of `rollouts`.
+std::vector<RolloutGradient> rollout_gradients(const ScorerShape& shape, std::span<const float> params,
+                                               std::span<const RolloutTerm> rollouts, const SurrogateOptions& options);
+
 // The batch's estimate from its rollouts' sums (in rollout order, so the result does not depend on where
 // they were computed): `decisions` = sum of D_r over the batch.
 SurrogateResult combine_rollout_gradients(std::span<const RolloutGradient> rollouts, int64_t decisions);

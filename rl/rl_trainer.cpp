@@ -1,7 +1,5 @@
 #include "rl/rl_trainer.h"
 
-#include <tbb/parallel_for.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -41,11 +39,9 @@ std::vector<RolloutGradient> RolloutSource::gradients(const ScorerShape& shape, 
                                                       std::span<const Rollout> batch, std::span<const size_t> used,
                                                       std::span<const double> advantages,
                                                       const SurrogateOptions& options) {
-  std::vector<RolloutGradient> out(used.size());
-  tbb::parallel_for(size_t{0}, used.size(), [&](size_t i) {
-    out[i] = rollout_gradient(shape, params, RolloutTerm{&batch[used[i]].trace, advantages[i]}, options);
-  });
-  return out;
+  std::vector<RolloutTerm> terms;
+  for (size_t i = 0; i < used.size(); ++i) terms.push_back({&batch[used[i]].trace, advantages[i]});
+  return rollout_gradients(shape, params, terms, options);
 }
 
 nlohmann::json to_json(const RlRecord& r) {

@@ -14,18 +14,17 @@
 
 namespace nammkit::cli {
 
-int train_rl(const ExperimentConfig& config, const EvolveOptions& options, const EvolutionSetup& setup_ref,
+int train_rl(const ExperimentConfig& config, const EvolveOptions& options, const EvolutionSetup& setup,
              const ExtraState& extra, const FeatureNormalizer& normalizer, dist::Coordinator* coordinator,
              const std::string& latest) {
-  const EvolutionSetup* setup = &setup_ref;
-  NammRolloutSource source(config, *setup, normalizer, coordinator);
+  NammRolloutSource source(config, setup, normalizer, coordinator);
   rl::RlTrainerOptions trainer_options;
   trainer_options.run_dir = config.output_dir;
   trainer_options.config = config.canonical;
   for (const auto& stage : config.stages) trainer_options.stages.push_back({stage.generations, stage.name});
-  rl::RlTrainer trainer(config.rl, setup->namm.scorer, initial_params(config), source, trainer_options);
+  rl::RlTrainer trainer(config.rl, setup.namm.scorer, initial_params(config), source, trainer_options);
   trainer.set_extra_state(extra_to_json(extra));
-  const HeldoutEvaluation heldout(config, *setup, normalizer, coordinator);
+  const HeldoutEvaluation heldout(config, setup, normalizer, coordinator);
   // The greedy policy's held-out score drives best.ckpt (NaN when not due: no evaluation).
   trainer.set_evaluator([&](std::span<const double> params, int64_t iteration, const std::string&) {
     if (!heldout.due(iteration)) return std::nan("");
@@ -44,10 +43,10 @@ int train_rl(const ExperimentConfig& config, const EvolveOptions& options, const
 
   const rl::RlProgress& progress = trainer.progress();
   const std::string label = std::string(trainer_name(config.trainer));
-  write_policy(config.output_dir + "/policy.nammp", config, setup->model, trainer.params(), extra.stats,
+  write_policy(config.output_dir + "/policy.nammp", config, setup.model, trainer.params(), extra.stats,
                progress.iteration, std::isfinite(last_eval) ? last_eval : 0.0, "final " + label + " parameters");
   if (progress.has_best)
-    write_policy(config.output_dir + "/best_policy.nammp", config, setup->model, progress.best_params, extra.stats,
+    write_policy(config.output_dir + "/best_policy.nammp", config, setup.model, progress.best_params, extra.stats,
                  progress.best_iteration, progress.best_eval, "best held-out " + label + " parameters");
   const bool interrupted = status == rl::RlStatus::interrupted;
   std::fprintf(stderr, "%s after %lld iteration(s); policy written to %s/policy.nammp\n",

@@ -1,7 +1,5 @@
 #include "tools/nammkit/rl_rollouts.h"
 
-#include <tbb/parallel_for.h>
-
 #include "core/error.h"
 #include "distributed/messages.pb.h"
 #include "distributed/work_split.h"
@@ -227,14 +225,13 @@ std::string NammRolloutSource::serve_gradients(const std::string& payload) {
   options.temperature = job.temperature();
   options.clip = job.clip();
   std::vector<size_t> mine;  // indices into the job's items whose traces are here
+  std::vector<rl::RolloutTerm> terms;
   for (int i = 0; i < job.items_size(); ++i)
-    if (held_.count(job.items(i))) mine.push_back(size_t(i));
-  std::vector<rl::RolloutGradient> sums(mine.size());
-  tbb::parallel_for(size_t{0}, mine.size(), [&](size_t k) {
-    const int i = int(mine[k]);
-    sums[k] = rl::rollout_gradient(setup_.namm.scorer, params,
-                                   rl::RolloutTerm{&held_.at(job.items(i)), job.advantages(i)}, options);
-  });
+    if (const auto it = held_.find(job.items(i)); it != held_.end()) {
+      mine.push_back(size_t(i));
+      terms.push_back({&it->second, job.advantages(i)});
+    }
+  const std::vector<rl::RolloutGradient> sums = rl::rollout_gradients(setup_.namm.scorer, params, terms, options);
   dist::RlGradientsMsg reply;
   for (size_t k = 0; k < mine.size(); ++k) {
     dist::RlGradientMsg* m = reply.add_gradients();
