@@ -13,10 +13,6 @@
 namespace nammkit {
 
 namespace {
-int64_t tokens_seen(const LayerWindow& w) {
-  return w.n_queries > 0 ? int64_t{w.query_positions[w.n_queries - 1]} + 1 : 0;
-}
-
 std::vector<int32_t> range_indices(int begin, int end) {
   std::vector<int32_t> v(std::max(end - begin, 0));
   std::iota(v.begin(), v.end(), begin);
@@ -27,7 +23,7 @@ std::vector<int32_t> range_indices(int begin, int end) {
 // {} (keep all) when none does. Heads within budget keep everything.
 template <typename Select>
 KeepLists apply_budget(const LayerWindow& w, const Budget& budget, Select select) {
-  const int allowed = budget.tokens_for(tokens_seen(w));
+  const int allowed = budget.tokens_for(w.tokens_seen());
   bool any = false;
   for (const auto& h : w.heads) any |= h.n_keys > allowed;
   if (!any) return {};
@@ -173,7 +169,7 @@ KeepLists L2NormPolicy::update(const LayerWindow& window) {
 RandomPolicy::RandomPolicy(Budget budget, uint64_t seed) : budget_(budget), seed_(seed) { budget_.validate("random"); }
 
 KeepLists RandomPolicy::update(const LayerWindow& window) {
-  const int64_t seen = tokens_seen(window);
+  const int64_t seen = window.tokens_seen();
   KeepLists keep = apply_budget(window, budget_, [&](int h, int n, int allowed) {
     uint64_t state =
         splitmix64(seed_ ^ splitmix64((uint64_t(window.layer) << 48) ^ (uint64_t(h) << 40) ^ uint64_t(seen)));

@@ -139,7 +139,7 @@ KeepLists BmojoPolicy::update(const LayerWindow& w) {
       if (!w.heads[h].attention) fail("bmojo", "layer " + std::to_string(w.layer) + ": no attention in the window");
   if (w.n_queries < 1) return {};
   // The next query is at next_position; the Session turns kept tokens below the cutoff into memory.
-  const int64_t next_position = int64_t{w.query_positions[w.n_queries - 1]} + 1;
+  const int64_t next_position = w.tokens_seen();
   const int64_t cutoff = next_position - options_.window;
 
   std::vector<std::vector<float>> scores(H);

@@ -25,6 +25,9 @@ void NammConfig::validate(const std::string& where) const {
   if (!std::isfinite(selection.threshold)) fail(where, "threshold: not finite");
   if (selection.max_tokens_per_head < 0)
     fail(where, "max_tokens_per_head: expected >= 0, got " + std::to_string(selection.max_tokens_per_head));
+  if (!(selection.keep_fraction >= 0 && selection.keep_fraction <= 1))
+    fail(where, "keep_fraction: expected 0 (threshold rule) or a fraction in (0, 1], got " +
+                    std::to_string(selection.keep_fraction));
 }
 
 NammPolicy::NammPolicy(NammConfig config, std::vector<float> params, FeatureNormalizer normalizer) : config_(config) {
@@ -149,7 +152,7 @@ KeepLists NammPolicy::update(const LayerWindow& window) {
     for (auto& b : blocks) trace_->blocks.push_back(std::move(b));  // head order: deterministic
   } else {
     std::vector<std::span<const float>> views(scores.begin(), scores.end());
-    keep = select_tokens(views, config_.selection);
+    keep = select_tokens(views, with_budget(config_.selection, window.tokens_seen()));
   }
   for (int h = 0; h < n_heads; ++h) states[h].gather(keep[h], n_bins, overlap);
   note_update(window, keep);

@@ -93,6 +93,7 @@ PolicyFile make_namm_policy_file(ScorerKind kind) {
   h->set_selection(SELECTION_SHARED_MAX_K);
   h->set_threshold(c.selection.threshold);
   h->set_max_tokens_per_head(c.selection.max_tokens_per_head);
+  h->set_keep_fraction(c.selection.keep_fraction);
   f.mutable_params()->Resize(c.scorer.n_params(), 0.0f);
   f.mutable_norm()->mutable_mean()->Resize(c.spectrogram.n_bins(), 0.0f);
   f.mutable_norm()->mutable_var()->Resize(c.spectrogram.n_bins(), 1.0f);
@@ -173,6 +174,7 @@ NammConfig namm_config_from(const PolicyFile& file) {
   c.selection.mode = h.selection() == SELECTION_PER_HEAD ? SelectionMode::PerHead : SelectionMode::SharedMaxK;
   c.selection.threshold = h.threshold();
   c.selection.max_tokens_per_head = h.max_tokens_per_head();
+  c.selection.keep_fraction = h.keep_fraction();
   return c;
 }
 
@@ -366,6 +368,9 @@ std::string describe_policy(const PolicyFile& f) {
       << (h.selection() == SELECTION_PER_HEAD ? "per head" : "shared K = max over heads, top-K per head")
       << ", threshold " << h.threshold() << ", cap "
       << (h.max_tokens_per_head() > 0 ? std::to_string(h.max_tokens_per_head()) : std::string("none")) << "\n";
+    if (h.keep_fraction() > 0)
+      o << "budget:          each head keeps its top " << h.keep_fraction()
+        << " x tokens seen by score (replaces the threshold)\n";
     double sum_abs = 0, sum_sq = 0, max_abs = 0;
     int zeros = 0;
     for (float p : f.params()) {

@@ -11,7 +11,7 @@ void PolicyStats::record(const LayerWindow& window, const KeepLists& keep) {
   LayerUpdateStats u;
   u.sequence = sequences - 1;
   u.layer = window.layer;
-  u.position = window.n_queries > 0 ? int64_t{window.query_positions[window.n_queries - 1]} + 1 : 0;
+  u.position = window.tokens_seen();
   const size_t n_heads = window.heads.size();
   u.before.resize(n_heads);
   u.kept.resize(n_heads);

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "namm/baselines.h"
 
 namespace nammkit {
 
@@ -28,6 +29,17 @@ std::vector<int32_t> top_k_chronological(std::span<const float> scores, int k) {
   }
   std::sort(idx.begin(), idx.end());
   return idx;
+}
+
+SelectionOptions with_budget(const SelectionOptions& options, int64_t tokens_seen) {
+  if (options.keep_fraction <= 0) return options;
+  SelectionOptions ranked = options;
+  ranked.mode = SelectionMode::PerHead;
+  ranked.threshold = -std::numeric_limits<float>::infinity();  // every non-NaN score passes
+  const int allowed = Budget::fraction(options.keep_fraction).tokens_for(tokens_seen);
+  ranked.max_tokens_per_head =
+      options.max_tokens_per_head > 0 ? std::min(options.max_tokens_per_head, allowed) : allowed;
+  return ranked;
 }
 
 KeepLists select_tokens(std::span<const std::span<const float>> scores_per_head, const SelectionOptions& options) {

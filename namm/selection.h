@@ -9,6 +9,9 @@
 //    (ascending) order.
 //  - PerHead (the cleaner variant): every head keeps exactly its passing tokens.
 // An optional cap (max_tokens_per_head > 0) then keeps at most that many, highest scores first.
+//  - keep_fraction > 0 replaces the threshold by a budget, for comparing a NAMM with the baselines at
+//    a fixed cache size: every head keeps its floor(keep_fraction * tokens seen) highest-scoring
+//    tokens (the baselines' Budget rule with the NAMM's ranking); with_budget() resolves it.
 // Ties in score are broken towards the newer token, so selection is deterministic.
 #pragma once
 #include <cstdint>
@@ -26,7 +29,13 @@ struct SelectionOptions {
   SelectionMode mode = SelectionMode::SharedMaxK;
   float threshold = 0.0f;
   int max_tokens_per_head = 0;  // 0: no cap (the reference)
+  double keep_fraction = 0;     // 0: the threshold rule (the reference); in (0, 1]: a budget
 };
+
+// The options for an update after `tokens_seen` tokens: unchanged without keep_fraction; with it, the
+// threshold rule replaced by "top floor(keep_fraction * tokens_seen) per head" (PerHead, every score
+// passes, that count as the cap, or the existing cap if smaller).
+SelectionOptions with_budget(const SelectionOptions& options, int64_t tokens_seen);
 
 // scores_per_head[h] holds the scores of head h's cached tokens (oldest first). Returns one
 // ascending keep list per head (never the "keep everything" empty outer vector).

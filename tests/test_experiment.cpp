@@ -77,7 +77,7 @@ TEST(ExperimentConfig, ErrorsNameTheField) {
 }
 
 TEST(ExperimentConfig, ShippedConfigsParse) {
-  for (const char* name : {"default.json", "paper_llama3_8b.json"}) {
+  for (const char* name : {"default.json", "paper_llama3_8b.json", "testbed.json"}) {
     SCOPED_TRACE(name);
     const ExperimentConfig c = load_experiment_config(std::string(NAMMKIT_SOURCE_DIR) + "/configs/" + name);
     EXPECT_FALSE(c.stages.empty());
@@ -114,16 +114,25 @@ TEST(Experiment, TinyRunLogsCheckpointsAndWritesALoadablePolicy) {
   EvalOptions eval;
   eval.model = kStories;
   eval.tasks_file = tasks;
-  eval.policy_files = {out + "/policy.nammp"};
+  // The policy as evolved, and at a fixed budget of half the tokens seen (ranked by its scores).
+  eval.policy_files = {out + "/policy.nammp", out + "/policy.nammp:0.5"};
   eval.baselines = {"streaming", "h2o:0.5"};
   eval.max_context = 512;
   const EvalReport report = run_eval(eval);
-  ASSERT_EQ(report.rows.size(), 4u);
+  ASSERT_EQ(report.rows.size(), 5u);
   EXPECT_EQ(report.rows[0].label, "full");
   EXPECT_DOUBLE_EQ(report.rows[0].mean_normalised, 1.0);
   EXPECT_DOUBLE_EQ(report.rows[0].cache_fraction, 1.0);
-  EXPECT_NEAR(report.rows[2].cache_fraction, report.rows[1].cache_fraction, 0.02) << "matched budget";
-  EXPECT_EQ(report.rows[3].label, "h2o:0.5");
+  EXPECT_EQ(report.rows[2].label, "namm(policy.nammp):0.5");
+  EXPECT_NEAR(report.rows[3].cache_fraction, report.rows[1].cache_fraction, 0.02) << "matched budget";
+  EXPECT_EQ(report.rows[4].label, "h2o:0.5");
+  // The same budget rule as H2O's at the same updates: the same cache sizes, token for token.
+  EXPECT_DOUBLE_EQ(report.rows[2].mean_cache, report.rows[4].mean_cache);
+  for (const std::string bad : {"/policy.nammp:1.5", "/policy.nammp:64"}) {
+    EvalOptions wrong = eval;
+    wrong.policy_files = {out + bad};
+    EXPECT_THROW(run_eval(wrong), Error) << bad;
+  }
   for (const auto& row : report.rows) {
     EXPECT_GT(row.mean_normalised, 0.0);
     EXPECT_EQ(row.tasks[0].mean_cache_per_layer.size(), 5u);
@@ -137,6 +146,7 @@ TEST(Experiment, TinyRunLogsCheckpointsAndWritesALoadablePolicy) {
   eval.max_context = 0;
   write_file_atomic(tasks, R"([{"name": "lm", "split": "heldout", "samples": 2, "context_tokens": 200,
                                 "score_tokens": 64, "text": "tinystories"}])");
+  eval.policy_files = {out + "/policy.nammp"};
   const EvalReport transfer = run_eval(eval);
   ASSERT_EQ(transfer.rows.size(), 3u);
   EXPECT_EQ(transfer.rows[1].tasks[0].mean_cache_per_layer.size(), 2u);

@@ -170,6 +170,28 @@ TEST(NammPolicy, PerHeadModeAndCap) {
     for (int32_t k : u.kept) EXPECT_LE(k, 50);
 }
 
+// keep_fraction: the NAMM at a fixed budget. Every head keeps exactly floor(f * tokens seen) tokens once
+// it holds more, whatever the scores (zero parameters: all scores 0, nothing would be evicted by the
+// threshold), and those are its highest-scoring ones (the baselines' rule with the NAMM's ranking).
+TEST(NammPolicy, KeepFractionKeepsTheBudgetByScore) {
+  NammConfig cfg = NammConfig::reference();
+  cfg.selection.keep_fraction = 0.25;
+  for (const bool random : {false, true}) {
+    SCOPED_TRACE(random ? "random parameters" : "zero parameters");
+    NammPolicy policy(cfg, random ? random_params(4172, 0.5f, 5) : std::vector<float>(4172, 0.0f),
+                      FeatureNormalizer::identity(17));
+    policy.begin_sequence(tiny_config(2, 3));
+    SimulatedCache sim(2, 3, 64);
+    for (int round = 0; round < 4; ++round) sim.step(policy);
+    for (const auto& u : policy.stats().updates)
+      for (size_t h = 0; h < u.kept.size(); ++h) EXPECT_EQ(u.kept[h], std::min<int64_t>(u.before[h], u.position / 4));
+  }
+  cfg.selection.keep_fraction = 1.5;
+  EXPECT_NE(error_of([&] { cfg.validate("x"); }).find("keep_fraction"), std::string::npos);
+  cfg.selection.keep_fraction = NAN;
+  EXPECT_NE(error_of([&] { cfg.validate("x"); }).find("keep_fraction"), std::string::npos);
+}
+
 TEST(NammPolicy, CollectStatsKeepsEverythingAndPoolsEveryToken) {
   NammPolicy policy(NammConfig::reference(), random_params(4172, 0.5f, 4), FeatureNormalizer::identity(17));
   policy.set_mode(NammMode::CollectStats);

@@ -27,6 +27,21 @@ TEST(NammSelection, ThresholdAndNewestAlwaysKept) {
   EXPECT_EQ(k[0], (Idx{1, 2}));  // NaN never passes
 }
 
+TEST(NammSelection, KeepFractionRanksInsteadOfThresholding) {
+  SelectionOptions o;
+  o.keep_fraction = 0.5;
+  // After 8 tokens seen, each head keeps floor(0.5 * 8) = 4: its top 4 by score (the newest always
+  // among them), passing the threshold or not.
+  KeepLists k = select({{5, -1, 3, -2, 1, -9}, {-4, -1, -3, -0.5f, -2, -9}}, with_budget(o, 8));
+  EXPECT_EQ(k[0], (Idx{0, 2, 4, 5}));
+  EXPECT_EQ(k[1], (Idx{1, 3, 4, 5}));
+  k = select({{5, -1, 3}}, with_budget(o, 8));  // within budget: keeps everything
+  EXPECT_EQ(k[0], (Idx{0, 1, 2}));
+  o.max_tokens_per_head = 2;  // an existing cap below the budget still applies
+  EXPECT_EQ(with_budget(o, 8).max_tokens_per_head, 2);
+  EXPECT_EQ(with_budget(SelectionOptions{}, 8).threshold, 0.0f);  // no fraction: unchanged
+}
+
 TEST(NammSelection, SharedMaxKKeepsTopKPerHeadChronologically) {
   // Head 0 passes 4 (incl. newest), head 1 passes 1 (newest): both keep K = 4.
   KeepLists k = select({{5, -1, 3, -2, 1, -9}, {-4, -1, -3, -0.5f, -2, -9}});

@@ -36,6 +36,9 @@ struct LayerWindow {
   int n_queries = 0;                         // queries since the previous update (= interval)
   const int32_t* query_positions = nullptr;  // [n_queries] absolute positions of those queries
   std::vector<HeadWindow> heads;             // one per KV head
+
+  // Tokens the sequence has seen so far: the position after the newest query (0 before any).
+  int64_t tokens_seen() const { return n_queries > 0 ? int64_t{query_positions[n_queries - 1]} + 1 : 0; }
 };
 
 // Indices to keep for each KV head: ascending, unique, each < n_keys. An empty outer vector means

@@ -15,7 +15,9 @@ namespace {
 
 const char* kEvalHelp =
     "usage: nammkit eval --model M --tasks TASKS.json [--policy P.nammp]... [--baseline SPEC]... [options]\n"
-    "  --policy FILE        a policy file (repeatable); each runs at its own update interval unless --interval\n"
+    "  --policy FILE[:F]    a policy file (repeatable); each runs at its own update interval unless --interval.\n"
+    "                       With :F (a NAMM, F in (0, 1]) every head keeps its top F x tokens seen by score\n"
+    "                       instead of the threshold rule: the NAMM at a fixed budget, like the baselines\n"
     "  --baseline SPEC      full | streaming[:B[,sinks=4]] | h2o[:B[,heavy=0.5]] | l2[:B] | random[:B[,seed=1]]\n"
     "                       B = tokens (512) or a fraction of the tokens seen (0.25); without B the budget is\n"
     "                       the mean cache fraction the first --policy used (equal mean cache size)\n"

@@ -1,6 +1,7 @@
 // nammkit plot RUN_DIR: RUN_DIR/log.jsonl -> RUN_DIR/fitness.svg: for CMA-ES the fitness curves and the
 // mean cache size per generation; for the RL trainers (a log of "iteration"s) the rollouts' mean and max
 // reward and the held-out evaluations against the training model runs.
+// nammkit plot --evals A.json [B.json...] --out F.svg: eval reports -> score against cache fraction.
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "tools/nammkit/args.h"
 #include "tools/nammkit/commands.h"
 #include "tools/nammkit/svg_chart.h"
+#include "tools/nammkit/tradeoff_plot.h"
 
 namespace {
 
@@ -56,14 +58,25 @@ bool is_rl_log(const std::string& path) {
 }
 
 int cmd_plot(const std::vector<std::string>& argv) {
-  nammkit::cli::Args args("plot", argv, {"--out"}, {"--help"});
-  if (args.has("--help") || args.positional().size() != 1) {
+  nammkit::cli::Args args("plot", argv, {"--out", "--title"}, {"--help", "--evals"});
+  const bool evals = args.has("--evals");
+  if (args.has("--help") || (evals ? args.positional().empty() || !args.has("--out") : args.positional().size() != 1)) {
     std::fprintf(stderr,
                  "usage: nammkit plot RUN_DIR [--out FILE]\n"
+                 "       nammkit plot --evals REPORT.json [REPORT.json...] --out FILE.svg [--title T]\n"
                  "  Reads RUN_DIR/log.jsonl and writes an SVG to RUN_DIR/fitness.svg (or FILE): for CMA-ES the\n"
                  "  best/mean fitness and the mean cache size per generation; for REINFORCE / PPO the rollouts'\n"
-                 "  mean and max reward and the held-out score against the training model runs.\n");
+                 "  mean and max reward and the held-out score against the training model runs.\n"
+                 "  --evals: `nammkit eval --json` reports -> the score (fraction of full) against the mean cache\n"
+                 "  (fraction of full): one line per baseline kind through its budgets, one point per policy.\n");
     return args.has("--help") ? 0 : 2;
+  }
+  if (evals) {
+    const std::string out = args.get("--out", "");
+    nammkit::write_file_atomic(
+        out, nammkit::cli::render_tradeoff_svg(args.positional(), args.get("--title", "score against cache size")));
+    std::printf("%s: %zu reports\n", out.c_str(), args.positional().size());
+    return 0;
   }
   const std::string run_dir = args.positional()[0];
   if (!nammkit::is_directory(run_dir)) nammkit::fail(run_dir, "not a directory");

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "namm/baselines.h"
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
 #include "tasks/registry.h"
@@ -119,6 +120,26 @@ std::string file_name(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// "--policy FILE[:F]": a policy file, and for a NAMM optionally a fixed budget F (a fraction of the
+// tokens seen; namm/selection.h's keep_fraction) in place of its threshold. Label "namm(FILE)[:F]".
+Row policy_row(const std::string& spec) {
+  const size_t colon = spec.find_last_of(':');
+  const bool has_budget = colon != std::string::npos && colon + 1 < spec.size() &&
+                          spec.find_first_not_of("0123456789.", colon + 1) == std::string::npos;
+  const std::string path = has_budget ? spec.substr(0, colon) : spec;
+  Row row{"namm(" + file_name(path) + ")", load_policy(path)};
+  if (!has_budget) return row;
+  const std::string budget_text = spec.substr(colon + 1);
+  const Budget budget = Budget::parse(budget_text, "--policy " + spec);
+  if (!budget.is_fraction) fail("--policy " + spec, "budget: expected a fraction of the tokens seen, in (0, 1]");
+  if (row.file.kind() != POLICY_NAMM_BAM && row.file.kind() != POLICY_NAMM_MLP)
+    fail("--policy " + spec, "budget: only a NAMM policy takes one (a baseline's goes in --baseline)");
+  row.file.mutable_namm()->set_keep_fraction(budget.value);
+  validate_policy_file(row.file, "--policy " + spec);
+  row.label += ":" + budget_text;
+  return row;
+}
+
 }  // namespace
 
 EvalReport run_eval(const EvalOptions& options, dist::Coordinator* coordinator) {
@@ -132,8 +153,7 @@ EvalReport run_eval(const EvalOptions& options, dist::Coordinator* coordinator) 
   runner.serve();
 
   std::vector<Row> namm_rows;
-  for (const std::string& path : options.policy_files)
-    namm_rows.push_back({"namm(" + file_name(path) + ")", load_policy(path)});
+  for (const std::string& spec : options.policy_files) namm_rows.push_back(policy_row(spec));
   const PolicyFile* first_file = namm_rows.empty() ? nullptr : &namm_rows[0].file;
   const int interval = run_update_interval(options.update_interval, nullptr, first_file);  // baselines and full
 

@@ -29,7 +29,7 @@ class KeepRecorder final : public MemoryPolicy {
   void record(const LayerWindow& window, const KeepLists& keep) {
     LayerUpdate u;
     u.layer = window.layer;
-    u.tokens_seen = window.n_queries > 0 ? int64_t{window.query_positions[window.n_queries - 1]} + 1 : 0;
+    u.tokens_seen = window.tokens_seen();
     const bool new_round = out_.empty() || out_.back().tokens_seen != u.tokens_seen;
     u.step = out_.empty() ? 0 : out_.back().step + (new_round ? 1 : 0);
     for (size_t h = 0; h < window.heads.size(); ++h) {

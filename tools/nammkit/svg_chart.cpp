@@ -61,11 +61,19 @@ void draw_series(std::ostringstream& svg, const ChartSeries& s, const Axes& axes
   const std::string dash = s.dashed ? " stroke-dasharray=\"5,4\"" : "";
   svg << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"" << svg_number(s.width) << "\"" << dash
       << " points=\"" << points << "\"/>\n";
+  if (s.dots)
+    for (const auto& [x, y] : s.points)
+      svg << "<circle cx=\"" << svg_number(axes.px(x)) << "\" cy=\"" << svg_number(axes.py(y)) << "\" r=\"3.5\" fill=\""
+          << s.color << "\"/>\n";
   if (s.label.empty()) return;
   const double lx = kLeft + kPlotWidth + 12;
-  svg << "<line x1=\"" << lx << "\" y1=\"" << legend_y << "\" x2=\"" << lx + 24 << "\" y2=\"" << legend_y
-      << "\" stroke=\"" << s.color << "\" stroke-width=\"" << svg_number(std::max(2.0, s.width)) << "\"" << dash
-      << "/>\n<text x=\"" << lx + 30 << "\" y=\"" << legend_y + 4 << "\">" << xml_escape(s.label) << "</text>\n";
+  if (s.width > 0)  // a series of width 0 is points only: its legend entry is a dot
+    svg << "<line x1=\"" << lx << "\" y1=\"" << legend_y << "\" x2=\"" << lx + 24 << "\" y2=\"" << legend_y
+        << "\" stroke=\"" << s.color << "\" stroke-width=\"" << svg_number(std::max(2.0, s.width)) << "\"" << dash
+        << "/>\n";
+  if (s.dots)
+    svg << "<circle cx=\"" << lx + 12 << "\" cy=\"" << legend_y << "\" r=\"3.5\" fill=\"" << s.color << "\"/>\n";
+  svg << "<text x=\"" << lx + 30 << "\" y=\"" << legend_y + 4 << "\">" << xml_escape(s.label) << "</text>\n";
   legend_y += 18;
 }
 
@@ -112,7 +120,7 @@ std::string render_line_chart(const LineChart& chart) {
   const bool any =
       std::any_of(chart.series.begin(), chart.series.end(), [](const ChartSeries& s) { return !s.points.empty(); });
   if (!any) fail(chart.title, "chart: no points to draw");
-  auto [x_lo, x_hi] = data_range(chart.series, true);
+  auto [x_lo, x_hi] = chart.x_lo < chart.x_hi ? std::pair{chart.x_lo, chart.x_hi} : data_range(chart.series, true);
   auto [y_lo, y_hi] = chart.y_lo < chart.y_hi ? std::pair{chart.y_lo, chart.y_hi} : data_range(chart.series, false);
   const std::vector<double> y_ticks = evo::nice_ticks(y_lo, y_hi, 6);
   if (!(chart.y_lo < chart.y_hi)) {

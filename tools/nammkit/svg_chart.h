@@ -14,6 +14,7 @@ struct ChartSeries {
   std::vector<std::pair<double, double>> points;
   double width = 1.5;
   bool dashed = false;
+  bool dots = false;  // also a dot at every point (and in the legend); width 0 with dots: points only
 };
 
 struct LineChart {
@@ -21,6 +22,8 @@ struct LineChart {
   std::vector<ChartSeries> series;
   // A fixed y range when lo < hi (e.g. 0 to 1 for fractions); else the data's, widened to whole ticks.
   double y_lo = 0, y_hi = 0;
+  // A fixed x range when lo < hi; else the data's.
+  double x_lo = 0, x_hi = 0;
 };
 
 struct BarChart {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Evaluate the testbed model with the nammkit C++ runtime and fill its model card.
 
-    /usr/bin/python3 tools/train_testbed/evaluate.py --model models/testbed/testbed.gguf [--scale full|smoke]
+    /usr/bin/python3 tools/train_testbed/evaluate.py --model models/testbed/testbed.gguf [--scale full|2k|smoke]
         [--nammkit build-main/bin/nammkit] [--threads N] [--policies full-only|all]
 
 Runs `nammkit eval` (greedy decoding, held-out episodes: held-out text and value ranges) on the task
@@ -11,6 +11,8 @@ tokens, on prefill-chunk boundaries, so the streaming cache holds 260-388 tokens
 
   scale full : tasks_heldout_4k.json (passkey 2K/4K, needle 4K at random depth, multikey 20 pairs,
                multiquery 8x2, vartrack 4 hops, LM NLL at 512/2K/4K) + tasks_needle_depths_4k.json
+  scale 2k   : tasks_targets_2k.json (the 2K targets: passkey, needle at depths 0-100 %, multikey with
+               10 pairs; LM NLL at 512 and 2K)
   scale smoke: tasks_smoke.json (512-token episodes: the pipeline, not the model)
 
 Held-out NLL: nammkit's "lm" task (tasks/lm_task.h) runs a window of `context_tokens` tokens of
@@ -35,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 BASELINES = ["streaming:256,sinks=4", "h2o:0.25", "h2o:0.5", "l2:0.25", "l2:0.5"]
-SETS = {"full": ["tasks_heldout_4k.json", "tasks_needle_depths_4k.json"], "smoke": ["tasks_smoke.json"]}
+SETS = {"full": ["tasks_heldout_4k.json", "tasks_needle_depths_4k.json"], "2k": ["tasks_targets_2k.json"],
+        "smoke": ["tasks_smoke.json"]}
 
 
 def find_nammkit() -> str:
@@ -136,6 +139,15 @@ def main():
         target("needle 4K, StreamingLLM 256+4", "streaming",
                ["needle_d0", "needle_d25", "needle_d50", "needle_d75"], "<=", 0.30)
         target("multikey 20 pairs 4K, StreamingLLM 256+4", "streaming", ["multikey20_4k"], "<=", 0.30)
+
+    if a.scale == "2k":
+        needles = ["needle_2k_d0", "needle_2k_d25", "needle_2k_d50", "needle_2k_d75", "needle_2k_d100"]
+        target("passkey 2K, full cache", "full", ["passkey_2k"], ">=", 0.95)
+        target("needle 2K, depths 0-100 %, full cache", "full", needles, ">=", 0.90)
+        target("multikey 10 pairs 2K, full cache", "full", ["multikey10_2k"], ">=", 0.80)
+        target("passkey 2K, StreamingLLM 256+4", "streaming", ["passkey_2k"], "<=", 0.30)
+        # depth 100 % sits inside the recent window, where any cache keeps it
+        target("needle 2K, depths 0-75 %, StreamingLLM 256+4", "streaming", needles[:4], "<=", 0.30)
 
     size_mb = os.path.getsize(model) / 1e6
     md = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{os.path.relpath(nk, ROOT)} eval` "

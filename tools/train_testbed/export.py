@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -174,10 +175,15 @@ def fill_card(card_path: str, info: dict, cfg: dict, gguf_path: str, fixture: di
         "TIME_BUDGET": (f"{info['time_budget']:.0f} s (schedule follows the clock)" if info["time_budget"]
                         else "none (schedule by step)"),
         "FINAL_VAL": json.dumps({k: round(v, 4) for k, v in info["final_val"].items()}),
+        "INIT": (("an induction circuit written into the initial weights (`tools/train_testbed/induction_init.py`: a "
+                  "previous-token head in layer 0, an induction head in layer 1, output embedding = input embedding), "
+                  "then every weight trained; without it copying from context does not emerge within a CPU budget.")
+                 if p.get("induction_init") else "normal(0, 0.02), residual projections scaled by 1/sqrt(2 layers)."),
         "FIXTURE": rel(fixture["path"]), "GREEDY": json.dumps(fixture["greedy_text"]),
     }
     for k, v in vals.items():
         card = card.replace("{{" + k + "}}", str(v))
+    card = re.sub(r"<!-- This file is the TEMPLATE.*?-->\n\n", "", card, flags=re.S)  # only the template says so
     with open(card_path, "w") as f:
         f.write(card)
 

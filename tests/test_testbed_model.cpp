@@ -1,0 +1,65 @@
+// The shipped long-context testbed model (models/testbed/testbed.gguf, trained by
+// tools/train_testbed): it must really retrieve from far back in a 2,048-token prompt, and the task
+// must really need the far context. Held-out passkey episodes (held-out haystack text, held-out key
+// range 5-9xxxx), greedy decoding through the C++ runtime:
+//   - full cache: >= 95 % correct;
+//   - StreamingLLM with 256 recent tokens + 4 sinks: <= 30 % (the key is usually outside the window).
+// Its logits against the float64 reference are checked by Runtime.MatchesPyTorchFixtures
+// (tests/fixtures/logits_testbed.json). Runs in seconds: the model has 0.86M parameters.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "namm/baselines.h"
+#include "tasks/runner.h"
+#include "tasks/synthetic.h"
+#include "transformer/backend.h"
+#include "transformer/loader.h"
+
+namespace nammkit {
+namespace {
+
+const std::string kTestbed = std::string(NAMMKIT_SOURCE_DIR) + "/models/testbed/testbed.gguf";
+
+struct PasskeyRun {
+  double score = 0;       // mean over samples
+  double cache_mean = 0;  // mean tokens per (layer, KV head) at the end, over samples
+};
+
+PasskeyRun passkey_2k(const Backend& backend, MemoryPolicy* policy, int samples) {
+  SyntheticOptions o;
+  o.kind = SyntheticKind::Passkey;
+  o.split = Split::HeldOut;
+  o.context_tokens = 2048;
+  o.shared_dir = NAMMKIT_SHARED_DIR;
+  o.seed = 21;  // tools/train_testbed/tasks_targets_2k.json's passkey_2k
+  const Task task = SyntheticGenerator(o, backend.model().tokenizer).task(samples);
+  RunOptions run;
+  run.session.update_interval = 128;  // as tools/train_testbed/evaluate.py: the baselines evict every 128 tokens
+  PasskeyRun r;
+  for (const Sample& s : task.samples) {
+    const RunResult res = run_sample(backend, policy, s, run);
+    r.score += res.score / samples;
+    r.cache_mean += res.cache.mean / samples;
+  }
+  return r;
+}
+
+TEST(TestbedModel, RetrievesAPasskeyFrom2KTokensAndNeedsTheFarContext) {
+  const Model model = load_model(kTestbed);
+  ASSERT_GE(model.config.max_seq_len, 2048 + 8) << kTestbed;
+  const auto backend = make_cpu_backend(model);
+  constexpr int kSamples = 20;
+
+  const PasskeyRun full = passkey_2k(*backend, nullptr, kSamples);
+  EXPECT_GE(full.score, 0.95) << "full cache";
+  EXPECT_GT(full.cache_mean, 2000);
+
+  StreamingLlmPolicy streaming(Budget::tokens(256), 4);
+  const PasskeyRun window = passkey_2k(*backend, &streaming, kSamples);
+  EXPECT_LE(window.score, 0.30) << "StreamingLLM 256 + 4 sinks";
+  EXPECT_LT(window.cache_mean, 400);
+}
+
+}  // namespace
+}  // namespace nammkit
