@@ -28,18 +28,29 @@ size_t count(const std::string& text, const std::string& what) {
 }
 
 TEST(TradeoffPlot, OneLinePerBaselineKindAndOnePointPerPolicy) {
-  const std::string a = write_report("tradeoff_a.json", {row("full", 1.0, 1.0), row("runs/x/policy.nammp", 0.2, 0.9),
+  const std::string a = write_report("tradeoff_a.json", {row("full", 1.0, 1.0), row("namm(policy.nammp)", 0.2, 0.9),
                                                          row("h2o:0.2000", 0.21, 0.7), row("streaming:0.2", 0.2, 0.4)});
-  const std::string b = write_report("tradeoff_b.json", {row("full", 1.0, 1.0), row("runs/x/policy.nammp", 0.2, 0.9),
+  const std::string b = write_report("tradeoff_b.json", {row("full", 1.0, 1.0), row("namm(policy.nammp)", 0.2, 0.9),
                                                          row("h2o:0.5", 0.5, 0.95), row("streaming:0.5", 0.5, 0.6)});
   const std::string svg = render_tradeoff_svg({a, b}, "testbed");
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
-  // Legend entries: full, the policy by file name, and one per baseline kind (not per budget).
-  for (const char* label : {">full<", ">policy.nammp<", ">h2o<", ">streaming<"})
+  // Legend entries: full, the policy, and one per baseline kind (not per budget).
+  for (const char* label : {">full<", ">namm(policy.nammp)<", ">h2o<", ">streaming<"})
     EXPECT_EQ(count(svg, label), 1u) << label;
   EXPECT_EQ(count(svg, "h2o:"), 0u);
   // A dot per distinct point (the repeated full and policy rows are drawn once each) and per legend entry.
   EXPECT_EQ(count(svg, "<circle"), (1u + 1u + 2u + 2u) + 4u);
+  // Single points (full, the policy at one cache size) draw no line.
+  EXPECT_EQ(count(svg, "stroke-width=\"0\""), 2u);
+  // The policy at a fixed budget joins its own line, whichever report comes first.
+  const std::string c =
+      write_report("tradeoff_c.json", {row("full", 1.0, 1.0), row("namm(policy.nammp):0.5", 0.5, 0.6)});
+  for (const auto& files : {std::vector<std::string>{c, a}, std::vector<std::string>{a, c}}) {
+    const std::string both = render_tradeoff_svg(files, "testbed");
+    EXPECT_EQ(count(both, ">namm(policy.nammp)<"), 1u);
+    // Dots only: full, h2o and streaming (one budget each in these two reports); not the policy.
+    EXPECT_EQ(count(both, "stroke-width=\"0\""), 3u);
+  }
 }
 
 TEST(TradeoffPlot, BadReportsNameTheFileAndField) {

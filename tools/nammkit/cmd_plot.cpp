@@ -68,7 +68,7 @@ int cmd_plot(const std::vector<std::string>& argv) {
                  "  best/mean fitness and the mean cache size per generation; for REINFORCE / PPO the rollouts'\n"
                  "  mean and max reward and the held-out score against the training model runs.\n"
                  "  --evals: `nammkit eval --json` reports -> the score (fraction of full) against the mean cache\n"
-                 "  (fraction of full): one line per baseline kind through its budgets, one point per policy.\n");
+                 "  (fraction of full): one line per policy through its budgets, a dot for a single point.\n");
     return args.has("--help") ? 0 : 2;
   }
   if (evals) {

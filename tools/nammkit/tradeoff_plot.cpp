@@ -13,7 +13,7 @@ namespace nammkit::cli {
 namespace {
 
 struct TradeoffPoint {
-  std::string label;  // the eval row's policy ("h2o:0.2500", "full", "runs/x/policy.nammp")
+  std::string label;  // the eval row's policy ("full", "namm(policy.nammp)", "h2o:0.2500")
   double cache_fraction, normalised;
 };
 
@@ -44,14 +44,9 @@ std::vector<TradeoffPoint> read_report(const std::string& file) {
   return points;
 }
 
-// The line a row belongs to: a baseline kind for "kind:budget", else the row itself (its file name
-// for a policy path).
-std::string series_name(const std::string& label) {
-  const size_t colon = label.find(':');
-  if (colon != std::string::npos) return label.substr(0, colon);
-  const size_t slash = label.find_last_of('/');
-  return slash == std::string::npos ? label : label.substr(slash + 1);
-}
+// The line a row belongs to: the part before the budget ("h2o:0.25" -> "h2o",
+// "namm(policy.nammp):0.25" -> "namm(policy.nammp)"); a row without one ("full") is its own.
+std::string series_name(const std::string& label) { return label.substr(0, label.find(':')); }
 
 }  // namespace
 
@@ -61,13 +56,11 @@ std::string render_tradeoff_svg(const std::vector<std::string>& report_files, co
   // policy in several reports) dropped.
   std::vector<std::string> order;
   std::map<std::string, std::vector<std::pair<double, double>>> by_series;
-  std::map<std::string, bool> is_baseline_line;
   for (const std::string& file : report_files)
     for (const TradeoffPoint& p : read_report(file)) {
       const std::string name = series_name(p.label);
       if (!by_series.count(name)) order.push_back(name);
       by_series[name].emplace_back(p.cache_fraction, p.normalised);
-      is_baseline_line[name] = p.label.find(':') != std::string::npos;
     }
   LineChart chart;
   chart.title = title;
@@ -86,7 +79,7 @@ std::string render_tradeoff_svg(const std::vector<std::string>& report_files, co
     }
     ChartSeries s{name, series_color(chart.series.size()), pts};
     s.dots = true;
-    if (!is_baseline_line[name]) s.width = 0;  // a single policy: points only
+    if (pts.size() == 1) s.width = 0;  // one point (the full cache, a policy at one budget): a dot only
     chart.series.push_back(std::move(s));
   }
   chart.y_lo = y_lo;

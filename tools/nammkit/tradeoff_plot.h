@@ -1,8 +1,8 @@
 // The memory/quality trade-off of `nammkit eval` results as one SVG: the mean normalised score (the
 // score as a fraction of the full cache's) against the mean cache as a fraction of the full cache's.
-// Rows come from one or more eval reports (`nammkit eval --json F`); every baseline kind ("h2o:0.25",
-// "streaming:0.1234" -> "h2o", "streaming") becomes one line through its budgets, and every other row
-// (the full cache, each evolved policy) a labelled point.
+// Rows come from one or more eval reports (`nammkit eval --json F`); the rows of one policy, whatever
+// their budgets ("h2o:0.25", "h2o:0.5" -> "h2o"; "namm(p.nammp)", "namm(p.nammp):0.25" -> "namm(p.nammp)"),
+// become one line through their points, and a policy with a single point (the full cache) a dot.
 #pragma once
 #include <string>
 #include <vector>
