@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <numeric>
+#include <thread>
 
 #include "core/error.h"
 #include "evolution/interrupt.h"
@@ -55,31 +56,48 @@ PromptContext EvalRequest::context(size_t item) const {
 }
 
 std::vector<ItemOutcome> run_items(const PromptFn& fn, const EvalRequest& request, std::span<const size_t> items,
-                                   bool stop_on_interrupt, bool* interrupted) {
+                                   bool stop_on_interrupt, bool* interrupted, int dedicated_threads) {
   std::vector<ItemOutcome> out(items.size());
   std::atomic<bool> stop{false};
   const Eigen::MatrixXd& params = *request.params;
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size(), 1), [&](const tbb::blocked_range<size_t>& range) {
-    for (size_t i = range.begin(); i != range.end(); ++i) {
-      if (stop_on_interrupt && interrupt_requested()) {
-        stop = true;
-        return;
-      }
-      const size_t item = items[i];
-      const PromptContext ctx = request.context(item);
-      const Eigen::Index column = static_cast<Eigen::Index>(item / request.prompts.size());
-      std::span<const double> x(params.col(column).data(), static_cast<size_t>(params.rows()));
-      const std::string where = "prompt " + std::to_string(ctx.prompt) + ": ";
-      try {
-        out[i].score = fn(x, ctx);
-        if (!std::isfinite(out[i].score.score)) out[i].error = where + "score is " + std::to_string(out[i].score.score);
-      } catch (const std::exception& e) {
-        out[i].error = where + e.what();
-      } catch (...) {
-        out[i].error = where + "unknown exception";
-      }
+  // Runs item i unless an interrupt request has arrived; false once it has.
+  auto run_one = [&](size_t i) {
+    if (stop_on_interrupt && interrupt_requested()) {
+      stop = true;
+      return false;
     }
-  });
+    const size_t item = items[i];
+    const PromptContext ctx = request.context(item);
+    const Eigen::Index column = static_cast<Eigen::Index>(item / request.prompts.size());
+    std::span<const double> x(params.col(column).data(), static_cast<size_t>(params.rows()));
+    const std::string where = "prompt " + std::to_string(ctx.prompt) + ": ";
+    try {
+      out[i].score = fn(x, ctx);
+      if (!std::isfinite(out[i].score.score)) out[i].error = where + "score is " + std::to_string(out[i].score.score);
+    } catch (const std::exception& e) {
+      out[i].error = where + e.what();
+    } catch (...) {
+      out[i].error = where + "unknown exception";
+    }
+    return true;
+  };
+  if (dedicated_threads > 0) {
+    // Threads of their own, which may block on each other (lockstep batches): TBB workers must not.
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> threads;
+    const size_t n_threads = std::min(items.size(), static_cast<size_t>(dedicated_threads));
+    for (size_t k = 0; k < n_threads; ++k)
+      threads.emplace_back([&] {
+        for (size_t i = next++; i < items.size(); i = next++)
+          if (!run_one(i)) return;
+      });
+    for (std::thread& thread : threads) thread.join();
+  } else {
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size(), 1), [&](const tbb::blocked_range<size_t>& range) {
+      for (size_t i = range.begin(); i != range.end(); ++i)
+        if (!run_one(i)) return;
+    });
+  }
   // Also after the loop: a request that arrived while the last items ran gives the same outcome as one
   // that arrived earlier, whatever the thread scheduling was.
   if (stop_on_interrupt && interrupt_requested()) stop = true;
@@ -92,7 +110,7 @@ std::vector<ItemOutcome> TbbPopulationEvaluator::run_all(const EvalRequest& requ
   if (runner_) return runner_->run(request, interrupted);
   std::vector<size_t> all(request.items());
   std::iota(all.begin(), all.end(), size_t{0});
-  return run_items(fn_, request, all, stop_on_interrupt, interrupted);
+  return run_items(fn_, request, all, stop_on_interrupt, interrupted, settings_.dedicated_threads);
 }
 
 GenerationEval TbbPopulationEvaluator::evaluate(const Eigen::MatrixXd& population, int64_t generation,

@@ -80,9 +80,11 @@ struct ItemOutcome {
 
 // Runs `items` (indices into the request's items) with `fn` on TBB threads, returning their outcomes in
 // the order of `items`. Sets *interrupted (and leaves the rest unrun) when stop_on_interrupt and an
-// interrupt request arrives.
+// interrupt request arrives. dedicated_threads > 0 runs them on that many threads of their own instead,
+// each taking the next item when done: for items that wait on each other (lockstep batches,
+// transformer/lockstep.h), which must not occupy TBB's workers. The outcomes are the same either way.
 std::vector<ItemOutcome> run_items(const PromptFn& fn, const EvalRequest& request, std::span<const size_t> items,
-                                   bool stop_on_interrupt, bool* interrupted);
+                                   bool stop_on_interrupt, bool* interrupted, int dedicated_threads = 0);
 
 // Where a generation's items run. The default (none set) is run_items on this process for all items.
 class ItemRunner {
@@ -99,6 +101,8 @@ struct TbbEvalSettings {
   // Poll interrupt_requested() between evaluations; a request seen during a generation skips the
   // remaining work and marks the generation interrupted (the trainer then discards it).
   bool stop_on_interrupt = true;
+  // > 0: run the items on this many dedicated threads (run_items); 0: on TBB's workers.
+  int dedicated_threads = 0;
 };
 
 // Evaluates members x prompts with tbb::parallel_for; fitness of a member = mean score over the
@@ -125,7 +129,7 @@ class TbbPopulationEvaluator : public PopulationEvaluator {
   // Runs some items of a request here (what an ItemRunner does with its share).
   std::vector<ItemOutcome> run_here(const EvalRequest& request, std::span<const size_t> items,
                                     bool* interrupted) const {
-    return run_items(fn_, request, items, settings_.stop_on_interrupt, interrupted);
+    return run_items(fn_, request, items, settings_.stop_on_interrupt, interrupted, settings_.dedicated_threads);
   }
 
  private:

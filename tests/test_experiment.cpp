@@ -13,6 +13,7 @@
 #include "tests/shared_model.h"
 #include "tools/nammkit/evaluation.h"
 #include "tools/nammkit/experiment.h"
+#include "tools/nammkit/experiment_setup.h"
 
 namespace nammkit::cli {
 namespace {
@@ -74,6 +75,27 @@ TEST(ExperimentConfig, ErrorsNameTheField) {
   j = ok;
   j["policy"] = {{"scorer", "transformer"}};
   expect_error(j, "policy.scorer");
+  j = ok;
+  j["batching"] = {{"mode", "gpu"}};
+  expect_error(j, "batching.mode: expected \"auto\", \"lockstep\" or \"members\"");
+  j = ok;
+  j["batching"] = {{"sequences", 0}};
+  expect_error(j, "batching.sequences");
+}
+
+TEST(ExperimentConfig, BatchingIsNotPartOfTheIdentityAndAutoFollowsTheModelSize) {
+  nlohmann::json j = tiny_config("/tmp/x", 2);
+  const ExperimentConfig plain = parse_experiment_config(j, "cfg.json");
+  j["batching"] = {{"mode", "lockstep"}, {"sequences", 8}};
+  const ExperimentConfig lockstep = parse_experiment_config(j, "cfg.json");
+  EXPECT_EQ(lockstep.batching.mode, BatchingMode::Lockstep);
+  EXPECT_EQ(lockstep.batching.sequences, 8);
+  EXPECT_EQ(plain.hash(), lockstep.hash()) << "the same results either way, so a run may resume with the other";
+  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories;
+  const Backend& cpu = testing::stories_cpu();
+  EXPECT_FALSE(use_lockstep({BatchingMode::Auto, 64}, cpu, "cfg.json")) << "1 MiB per token: member-parallel pays";
+  EXPECT_TRUE(use_lockstep({BatchingMode::Lockstep, 64}, cpu, "cfg.json"));
+  EXPECT_FALSE(use_lockstep({BatchingMode::Members, 64}, cpu, "cfg.json"));
 }
 
 TEST(ExperimentConfig, ShippedConfigsParse) {
@@ -178,6 +200,40 @@ TEST(Experiment, StopAndResumeEqualsAnUninterruptedRun) {
     EXPECT_EQ(la[i].best_fitness, lb[i].best_fitness);
     EXPECT_EQ(la[i].mean_eval_fitness, lb[i].mean_eval_fitness);
     EXPECT_EQ(la[i].sigma, lb[i].sigma);
+  }
+  std::filesystem::remove_all(a);
+  std::filesystem::remove_all(b);
+}
+
+// Lockstep batches give every member the same fitness bit for bit, so a run that switches between the
+// two paths (here: lockstep for the first generation, member-parallel after the resume) is the run that
+// used one path throughout.
+TEST(Experiment, LockstepBatchingEvolvesExactlyAsMemberByMember) {
+  if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories;
+  const std::string a = fresh_dir("members"), b = fresh_dir("lockstep");
+  nlohmann::json ja = tiny_config(a, 3), jb = tiny_config(b, 3);
+  ja["batching"] = {{"mode", "members"}};
+  jb["batching"] = {{"mode", "lockstep"}, {"sequences", 8}};
+  ASSERT_EQ(run_evolution(parse_experiment_config(ja, "a.json"), {}), 0);
+  EvolveOptions stop;
+  stop.stop_after = 1;
+  ASSERT_EQ(run_evolution(parse_experiment_config(jb, "b.json"), stop), 130);
+  jb["batching"] = {{"mode", "members"}};
+  EvolveOptions resume;
+  resume.resume = true;
+  ASSERT_EQ(run_evolution(parse_experiment_config(jb, "b.json"), resume), 0);
+
+  evo::Checkpoint ca = evo::load_checkpoint(a + "/latest.ckpt"), cb = evo::load_checkpoint(b + "/latest.ckpt");
+  ca.progress.elapsed_seconds = cb.progress.elapsed_seconds = 0;
+  ca.last_log_line.clear(), cb.last_log_line.clear();
+  EXPECT_EQ(evo::serialize_checkpoint(ca), evo::serialize_checkpoint(cb));
+  const auto la = evo::read_log(a + "/log.jsonl"), lb = evo::read_log(b + "/log.jsonl");
+  ASSERT_EQ(la.size(), 3u);
+  ASSERT_EQ(lb.size(), 3u);
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_EQ(la[i].best_fitness, lb[i].best_fitness) << "generation " << i;
+    EXPECT_EQ(la[i].mean_fitness, lb[i].mean_fitness) << "generation " << i;
+    EXPECT_EQ(la[i].mean_cache_size, lb[i].mean_cache_size) << "generation " << i;
   }
   std::filesystem::remove_all(a);
   std::filesystem::remove_all(b);

@@ -1,7 +1,7 @@
 // matmul(): the linear layers of the CPU backend.
 //
-// Output rows are split into blocks across TBB workers. F32 blocks go straight to Eigen. F16 / BF16
-// with a single token (decode) use fused dot kernels that read the stored bytes once (decode is
+// Output rows are computed in fixed blocks (for_row_blocks) on TBB workers. F32 blocks go straight to
+// Eigen. F16 / BF16 with a single token (decode) use fused dot kernels that read the stored bytes once (decode is
 // memory-bound, so converting to a buffer first would double the traffic); several tokens (prefill)
 // convert the block once into a per-thread f32 tile and use an Eigen GEMM, which amortises the
 // conversion over the tokens. Block-quantised weights use integer dot products with quantised
@@ -13,6 +13,7 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "transformer/quant.h"
@@ -130,19 +131,31 @@ void gemv_f32(const float* w, int64_t cols, const float* x, float* out, int64_t 
   }
 }
 
-// Runs rows(r_begin, r_end) over all output rows of W: on this thread below ~64K multiply-adds (the
-// task overhead would outweigh a second core), else in TBB blocks of at least 16 rows (which keeps
-// Eigen's GEMM efficient and the per-task overhead small).
+// Output rows are computed in fixed blocks of kRowBlock rows. Eigen's GEMM rounds a row differently
+// depending on where it falls in the block it is handed (the last rows of a block take other kernel
+// paths, which sum in another order), so blocks that depended on the token count or on TBB's
+// scheduling would make a row's value depend on them too: results could change from run to run, and a
+// sequence batched with others (matmul_segments) would not match itself alone. 64 rows = 24 + 24 + 16
+// (AVX2) or 48 + 16 (AVX-512): whole packets, so only a matrix's own last rows take a tail path.
+constexpr int64_t kRowBlock = 64;
+
+// Runs rows(r_begin, r_end) for every fixed block of W's output rows: on this thread below ~64K
+// multiply-adds (the task overhead would outweigh a second core), else as TBB tasks of whole blocks,
+// at least ~64K multiply-adds each.
 template <class Rows>
 void for_row_blocks(const WeightMatrix& W, int n_tokens, const Rows& rows) {
   const int64_t work = W.rows * W.cols * n_tokens;
+  const int64_t blocks = (W.rows + kRowBlock - 1) / kRowBlock;
+  auto run_blocks = [&](int64_t b_begin, int64_t b_end) {
+    for (int64_t b = b_begin; b < b_end; ++b) rows(b * kRowBlock, std::min(W.rows, (b + 1) * kRowBlock));
+  };
   if (work < (1 << 16)) {
-    rows(int64_t{0}, W.rows);
+    run_blocks(0, blocks);
     return;
   }
-  const int64_t grain = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, W.cols * n_tokens));
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, W.rows, grain),
-                    [&](const tbb::blocked_range<int64_t>& range) { rows(range.begin(), range.end()); });
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, kRowBlock * W.cols * n_tokens));
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, blocks, grain),
+                    [&](const tbb::blocked_range<int64_t>& range) { run_blocks(range.begin(), range.end()); });
 }
 
 // Computes out[:, r0:r0+nb] for one block of output rows.
@@ -170,61 +183,80 @@ void matmul_block(const WeightMatrix& W, const float* x, int n_tokens, float* ou
   Y.noalias() = X * Wb.transpose();
 }
 
-// Quantised weights: the activations are quantised once (all tokens), then every (row, token) pair is
-// one integer dot product (quant_dot.h). Rows are the outer loop of a block, so the block's weights
-// (16 rows of a 576-wide Q4_1 matrix: 6 KB) stay in L1 while every token passes over them.
-void matmul_quantized(const WeightMatrix& W, const float* x, int n_tokens, float* out) {
+// Quantised weights: the activations are quantised once (all segments' tokens), then every (row, token)
+// pair is one integer dot product (quant_dot.h). Rows are the outer loop of a block, so the block's
+// weights (16 rows of a 576-wide Q4_1 matrix: 6 KB) stay in L1 while every token of every segment passes
+// over them. Tokens are grouped per segment exactly as a call with that segment alone would group them.
+void matmul_quantized(const WeightMatrix& W, std::span<const MatmulSegment> segments, int total_tokens) {
   const QuantDotFn dot = quant_dot_kernel(W.dtype, best_simd_level());
   const size_t act_row = activation_bytes(W.dtype, W.cols);
   // Not thread_local: while this thread waits in parallel_for below, TBB may run another session's
   // matmul on it. A decode step fits the stack buffer; prefill allocates once per call.
   alignas(64) uint8_t stack_buffer[16384];
   std::vector<uint8_t> heap_buffer;
-  const size_t need = act_row * static_cast<size_t>(n_tokens);
+  const size_t need = act_row * static_cast<size_t>(total_tokens);
   uint8_t* act = stack_buffer;
   if (need > sizeof(stack_buffer)) {
     heap_buffer.resize(need);
     act = heap_buffer.data();
   }
-  for (int t = 0; t < n_tokens; ++t) {
-    quantize_activations(W.dtype, x + static_cast<int64_t>(t) * W.cols, W.cols, act + t * act_row);
+  std::vector<const uint8_t*> segment_act(segments.size());
+  uint8_t* next = act;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    segment_act[i] = next;
+    for (int t = 0; t < segments[i].n_tokens; ++t, next += act_row)
+      quantize_activations(W.dtype, segments[i].x + static_cast<int64_t>(t) * W.cols, W.cols, next);
   }
-  const uint8_t* a = act;
   const auto* weights = static_cast<const uint8_t*>(W.data);
   const size_t row_bytes = W.row_bytes();
   const QuantDotColumnsFn dot_columns = quant_dot_columns_kernel(W.dtype, best_simd_level());
   auto rows = [&](int64_t r_begin, int64_t r_end) {
     for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
       const int64_t r1 = std::min(r_end, r0 + 16);
-      int t = 0;
-      constexpr int kCols = kQuantDotColumns;  // tokens per pass over a weight row
-      for (; dot_columns != nullptr && t + kCols <= n_tokens; t += kCols) {
-        const void* xs[kCols];
-        for (int c = 0; c < kCols; ++c) xs[c] = a + (t + c) * act_row;
-        for (int64_t r = r0; r < r1; ++r) {
-          float os[kCols];
-          dot_columns(weights + r * row_bytes, xs, W.cols, os);
-          for (int c = 0; c < kCols; ++c) out[static_cast<int64_t>(t + c) * W.rows + r] = os[c];
+      for (size_t i = 0; i < segments.size(); ++i) {
+        const uint8_t* a = segment_act[i];
+        float* out = segments[i].out;
+        const int n_tokens = segments[i].n_tokens;
+        int t = 0;
+        constexpr int kCols = kQuantDotColumns;  // tokens per pass over a weight row
+        for (; dot_columns != nullptr && t + kCols <= n_tokens; t += kCols) {
+          const void* xs[kCols];
+          for (int c = 0; c < kCols; ++c) xs[c] = a + (t + c) * act_row;
+          for (int64_t r = r0; r < r1; ++r) {
+            float os[kCols];
+            dot_columns(weights + r * row_bytes, xs, W.cols, os);
+            for (int c = 0; c < kCols; ++c) out[static_cast<int64_t>(t + c) * W.rows + r] = os[c];
+          }
         }
-      }
-      for (; t < n_tokens; ++t) {
-        float* o = out + static_cast<int64_t>(t) * W.rows;
-        for (int64_t r = r0; r < r1; ++r) o[r] = dot(weights + r * row_bytes, a + t * act_row, W.cols);
+        for (; t < n_tokens; ++t) {
+          float* o = out + static_cast<int64_t>(t) * W.rows;
+          for (int64_t r = r0; r < r1; ++r) o[r] = dot(weights + r * row_bytes, a + t * act_row, W.cols);
+        }
       }
     }
   };
-  for_row_blocks(W, n_tokens, rows);
+  for_row_blocks(W, total_tokens, rows);
 }
 
 }  // namespace
 
-void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out, Activations activations) {
+void matmul_segments(const WeightMatrix& W, std::span<const MatmulSegment> segments, Activations activations) {
+  int total_tokens = 0;
+  for (const MatmulSegment& segment : segments) total_tokens += segment.n_tokens;
+  if (total_tokens == 0) return;
   if (is_quantized(W.dtype) && activations == Activations::Int8) {
-    matmul_quantized(W, x, n_tokens, out);
+    matmul_quantized(W, segments, total_tokens);
     return;
   }
-  for_row_blocks(W, n_tokens,
-                 [&](int64_t r_begin, int64_t r_end) { matmul_block(W, x, n_tokens, out, r_begin, r_end - r_begin); });
+  for_row_blocks(W, total_tokens, [&](int64_t r_begin, int64_t r_end) {
+    for (const MatmulSegment& s : segments)
+      if (s.n_tokens > 0) matmul_block(W, s.x, s.n_tokens, s.out, r_begin, r_end - r_begin);
+  });
+}
+
+void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out, Activations activations) {
+  const MatmulSegment segment{x, n_tokens, out};
+  matmul_segments(W, std::span<const MatmulSegment>(&segment, 1), activations);
 }
 
 }  // namespace nammkit

@@ -2,6 +2,7 @@
 #include "transformer/session.h"
 
 #include <immintrin.h>
+#include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <Eigen/Dense>
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "transformer/lockstep.h"
 #include "transformer/rope.h"
 
 namespace nammkit {
@@ -33,6 +35,22 @@ void rms_norm(const float* x, const std::vector<float>& weight, float eps, int n
   }
 }
 
+// fn(r_begin, r_end) over rows [0, n_rows) of row_cost operations each: on this thread when small, else
+// as TBB tasks. For row-wise steps (norms, biases, RoPE, activations, residuals), whose results do not
+// depend on how the rows are split; they would otherwise leave the other cores idle in a lockstep step
+// of many sequences.
+template <class Fn>
+void for_row_ranges(int n_rows, int64_t row_cost, const Fn& fn) {
+  constexpr int64_t kTaskCost = 1 << 15;
+  if (int64_t(n_rows) * row_cost < 2 * kTaskCost) {
+    fn(0, n_rows);
+    return;
+  }
+  const int grain = int(std::max<int64_t>(1, kTaskCost / std::max<int64_t>(1, row_cost)));
+  tbb::parallel_for(tbb::blocked_range<int>(0, n_rows, grain),
+                    [&](const tbb::blocked_range<int>& r) { fn(r.begin(), r.end()); });
+}
+
 void add_bias(float* x, const std::vector<float>& bias, int n_tokens) {
   if (bias.empty()) return;
   const size_t n = bias.size();
@@ -40,11 +58,49 @@ void add_bias(float* x, const std::vector<float>& bias, int n_tokens) {
     for (size_t i = 0; i < n; ++i) x[t * n + i] += bias[i];
 }
 
-// Softmax over row[0..visible) in place (entries of -inf get 0); row[visible..n) is set to 0.
+// x[0] + ... + x[n-1] in an order that depends on n alone: eight running lanes (which the compiler
+// vectorises), then the lanes, then the tail. Eigen's vectorised sum starts its packets at the first
+// aligned element, so its rounding depends on where the buffer lies in memory: heap buffers of
+// different sessions and threads then gave different softmax denominators, and greedy decoding
+// drifted between runs of the same seed (seen on SmolLM2 with AVX-512).
+float sum_in_fixed_order(const float* x, int n) {
+  float lanes[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) lanes[k] += x[i + k];
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  for (; i < n; ++i) sum += x[i];
+  return sum;
+}
+
+// x[i] = exp(x[i] - shift) for i < n, every element through Eigen's packet exp (vectorised; std::exp is
+// not). Eigen's own loops over a buffer of unknown alignment take the scalar std::exp for the elements
+// before the first aligned one, which rounds differently: the same row would get other values at
+// another address. Here full packets use unaligned loads and the tail goes through a padded packet.
+void exp_shifted(float* x, int n, float shift) {
+  namespace ei = Eigen::internal;
+  using Packet = ei::packet_traits<float>::type;
+  constexpr int kWidth = ei::packet_traits<float>::size;
+  const Packet s = ei::pset1<Packet>(shift);
+  int i = 0;
+  for (; i + kWidth <= n; i += kWidth) ei::pstoreu(x + i, ei::pexp(ei::psub(ei::ploadu<Packet>(x + i), s)));
+  if (i == n) return;
+  float tail[kWidth] = {};
+  std::copy(x + i, x + n, tail);
+  ei::pstoreu(tail, ei::pexp(ei::psub(ei::ploadu<Packet>(tail), s)));
+  std::copy(tail, tail + (n - i), x + i);
+}
+
+// Softmax over row[0..visible) in place (entries of -inf get 0); row[visible..n) is set to 0. Every
+// step gives the same bits wherever the row lies in memory (the max and the scaling are exact; the exp
+// and the sum are done in an address-independent order), so a sequence decodes the same alone, in a
+// lockstep batch, or on another thread.
 void softmax_visible(float* row, int visible, int n) {
-  Eigen::Map<Eigen::ArrayXf> p(row, visible);  // Eigen's exp is vectorised; std::exp is not
-  p = (p - p.maxCoeff()).exp();
-  p *= 1.0f / p.sum();
+  const float max = Eigen::Map<Eigen::ArrayXf>(row, visible).maxCoeff();
+  exp_shifted(row, visible, max);
+  const float scale = 1.0f / sum_in_fixed_order(row, visible);
+  for (int j = 0; j < visible; ++j) row[j] *= scale;
   std::fill(row + visible, row + n, 0.0f);
 }
 
@@ -159,6 +215,8 @@ DecodeAttention decode_attention_for(int d) {
 
 // Per-session work buffers, sized for the largest chunk.
 struct Session::Scratch {
+  explicit Scratch(const ModelConfig& c) : inv_freq(rope_inverse_frequencies(c)) {}
+
   int capacity = 0;
   std::vector<float> x, xn, q, k, v, attn_out, proj, gate, up, logits;
   std::vector<double> inv_freq;
@@ -179,6 +237,10 @@ struct Session::Scratch {
   }
 };
 
+std::shared_ptr<Session::Scratch> Session::make_scratch(const ModelConfig& config) {
+  return std::make_shared<Scratch>(config);
+}
+
 // The attention rows the policy will see at the next update, per (layer, KV head). Between updates
 // the cache only grows, so key index j of an early row is still key j at the update.
 struct Session::AttentionLog {
@@ -195,16 +257,21 @@ struct Session::AttentionLog {
   }
 };
 
-Session::Session(const Model& model, MemoryPolicy* policy, SessionOptions options)
+Session::Session(const Model& model, MemoryPolicy* policy, SessionOptions options, LockstepGroup* group)
     : model_(model),
       policy_(policy),
       options_(options),
-      scratch_(std::make_shared<Scratch>()),
+      group_(group),
+      scratch_(make_scratch(model.config)),
       attn_log_(std::make_shared<AttentionLog>()) {
   if (options_.prefill_chunk < 1) fail("session options", "prefill_chunk must be >= 1");
   if (options_.update_interval < 1) fail("session options", "update_interval must be >= 1");
-  scratch_->inv_freq = rope_inverse_frequencies(model_.config);
   reset();
+  if (group_) group_->join();
+}
+
+Session::~Session() {
+  if (group_) group_->leave();
 }
 
 void Session::reset() {
@@ -258,153 +325,230 @@ const std::vector<float>& Session::feed(std::span<const int32_t> tokens, std::ve
 }
 
 void Session::forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all) {
-  const ModelConfig& c = model_.config;
-  const int T = static_cast<int>(tokens.size());
-  const int d = c.head_dim, group = c.group_size();
-  Scratch& s = *scratch_;
-  s.ensure(c, T);
-  const bool log_attention = policy_ && policy_->needs_attention();
-  const Activations activations = options_.float_activations ? Activations::F32 : Activations::Int8;
-
-  for (int t = 0; t < T; ++t) {
-    const WeightMatrix& E = model_.token_embedding;
-    dequantize(E.dtype, E.row(tokens[t]), s.x.data() + size_t(t) * c.dim, c.dim);
-  }
-  for (int t = 0; t < T; ++t) attn_log_->query_positions.push_back(int32_t(position_ + t));
-
-  const float scale = 1.0f / std::sqrt(float(d));
-  const DecodeAttention decode = decode_attention_for(d);  // the T == 1 kernels for this head size
-  const int window = options_.sliding_window;
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = model_.layers[l];
-    rms_norm(s.x.data(), L.attn_norm, c.norm_eps, T, c.dim, s.xn.data());
-    matmul(L.wq, s.xn.data(), T, s.q.data(), activations);
-    matmul(L.wk, s.xn.data(), T, s.k.data(), activations);
-    matmul(L.wv, s.xn.data(), T, s.v.data(), activations);
-    add_bias(s.q.data(), L.bq, T);
-    add_bias(s.k.data(), L.bk, T);
-    add_bias(s.v.data(), L.bv, T);
-    if (projection_observer_) projection_observer_(l, T, position_, s.q.data(), s.k.data(), s.v.data());
-    for (int t = 0; t < T; ++t) {
-      apply_rope(s.q.data() + size_t(t) * c.q_dim(), c.n_heads, d, position_ + t, s.inv_freq, c.rope_style);
-      apply_rope(s.k.data() + size_t(t) * c.kv_dim(), c.n_kv_heads, d, position_ + t, s.inv_freq, c.rope_style);
-    }
-
-    // Attention, one task per KV head (its query heads share the keys and the attention log row).
-    tbb::parallel_for(0, c.n_kv_heads, [&](int g) {
-      for (int t = 0; t < T; ++t)
-        cache_.append(l, g, s.k.data() + size_t(t) * c.kv_dim() + g * d, s.v.data() + size_t(t) * c.kv_dim() + g * d,
-                      int32_t(position_ + t));
-      const HeadCache& hc = cache_.head(l, g);
-      const int n = hc.len, n_old = n - T;
-      // Masks the keys a query at absolute position `pos` must not see through the sliding window.
-      auto mask_window = [&](float* row, int visible, int64_t pos) {
-        if (window <= 0) return;
-        const int64_t oldest_visible = pos - window + 1;
-        for (int j = 0; j < visible; ++j)
-          if (hc.positions[j] < oldest_visible && !hc.memory[j]) row[j] = -INFINITY;
-      };
-      Eigen::Map<const RowMajor> K(hc.keys.data(), n, d);
-      Eigen::Map<const RowMajor> V(hc.values.data(), n, d);
-      RowMajor mean_probs;
-      if (log_attention) mean_probs = RowMajor::Zero(T, n);
-      if (T == 1) {
-        // Decode: all query heads of the group in one pass over the keys, then over the values;
-        // the scores live in a per-thread buffer (no nested parallelism here, so it is not shared).
-        thread_local std::vector<float> probs;
-        probs.resize(static_cast<size_t>(group) * n);
-        const float* q = s.q.data() + size_t(g) * group * d;
-        decode.scores(q, group, hc.keys.data(), n, d, scale, probs.data());
-        for (int h = 0; h < group; ++h) {
-          float* row = probs.data() + size_t(h) * n;
-          mask_window(row, n, position_);
-          softmax_visible(row, n, n);
-          if (log_attention) {
-            Eigen::Map<Eigen::ArrayXf> r(row, n);
-            if (options_.attention_bf16)
-              mean_probs.row(0).array() += r.unaryExpr([](float p) { return round_to_bf16(p); }).transpose();
-            else mean_probs.row(0).array() += r.transpose();
-          }
-        }
-        decode.values(probs.data(), group, hc.values.data(), n, d, s.attn_out.data() + size_t(g) * group * d);
-      } else {
-        RowMajor scores(T, n);
-        for (int hq = g * group; hq < (g + 1) * group; ++hq) {
-          ConstStridedMap Q(s.q.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
-          scores.noalias() = (Q * K.transpose()) * scale;
-          for (int t = 0; t < T; ++t) {
-            // Query t sees every retained old token and the chunk's tokens up to itself.
-            const int visible = n_old + t + 1;
-            float* row = scores.data() + size_t(t) * n;
-            mask_window(row, visible, position_ + t);
-            softmax_visible(row, visible, n);
-          }
-          StridedMap O(s.attn_out.data() + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
-          O.noalias() = scores * V;
-          if (log_attention) {
-            if (options_.attention_bf16) mean_probs += scores.unaryExpr([](float p) { return round_to_bf16(p); });
-            else mean_probs += scores;
-          }
-        }
-      }
-      if (log_attention) {
-        mean_probs /= float(group);
-        auto& rows = attn_log_->heads[size_t(l) * c.n_kv_heads + g];
-        for (int t = 0; t < T; ++t) {
-          const int visible = n_old + t + 1;
-          rows.offsets.push_back(rows.data.size());
-          const float* src = mean_probs.data() + size_t(t) * n;
-          for (int j = 0; j < visible; ++j)
-            rows.data.push_back(options_.attention_bf16 ? round_to_bf16(src[j]) : src[j]);
-        }
-      }
-    });
-
-    matmul(L.wo, s.attn_out.data(), T, s.proj.data(), activations);
-    for (size_t i = 0; i < size_t(T) * c.dim; ++i) s.x[i] += s.proj[i];
-
-    rms_norm(s.x.data(), L.ffn_norm, c.norm_eps, T, c.dim, s.xn.data());
-    matmul(L.w_gate, s.xn.data(), T, s.gate.data(), activations);
-    matmul(L.w_up, s.xn.data(), T, s.up.data(), activations);
-    for (size_t i = 0; i < size_t(T) * c.hidden_dim; ++i) {
-      const float g = s.gate[i];
-      s.gate[i] = g / (1.0f + std::exp(-g)) * s.up[i];  // SwiGLU: silu(gate) * up
-    }
-    matmul(L.w_down, s.gate.data(), T, s.proj.data(), activations);
-    for (size_t i = 0; i < size_t(T) * c.dim; ++i) s.x[i] += s.proj[i];
-  }
-  if (policy_ && policy_->needs_surprisal()) report_surprisal(tokens, position_);
-  position_ += T;
-
-  if (!logits_out) return;
-  // Only the rows someone reads go through the (vocabulary-sized) output layer.
-  const int first = logits_for_all ? 0 : T - 1;
-  const int rows = T - first;
-  rms_norm(s.x.data() + size_t(first) * c.dim, model_.final_norm, c.norm_eps, rows, c.dim, s.xn.data());
-  matmul(model_.output, s.xn.data(), rows, logits_out, activations);
+  const ChunkJob job{this, tokens, logits_out, logits_for_all};
+  if (group_) group_->forward(job);
+  else forward_jobs(std::span<const ChunkJob>(&job, 1), *scratch_);
 }
 
-// The chunk's surprisals from its final hidden states (s.x): row t's logits predict token t + 1, and
+void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
+  if (jobs.empty()) return;
+  const Model& model = jobs[0].session->model_;
+  const ModelConfig& c = model.config;
+  const Activations activations = jobs[0].session->options_.float_activations ? Activations::F32 : Activations::Int8;
+  for (const ChunkJob& job : jobs)
+    if (&job.session->model_ != &model || job.session->options_.float_activations != (activations == Activations::F32))
+      fail("session", "a batched forward needs one model and one float_activations setting");
+  // Job i owns rows [first_row[i], first_row[i + 1]) of every stacked buffer.
+  std::vector<int> first_row(jobs.size() + 1, 0);
+  for (size_t i = 0; i < jobs.size(); ++i) first_row[i + 1] = first_row[i] + int(jobs[i].tokens.size());
+  const int R = first_row.back();
+  s.ensure(c, R);
+  // The per-job views of a stacked [R][in_width] input and [R][out_width] output for matmul_segments.
+  std::vector<MatmulSegment> segments(jobs.size());
+  auto segments_of = [&](const float* in, int64_t in_width, float* out, int64_t out_width) {
+    for (size_t i = 0; i < jobs.size(); ++i)
+      segments[i] = {in + first_row[i] * in_width, int(jobs[i].tokens.size()), out + first_row[i] * out_width};
+    return std::span<const MatmulSegment>(segments);
+  };
+
+  // Every row's absolute position, for RoPE.
+  std::vector<int64_t> row_position(size_t(R), 0);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Session& session = *jobs[i].session;
+    for (size_t t = 0; t < jobs[i].tokens.size(); ++t) {
+      const WeightMatrix& E = model.token_embedding;
+      dequantize(E.dtype, E.row(jobs[i].tokens[t]), s.x.data() + size_t(first_row[i] + t) * c.dim, c.dim);
+      row_position[size_t(first_row[i]) + t] = session.position_ + int64_t(t);
+      session.attn_log_->query_positions.push_back(int32_t(session.position_ + int64_t(t)));
+    }
+  }
+  // x += proj over all rows (the residual connections).
+  auto add_residual = [&] {
+    for_row_ranges(R, c.dim, [&](int r0, int r1) {
+      for (size_t i = size_t(r0) * c.dim; i < size_t(r1) * c.dim; ++i) s.x[i] += s.proj[i];
+    });
+  };
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = model.layers[l];
+    for_row_ranges(R, c.dim, [&](int r0, int r1) {
+      rms_norm(s.x.data() + size_t(r0) * c.dim, L.attn_norm, c.norm_eps, r1 - r0, c.dim,
+               s.xn.data() + size_t(r0) * c.dim);
+    });
+    matmul_segments(L.wq, segments_of(s.xn.data(), c.dim, s.q.data(), c.q_dim()), activations);
+    matmul_segments(L.wk, segments_of(s.xn.data(), c.dim, s.k.data(), c.kv_dim()), activations);
+    matmul_segments(L.wv, segments_of(s.xn.data(), c.dim, s.v.data(), c.kv_dim()), activations);
+    add_bias(s.q.data(), L.bq, R);
+    add_bias(s.k.data(), L.bk, R);
+    add_bias(s.v.data(), L.bv, R);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const Session& session = *jobs[i].session;
+      if (!session.projection_observer_) continue;
+      const size_t row = size_t(first_row[i]);
+      session.projection_observer_(l, int(jobs[i].tokens.size()), session.position_, s.q.data() + row * c.q_dim(),
+                                   s.k.data() + row * c.kv_dim(), s.v.data() + row * c.kv_dim());
+    }
+    for_row_ranges(R, c.q_dim() + c.kv_dim(), [&](int r0, int r1) {
+      for (int r = r0; r < r1; ++r) {
+        apply_rope(s.q.data() + size_t(r) * c.q_dim(), c.n_heads, c.head_dim, row_position[size_t(r)], s.inv_freq,
+                   c.rope_style);
+        apply_rope(s.k.data() + size_t(r) * c.kv_dim(), c.n_kv_heads, c.head_dim, row_position[size_t(r)], s.inv_freq,
+                   c.rope_style);
+      }
+    });
+    // Attention, one task per (job, KV head): each job has its own cache; a KV head's query heads
+    // share its keys and its attention log row.
+    tbb::parallel_for(0, int(jobs.size()) * c.n_kv_heads, [&](int task) {
+      const size_t i = size_t(task / c.n_kv_heads);
+      const size_t row = size_t(first_row[i]);
+      jobs[i].session->attend(l, task % c.n_kv_heads, int(jobs[i].tokens.size()), s.q.data() + row * c.q_dim(),
+                              s.k.data() + row * c.kv_dim(), s.v.data() + row * c.kv_dim(),
+                              s.attn_out.data() + row * c.q_dim());
+    });
+
+    matmul_segments(L.wo, segments_of(s.attn_out.data(), c.q_dim(), s.proj.data(), c.dim), activations);
+    add_residual();
+
+    for_row_ranges(R, c.dim, [&](int r0, int r1) {
+      rms_norm(s.x.data() + size_t(r0) * c.dim, L.ffn_norm, c.norm_eps, r1 - r0, c.dim,
+               s.xn.data() + size_t(r0) * c.dim);
+    });
+    matmul_segments(L.w_gate, segments_of(s.xn.data(), c.dim, s.gate.data(), c.hidden_dim), activations);
+    matmul_segments(L.w_up, segments_of(s.xn.data(), c.dim, s.up.data(), c.hidden_dim), activations);
+    for_row_ranges(R, c.hidden_dim, [&](int r0, int r1) {
+      for (size_t i = size_t(r0) * c.hidden_dim; i < size_t(r1) * c.hidden_dim; ++i) {
+        const float g = s.gate[i];
+        s.gate[i] = g / (1.0f + std::exp(-g)) * s.up[i];  // SwiGLU: silu(gate) * up
+      }
+    });
+    matmul_segments(L.w_down, segments_of(s.gate.data(), c.hidden_dim, s.proj.data(), c.dim), activations);
+    add_residual();
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Session& session = *jobs[i].session;
+    if (session.policy_ && session.policy_->needs_surprisal())
+      session.report_surprisal(jobs[i].tokens, session.position_, s.x.data() + size_t(first_row[i]) * c.dim, s);
+    session.position_ += int64_t(jobs[i].tokens.size());
+  }
+
+  // Only the rows someone reads go through the (vocabulary-sized) output layer: all of a job's rows, its
+  // last one, or none. They are normed into consecutive rows of s.xn.
+  std::vector<MatmulSegment> outputs;
+  int normed = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (!jobs[i].logits_out || jobs[i].tokens.empty()) continue;
+    const int T = int(jobs[i].tokens.size());
+    const int first = jobs[i].logits_for_all ? 0 : T - 1;
+    const int rows = T - first;
+    float* xn = s.xn.data() + size_t(normed) * c.dim;
+    rms_norm(s.x.data() + size_t(first_row[i] + first) * c.dim, model.final_norm, c.norm_eps, rows, c.dim, xn);
+    outputs.push_back({xn, rows, jobs[i].logits_out});
+    normed += rows;
+  }
+  matmul_segments(model.output, outputs, activations);
+}
+
+// The attention of one job's chunk for one (layer, KV head): appends the chunk's keys and values to the
+// cache, writes the group's query heads' outputs, and logs the mean attention rows for the policy.
+// q, k, v and attn_out point at the job's first row ([T][q_dim], [T][kv_dim], [T][kv_dim], [T][q_dim]).
+void Session::attend(int l, int g, int T, const float* q_rows, const float* k_rows, const float* v_rows,
+                     float* attn_out) {
+  const ModelConfig& c = model_.config;
+  const int d = c.head_dim, group = c.group_size();
+  const float scale = 1.0f / std::sqrt(float(d));
+  const bool log_attention = policy_ && policy_->needs_attention();
+  const int window = options_.sliding_window;
+  for (int t = 0; t < T; ++t)
+    cache_.append(l, g, k_rows + size_t(t) * c.kv_dim() + g * d, v_rows + size_t(t) * c.kv_dim() + g * d,
+                  int32_t(position_ + t));
+  const HeadCache& hc = cache_.head(l, g);
+  const int n = hc.len, n_old = n - T;
+  // Masks the keys a query at absolute position `pos` must not see through the sliding window.
+  auto mask_window = [&](float* row, int visible, int64_t pos) {
+    if (window <= 0) return;
+    const int64_t oldest_visible = pos - window + 1;
+    for (int j = 0; j < visible; ++j)
+      if (hc.positions[j] < oldest_visible && !hc.memory[j]) row[j] = -INFINITY;
+  };
+  Eigen::Map<const RowMajor> K(hc.keys.data(), n, d);
+  Eigen::Map<const RowMajor> V(hc.values.data(), n, d);
+  RowMajor mean_probs;
+  if (log_attention) mean_probs = RowMajor::Zero(T, n);
+  if (T == 1) {
+    // Decode: all query heads of the group in one pass over the keys, then over the values; the
+    // scores live in a per-thread buffer (no nested parallelism here, so it is not shared).
+    const DecodeAttention decode = decode_attention_for(d);
+    thread_local std::vector<float> probs;
+    probs.resize(static_cast<size_t>(group) * n);
+    decode.scores(q_rows + size_t(g) * group * d, group, hc.keys.data(), n, d, scale, probs.data());
+    for (int h = 0; h < group; ++h) {
+      float* row = probs.data() + size_t(h) * n;
+      mask_window(row, n, position_);
+      softmax_visible(row, n, n);
+      if (log_attention) {
+        Eigen::Map<Eigen::ArrayXf> r(row, n);
+        if (options_.attention_bf16)
+          mean_probs.row(0).array() += r.unaryExpr([](float p) { return round_to_bf16(p); }).transpose();
+        else mean_probs.row(0).array() += r.transpose();
+      }
+    }
+    decode.values(probs.data(), group, hc.values.data(), n, d, attn_out + size_t(g) * group * d);
+  } else {
+    RowMajor scores(T, n);
+    for (int hq = g * group; hq < (g + 1) * group; ++hq) {
+      ConstStridedMap Q(q_rows + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
+      scores.noalias() = (Q * K.transpose()) * scale;
+      for (int t = 0; t < T; ++t) {
+        // Query t sees every retained old token and the chunk's tokens up to itself.
+        const int visible = n_old + t + 1;
+        float* row = scores.data() + size_t(t) * n;
+        mask_window(row, visible, position_ + t);
+        softmax_visible(row, visible, n);
+      }
+      StridedMap O(attn_out + size_t(hq) * d, T, d, Eigen::OuterStride<>(c.q_dim()));
+      O.noalias() = scores * V;
+      if (log_attention) {
+        if (options_.attention_bf16) mean_probs += scores.unaryExpr([](float p) { return round_to_bf16(p); });
+        else mean_probs += scores;
+      }
+    }
+  }
+  if (log_attention) {
+    mean_probs /= float(group);
+    auto& rows = attn_log_->heads[size_t(l) * c.n_kv_heads + g];
+    for (int t = 0; t < T; ++t) {
+      const int visible = n_old + t + 1;
+      rows.offsets.push_back(rows.data.size());
+      const float* src = mean_probs.data() + size_t(t) * n;
+      for (int j = 0; j < visible; ++j) rows.data.push_back(options_.attention_bf16 ? round_to_bf16(src[j]) : src[j]);
+    }
+  }
+}
+
+// The chunk's surprisals from its final hidden states (`hidden`, [T][dim]): row t's logits predict token t + 1, and
 // the last row's become next_log_probs_ for the next chunk's first token. The output layer runs over
 // blocks of rows to bound the [rows][vocab] buffer; the logits_out rows are computed again after
 // this, which costs one extra row per chunk when the caller asked for logits too.
-void Session::report_surprisal(std::span<const int32_t> tokens, int64_t first_position) {
+void Session::report_surprisal(std::span<const int32_t> tokens, int64_t first_position, const float* hidden,
+                               Scratch& s) {
   const ModelConfig& c = model_.config;
   const int T = static_cast<int>(tokens.size()), vocab = c.vocab_size;
   const Activations activations = options_.float_activations ? Activations::F32 : Activations::Int8;
-  Scratch& s = *scratch_;
   std::vector<float> surprisal(T, std::numeric_limits<float>::infinity());
   if (!next_log_probs_.empty()) surprisal[0] = -next_log_probs_[tokens[0]];
   constexpr int kBlock = 32;
   s.logits.resize(size_t(std::min(T, kBlock)) * vocab);
+  std::vector<float> shifted;  // exp(row - max) of one row
   for (int first = 0; first < T; first += kBlock) {
     const int rows = std::min(kBlock, T - first);
-    rms_norm(s.x.data() + size_t(first) * c.dim, model_.final_norm, c.norm_eps, rows, c.dim, s.xn.data());
+    rms_norm(hidden + size_t(first) * c.dim, model_.final_norm, c.norm_eps, rows, c.dim, s.xn.data());
     matmul(model_.output, s.xn.data(), rows, s.logits.data(), activations);
     for (int r = 0; r < rows; ++r) {
       Eigen::Map<Eigen::ArrayXf> row(s.logits.data() + size_t(r) * vocab, vocab);
       const float max = row.maxCoeff();
-      const float log_sum = max + std::log((row - max).exp().sum());
+      shifted.assign(row.data(), row.data() + vocab);
+      exp_shifted(shifted.data(), vocab, max);
+      const float log_sum = max + std::log(sum_in_fixed_order(shifted.data(), vocab));
       const int t = first + r;
       if (t + 1 < T) {
         surprisal[t + 1] = -(row[tokens[t + 1]] - log_sum);  // the same arithmetic as surprisal[0]

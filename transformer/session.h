@@ -3,9 +3,12 @@
 //
 // Sessions share the Model (const) and own everything per sequence, so many can run in parallel
 // (one per population member or prompt). Compute: Eigen for products, TBB across heads and rows.
+// Sessions of one LockstepGroup (transformer/lockstep.h) run their forward passes together: one pass
+// over the weights for all of them, with results bit-identical to running each alone.
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,10 +20,17 @@
 
 namespace nammkit {
 
+class LockstepGroup;
+
 class Session final : public InferenceSession {
  public:
-  // `policy` may be null (full cache). It must outlive the Session.
-  Session(const Model& model, MemoryPolicy* policy = nullptr, SessionOptions options = {});
+  // `policy` may be null (full cache). It must outlive the Session. With a `group` (which must outlive
+  // the Session too) every forward pass waits for, and runs with, the group's other sessions.
+  Session(const Model& model, MemoryPolicy* policy = nullptr, SessionOptions options = {},
+          LockstepGroup* group = nullptr);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   // Forgets the sequence: empty cache, position 0, policy->begin_sequence().
   void reset() override;
@@ -54,15 +64,30 @@ class Session final : public InferenceSession {
   const SessionOptions& options() const { return options_; }
 
  private:
+  friend class LockstepGroup;
   struct Scratch;
   struct AttentionLog;
+  // One session's chunk in a forward pass over several sessions.
+  struct ChunkJob {
+    Session* session = nullptr;
+    std::span<const int32_t> tokens;
+    float* logits_out = nullptr;  // null: no logits; else the last row's, or every row's when logits_for_all
+    bool logits_for_all = false;
+  };
   void forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all);
-  void report_surprisal(std::span<const int32_t> tokens, int64_t first_position);
+  // The forward pass of every job's chunk, stacked: the dense layers read the weights once for all
+  // jobs (matmul_segments), attention runs per (job, KV head) against each job's own cache.
+  static void forward_jobs(std::span<const ChunkJob> jobs, Scratch& scratch);
+  static std::shared_ptr<Scratch> make_scratch(const ModelConfig& config);
+  void attend(int layer, int kv_head, int n_tokens, const float* q_rows, const float* k_rows, const float* v_rows,
+              float* attn_out);
+  void report_surprisal(std::span<const int32_t> tokens, int64_t first_position, const float* hidden, Scratch& scratch);
   void run_policy();
 
   const Model& model_;
   MemoryPolicy* policy_;
   SessionOptions options_;
+  LockstepGroup* group_;
   KVCache cache_;
   int64_t position_ = 0;
   std::vector<float> last_logits_;

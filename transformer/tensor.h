@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 namespace nammkit {
@@ -58,5 +59,19 @@ enum class Activations : uint8_t {
 // `activations` matters only for block-quantised W.
 void matmul(const WeightMatrix& W, const float* x, int n_tokens, float* out,
             Activations activations = Activations::Int8);
+
+// One sequence's rows in a batched matmul: x [n_tokens][W.cols] -> out [n_tokens][W.rows].
+struct MatmulSegment {
+  const float* x = nullptr;
+  int n_tokens = 0;
+  float* out = nullptr;
+};
+
+// matmul() for several sequences at once, reading W once for all of them: each block of W's rows is
+// applied to every segment while it is in cache (decode of B sequences is memory-bound, so this is
+// close to B times faster for large weights). Every segment's result is bit-identical to
+// matmul(W, s.x, s.n_tokens, s.out, activations): the per-segment arithmetic is the same code.
+void matmul_segments(const WeightMatrix& W, std::span<const MatmulSegment> segments,
+                     Activations activations = Activations::Int8);
 
 }  // namespace nammkit

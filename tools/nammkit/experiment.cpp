@@ -41,9 +41,16 @@ namespace {
 // is exactly the fitness combine_tasks gives on them).
 class NammFitnessEvaluator : public evo::PopulationEvaluator {
  public:
-  NammFitnessEvaluator(const Backend& backend, const ExperimentConfig& config, const NammConfig& namm,
-                       const std::map<std::string, StagePool>& pools, const FeatureNormalizer& normalizer)
-      : backend_(backend), config_(config), namm_(namm), pools_(pools), normalizer_(normalizer) {
+  // `backend` and `population_threads`: EvolutionSetup::population_backend() and population_threads.
+  NammFitnessEvaluator(const Backend& backend, int population_threads, const ExperimentConfig& config,
+                       const NammConfig& namm, const std::map<std::string, StagePool>& pools,
+                       const FeatureNormalizer& normalizer)
+      : backend_(backend),
+        population_threads_(population_threads),
+        config_(config),
+        namm_(namm),
+        pools_(pools),
+        normalizer_(normalizer) {
     for (const auto& [name, pool] : pools_) {
       if (name == kHeldoutPool) continue;  // evaluated by HeldoutEvaluation, not as a stage
       const StageConfig& stage = stage_config(name);
@@ -51,6 +58,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
       s.pool_size = int(pool.entries.size());
       s.prompts_per_generation = stage.prompts_per_generation;
       s.seed = config_.seed;
+      s.dedicated_threads = population_threads_;
       evaluators_.emplace(name, std::make_unique<evo::TbbPopulationEvaluator>(
                                     s, [this, &pool](std::span<const double> params, const evo::PromptContext& ctx) {
                                       return score_prompt(pool, params, ctx);
@@ -107,6 +115,7 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
   }
 
   const Backend& backend_;
+  int population_threads_;
   const ExperimentConfig& config_;
   const NammConfig& namm_;
   const std::map<std::string, StagePool>& pools_;
@@ -171,7 +180,8 @@ int run_evolution(const ExperimentConfig& config, const EvolveOptions& options, 
   trainer_options.run_dir = config.output_dir;
   trainer_options.config = config.canonical;
   for (const auto& stage : config.stages) trainer_options.stages.push_back({stage.generations, stage.name});
-  NammFitnessEvaluator evaluator(*setup->backend, config, setup->namm, setup->pools, normalizer);
+  NammFitnessEvaluator evaluator(setup->population_backend(), setup->population_threads, config, setup->namm,
+                                 setup->pools, normalizer);
   std::unique_ptr<dist::DistributedItemRunner> runner;
   if (coordinator) {
     dist::serve_items(*coordinator, "evaluate",
@@ -259,8 +269,8 @@ int serve_evolution(const std::string& config_path, const EvolveOptions& options
       setup->entries[i]->full = {state.full_score(int(i)), state.full_cache(int(i))};
     normalizer = std::make_unique<FeatureNormalizer>(FeatureNormalizer::from_stats(stats_from_message(state.stats())));
     if (config->trainer == TrainerKind::Cmaes)
-      evaluator =
-          std::make_unique<NammFitnessEvaluator>(*setup->backend, *config, setup->namm, setup->pools, *normalizer);
+      evaluator = std::make_unique<NammFitnessEvaluator>(setup->population_backend(), setup->population_threads,
+                                                         *config, setup->namm, setup->pools, *normalizer);
     else rollouts = std::make_unique<NammRolloutSource>(*config, *setup, *normalizer, &coordinator);
     return std::string();
   });

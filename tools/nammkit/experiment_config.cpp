@@ -46,7 +46,8 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   // The experiment's identity (hashed into provenance, checked on resume): everything but where
   // its files go, so a copy of a run directory can be resumed elsewhere.
   nlohmann::json identity = json;
-  if (identity.is_object()) identity.erase("output_dir");
+  // "batching" only changes how fast the same results come (lockstep batches are bit-identical).
+  if (identity.is_object()) identity.erase("output_dir"), identity.erase("batching");
   c.canonical = identity.dump();
   c.source = json.dump(2) + "\n";
   JsonReader root(json, file, "");
@@ -55,6 +56,14 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   c.model = expand_shared(root.require_string("model"));
   c.output_dir = root.require_string("output_dir");
   c.threads = root.get_int("threads", 0, 0, 4096);
+  JsonReader batching = root.object("batching");
+  const std::string batching_mode = batching.get_string("mode", "auto");
+  if (batching_mode == "auto") c.batching.mode = BatchingMode::Auto;
+  else if (batching_mode == "lockstep") c.batching.mode = BatchingMode::Lockstep;
+  else if (batching_mode == "members") c.batching.mode = BatchingMode::Members;
+  else batching.fail_at("mode", "expected \"auto\", \"lockstep\" or \"members\", got \"" + batching_mode + "\"");
+  c.batching.sequences = batching.get_int("sequences", 64, 1, 4096);
+  batching.finish();
   const std::string trainer = root.get_string("trainer", "cmaes");
   if (trainer == "cmaes") c.trainer = TrainerKind::Cmaes;
   else if (trainer == "reinforce") c.trainer = TrainerKind::Reinforce;

@@ -25,6 +25,18 @@ struct StageConfig {
 };
 
 enum class TrainerKind : uint8_t { Cmaes, Reinforce, Ppo };
+
+// How a generation's (member, prompt) sequences run (config "batching"). Both give the same results
+// bit for bit, so the choice is not part of the experiment's identity (a run may resume with another).
+enum class BatchingMode : uint8_t {
+  Auto,      // Lockstep on the CPU when the model reads at least kLockstepAutoBytes per token, else Members
+  Lockstep,  // lockstep batches (transformer/lockstep.h): one forward pass per step for all sequences (CPU)
+  Members,   // every sequence its own session, TBB across sequences
+};
+struct BatchingConfig {
+  BatchingMode mode = BatchingMode::Auto;
+  int sequences = 64;  // Lockstep: sequences in flight (one thread each)
+};
 const char* trainer_name(TrainerKind kind);  // "cmaes", "reinforce", "ppo"
 
 struct ExperimentConfig {
@@ -34,6 +46,7 @@ struct ExperimentConfig {
   std::string model;  // resolved path
   std::string output_dir;
   int threads = 0;  // 0 = all cores
+  BatchingConfig batching;
   SessionOptions session;
   int max_context = 0;  // tokens a prompt may span; 0 = the model's context
   ScorerKind scorer = ScorerKind::Bam;

@@ -17,6 +17,7 @@
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
 #include "tasks/reference_cache.h"
+#include "transformer/lockstep.h"
 
 namespace nammkit::cli {
 namespace {
@@ -127,11 +128,33 @@ ExtraState extra_from_json(const std::string& text, const std::string& where) {
   }
 }
 
+bool use_lockstep(const BatchingConfig& batching, const Backend& backend, const std::string& where) {
+  switch (batching.mode) {
+    case BatchingMode::Members: return false;
+    case BatchingMode::Lockstep:
+      if (backend.device() != Device::Cpu)
+        fail(where, "batching.mode: \"lockstep\" runs on the CPU backend only (this run is on " + backend.name() +
+                        "); use \"auto\" or \"members\"");
+      return true;
+    case BatchingMode::Auto: break;
+  }
+  return backend.device() == Device::Cpu && backend.model().weight_bytes_per_token() >= kLockstepAutoBytes;
+}
+
 std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, DeviceChoice device, bool announce) {
   auto setup = std::make_unique<EvolutionSetup>();
   setup->model = load_model(config.model);
   setup->backend = make_backend(setup->model, device, !announce);
   if (announce) std::fprintf(stderr, "device: %s\n", setup->backend->name().c_str());
+  if (use_lockstep(config.batching, *setup->backend, config.file)) {
+    setup->lockstep_backend = std::make_unique<LockstepCpuBackend>(setup->model);
+    setup->population_threads = config.batching.sequences;
+  }
+  if (announce)
+    std::fprintf(stderr, "population: %s\n",
+                 setup->lockstep_backend
+                     ? ("lockstep batches of up to " + std::to_string(setup->population_threads) + " sequences").c_str()
+                     : "one session per sequence, in parallel");
   setup->namm = NammConfig::reference(config.scorer);
   setup->namm.selection = config.selection;
   setup->run.max_context = config.max_context;

@@ -47,11 +47,24 @@ inline const std::string kHeldoutPool = "(heldout)";
 struct EvolutionSetup {
   Model model;
   std::unique_ptr<Backend> backend;
+  // Where the population's sequences run (config "batching", resolved by build_setup): `backend` with
+  // TBB across sequences (population_threads 0), or a LockstepCpuBackend over the same model whose
+  // sequences run on population_threads dedicated threads (evo::run_items).
+  std::unique_ptr<Backend> lockstep_backend;
+  int population_threads = 0;
+  const Backend& population_backend() const { return lockstep_backend ? *lockstep_backend : *backend; }
   NammConfig namm;
   std::map<std::string, StagePool> pools;
   std::vector<PoolEntry*> entries;  // every pool's entries (stages in order, then held-out): indices in jobs
   RunOptions run;                   // the runs' context and session options
 };
+
+// Whether a run's population runs in lockstep batches (config "batching"): "members" never; "lockstep"
+// always (an Error on CUDA, whose sessions are not batched yet: where names the config); "auto" on the
+// CPU when the model reads at least kLockstepAutoBytes of weights per token, where shared weight reads
+// pay (see README "Batched population evaluation" for the measurements), never on CUDA.
+inline constexpr size_t kLockstepAutoBytes = size_t{100} << 20;
+bool use_lockstep(const BatchingConfig& batching, const Backend& backend, const std::string& where);
 
 // A training run's hold on OUTPUT_DIR for its lifetime: the thread limit (config "threads"), the
 // directory's lock (one process per run directory: a second one would interleave the log and the

@@ -16,6 +16,7 @@ NammRolloutSource::NammRolloutSource(const ExperimentConfig& config, const Evolu
     s.pool_size = int(pool.entries.size());
     s.prompts_per_generation = stage.prompts_per_generation;
     s.seed = config_.seed;
+    s.dedicated_threads = setup_.population_threads;
     samplers_.emplace(stage.name, std::make_unique<evo::TbbPopulationEvaluator>(
                                       s, [this, &pool](std::span<const double> params, const evo::PromptContext& ctx) {
                                         return rollout(pool, params, ctx);
@@ -39,8 +40,9 @@ evo::PromptScore NammRolloutSource::rollout(const StagePool& pool, std::span<con
   DecisionTrace& trace = slots_[size_t(ctx.member) * pool_size_ + size_t(ctx.prompt)];
   NammPolicy policy(setup_.namm, to_floats(params), normalizer_);
   policy.set_sampling(StochasticKeep{config_.rl.temperature, rollout_seed(iteration_, ctx)}, &trace);
-  return prompt_score(weights_, ctx.prompt,
-                      run_sample(*setup_.backend, &policy, *pool.entries[size_t(ctx.prompt)].sample, setup_.run));
+  return prompt_score(
+      weights_, ctx.prompt,
+      run_sample(setup_.population_backend(), &policy, *pool.entries[size_t(ctx.prompt)].sample, setup_.run));
 }
 
 evo::EvalRequest NammRolloutSource::request_for(std::span<const double> params, int64_t iteration,
