@@ -16,8 +16,14 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
+std::string base_name(const std::string& path) {
+  std::string s = path;
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s.substr(s.find_last_of('/') + 1);
+}
+
 std::string file_stem(const std::string& path) {
-  std::string name = path.substr(path.find_last_of('/') + 1);
+  std::string name = base_name(path);
   if (auto dot = name.find_last_of('.'); dot != std::string::npos && dot > 0) name.resize(dot);
   return name;
 }

@@ -13,6 +13,9 @@ std::string trim(std::string_view s);
 // The file name without folders and without its last extension: "dir/model.q8.gguf" -> "model.q8".
 std::string file_stem(const std::string& path);
 
+// The last component of a path, trailing slashes ignored: "a/b.gguf" -> "b.gguf", "models/x/" -> "x".
+std::string base_name(const std::string& path);
+
 // The whole of `text` as an integer in [lo, hi]; otherwise throws
 // Error("<where>: <field>: expected an integer in [lo, hi], got '<text>'").
 int64_t parse_int(std::string_view text, const std::string& where, const std::string& field, int64_t lo, int64_t hi);

@@ -90,6 +90,9 @@ TEST(Text, TrimStemAndCheckedIntegers) {
   EXPECT_EQ(trim(" \t\r\n"), "");
   EXPECT_EQ(file_stem("dir/sub/model.q8.gguf"), "model.q8");
   EXPECT_EQ(file_stem(".hidden"), ".hidden");
+  EXPECT_EQ(base_name("dir/sub/model.q8.gguf"), "model.q8.gguf");
+  EXPECT_EQ(base_name("models/SmolLM2/"), "SmolLM2");
+  EXPECT_EQ(base_name("plain"), "plain");
   EXPECT_EQ(parse_int("42", "w", "f", 0, 100), 42);
   EXPECT_EQ(parse_int("-3", "w", "f", -5, 5), -3);
   for (const char* bad : {"", "4x", " 4", "101", "-1", "99999999999999999999"}) {

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace nammkit {
 
@@ -24,12 +25,6 @@ std::string directory_of(const std::string& path) {
   const auto slash = path.find_last_of('/');
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-std::string base_name(const std::string& path) {
-  std::string s = path;
-  while (s.size() > 1 && s.back() == '/') s.pop_back();
-  return s.substr(s.find_last_of('/') + 1);
 }
 
 std::vector<std::string> list_directory(const std::string& dir) {

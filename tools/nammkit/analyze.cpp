@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/text.h"
 #include "namm/policy_file.h"
 #include "tasks/registry.h"
 #include "tools/nammkit/forgetting_report.h"
@@ -25,15 +26,10 @@ void check_options(const AnalyzeOptions& o) {
   if (o.out_dir.empty()) fail(kWhere, "--out: missing");
 }
 
-std::string file_name(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
 // The policy to analyse and its label, at the run's update interval (run_update_interval's rule).
 PolicyFile analysed_policy(const AnalyzeOptions& o, std::string& label) {
   PolicyFile file = o.policy_file.empty() ? make_baseline_policy_file(o.baseline) : load_policy(o.policy_file);
-  label = o.policy_file.empty() ? o.baseline : "namm(" + file_name(o.policy_file) + ")";
+  label = o.policy_file.empty() ? o.baseline : "namm(" + base_name(o.policy_file) + ")";
   file.set_update_interval(run_update_interval(o.update_interval, o.policy_file.empty() ? nullptr : &file, nullptr));
   return file;
 }

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "namm/baselines.h"
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
@@ -115,11 +116,6 @@ void normalise(PolicyRow& row, const PolicyRow& full, const std::vector<Task>& t
   row.cache_fraction = report.full_mean_cache > 0 ? report.mean_cache / report.full_mean_cache : 0;
 }
 
-std::string file_name(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
 // "--policy FILE[:F]": a policy file, and for a NAMM optionally a fixed budget F (a fraction of the
 // tokens seen; namm/selection.h's keep_fraction) in place of its threshold. Label "namm(FILE)[:F]".
 Row policy_row(const std::string& spec) {
@@ -127,7 +123,7 @@ Row policy_row(const std::string& spec) {
   const bool has_budget = colon != std::string::npos && colon + 1 < spec.size() &&
                           spec.find_first_not_of("0123456789.", colon + 1) == std::string::npos;
   const std::string path = has_budget ? spec.substr(0, colon) : spec;
-  Row row{"namm(" + file_name(path) + ")", load_policy(path)};
+  Row row{"namm(" + base_name(path) + ")", load_policy(path)};
   if (!has_budget) return row;
   const std::string budget_text = spec.substr(colon + 1);
   const Budget budget = Budget::parse(budget_text, "--policy " + spec);
