@@ -245,11 +245,11 @@ TEST(Lockstep, SmolLM2PopulationDecidesExactlyAsMemberByMember) {
   // case that found Eigen's address-dependent softmax (its sum and exp peel to the first aligned
   // element): member-by-member runs of the same seed differed from each other before the fix.
 #if defined(__SANITIZE_ADDRESS__)
-  const int members = 2;
-#else
-  const int members = 3;
+  // 354 s under the sanitizers (-O1); the stories260K and testbed tests take the same code paths there
+  // and MatmulSegments the quantised products, so the Release build alone checks SmolLM2's numbers.
+  GTEST_SKIP() << "SmolLM2 populations are checked in the Release build";
 #endif
-  const Population population = random_population(NammConfig::reference(), members, 11, 0.5, 0.0);
+  const Population population = random_population(NammConfig::reference(), 3, 11, 0.5, 0.0);
   const std::vector<Sample> samples = heldout_passkeys(model.tokenizer, 384, 3, 2);
   RunOptions run;
   run.session.update_interval = 128;
