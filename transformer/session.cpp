@@ -1,4 +1,5 @@
-// The CPU forward pass (llama2.c's structure, batched over a chunk of tokens) and the policy hook.
+// The CPU forward pass (llama2.c's structure, batched over a chunk of tokens, and over the chunks of
+// several sessions for a LockstepGroup) and the policy hook.
 #include "transformer/session.h"
 
 #include <immintrin.h>
