@@ -54,14 +54,12 @@ void LockstepGroup::run_step(std::unique_lock<std::mutex>& lock) {
   batch.swap(pending_);
   lock.unlock();
   std::exception_ptr error;
-  int64_t tokens = 0;
   try {
     // One pass per float_activations setting (the only option the stacked matmuls must share).
     for (const bool f32 : {false, true}) {
       std::vector<Session::ChunkJob> jobs;
       for (const Request* r : batch)
         if (r->job->session->options().float_activations == f32) jobs.push_back(*r->job);
-      for (const auto& job : jobs) tokens += int64_t(job.tokens.size());
       if (!jobs.empty()) Session::forward_jobs(jobs, *scratch_);
     }
   } catch (...) {
@@ -74,7 +72,6 @@ void LockstepGroup::run_step(std::unique_lock<std::mutex>& lock) {
   }
   ++stats_.steps;
   stats_.chunks += int64_t(batch.size());
-  stats_.tokens += tokens;
   stats_.max_batch = std::max(stats_.max_batch, int(batch.size()));
   running_ = false;
   changed_.notify_all();

@@ -37,7 +37,6 @@ class LockstepGroup {
   struct Stats {
     int64_t steps = 0;   // forward passes run
     int64_t chunks = 0;  // session chunks in them (chunks / steps = mean batch size)
-    int64_t tokens = 0;  // rows in them
     int max_batch = 0;   // most chunks in one step
   };
   Stats stats() const;

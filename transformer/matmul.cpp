@@ -1,9 +1,9 @@
 // matmul(): the linear layers of the CPU backend.
 //
 // Output rows are computed in fixed blocks (for_row_blocks) on TBB workers. F32 blocks go straight to
-// Eigen. F16 / BF16 with a single token (decode) use fused dot kernels that read the stored bytes once (decode is
-// memory-bound, so converting to a buffer first would double the traffic); several tokens (prefill)
-// convert the block once into a per-thread f32 tile and use an Eigen GEMM, which amortises the
+// Eigen. F16 / BF16 with a single token (decode) use fused dot kernels that read the stored bytes once
+// (decode is memory-bound, so converting to a buffer first would double the traffic); several tokens
+// (prefill) convert the block once into a per-thread f32 tile and use an Eigen GEMM, which amortises the
 // conversion over the tokens. Block-quantised weights use integer dot products with quantised
 // activations (quant_dot.h), for one token and for many.
 #include <immintrin.h>
@@ -200,23 +200,21 @@ void matmul_quantized(const WeightMatrix& W, std::span<const MatmulSegment> segm
     heap_buffer.resize(need);
     act = heap_buffer.data();
   }
-  std::vector<const uint8_t*> segment_act(segments.size());
+  // The segments' activation rows, one after another in segment order.
   uint8_t* next = act;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    segment_act[i] = next;
-    for (int t = 0; t < segments[i].n_tokens; ++t, next += act_row)
-      quantize_activations(W.dtype, segments[i].x + static_cast<int64_t>(t) * W.cols, W.cols, next);
-  }
+  for (const MatmulSegment& segment : segments)
+    for (int t = 0; t < segment.n_tokens; ++t, next += act_row)
+      quantize_activations(W.dtype, segment.x + static_cast<int64_t>(t) * W.cols, W.cols, next);
   const auto* weights = static_cast<const uint8_t*>(W.data);
   const size_t row_bytes = W.row_bytes();
   const QuantDotColumnsFn dot_columns = quant_dot_columns_kernel(W.dtype, best_simd_level());
   auto rows = [&](int64_t r_begin, int64_t r_end) {
     for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
       const int64_t r1 = std::min(r_end, r0 + 16);
-      for (size_t i = 0; i < segments.size(); ++i) {
-        const uint8_t* a = segment_act[i];
-        float* out = segments[i].out;
-        const int n_tokens = segments[i].n_tokens;
+      const uint8_t* a = act;  // this segment's first activation row
+      for (const MatmulSegment& segment : segments) {
+        float* out = segment.out;
+        const int n_tokens = segment.n_tokens;
         int t = 0;
         constexpr int kCols = kQuantDotColumns;  // tokens per pass over a weight row
         for (; dot_columns != nullptr && t + kCols <= n_tokens; t += kCols) {
@@ -232,6 +230,7 @@ void matmul_quantized(const WeightMatrix& W, std::span<const MatmulSegment> segm
           float* o = out + static_cast<int64_t>(t) * W.rows;
           for (int64_t r = r0; r < r1; ++r) o[r] = dot(weights + r * row_bytes, a + t * act_row, W.cols);
         }
+        a += static_cast<size_t>(n_tokens) * act_row;
       }
     }
   };

@@ -363,6 +363,12 @@ void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
       session.attn_log_->query_positions.push_back(int32_t(session.position_ + int64_t(t)));
     }
   }
+  // xn = rms_norm(x) * weight over all rows.
+  auto norm_rows = [&](const std::vector<float>& weight) {
+    for_row_ranges(R, c.dim, [&](int r0, int r1) {
+      rms_norm(s.x.data() + size_t(r0) * c.dim, weight, c.norm_eps, r1 - r0, c.dim, s.xn.data() + size_t(r0) * c.dim);
+    });
+  };
   // x += proj over all rows (the residual connections).
   auto add_residual = [&] {
     for_row_ranges(R, c.dim, [&](int r0, int r1) {
@@ -372,10 +378,7 @@ void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
 
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = model.layers[l];
-    for_row_ranges(R, c.dim, [&](int r0, int r1) {
-      rms_norm(s.x.data() + size_t(r0) * c.dim, L.attn_norm, c.norm_eps, r1 - r0, c.dim,
-               s.xn.data() + size_t(r0) * c.dim);
-    });
+    norm_rows(L.attn_norm);
     matmul_segments(L.wq, segments_of(s.xn.data(), c.dim, s.q.data(), c.q_dim()), activations);
     matmul_segments(L.wk, segments_of(s.xn.data(), c.dim, s.k.data(), c.kv_dim()), activations);
     matmul_segments(L.wv, segments_of(s.xn.data(), c.dim, s.v.data(), c.kv_dim()), activations);
@@ -410,10 +413,7 @@ void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
     matmul_segments(L.wo, segments_of(s.attn_out.data(), c.q_dim(), s.proj.data(), c.dim), activations);
     add_residual();
 
-    for_row_ranges(R, c.dim, [&](int r0, int r1) {
-      rms_norm(s.x.data() + size_t(r0) * c.dim, L.ffn_norm, c.norm_eps, r1 - r0, c.dim,
-               s.xn.data() + size_t(r0) * c.dim);
-    });
+    norm_rows(L.ffn_norm);
     matmul_segments(L.w_gate, segments_of(s.xn.data(), c.dim, s.gate.data(), c.hidden_dim), activations);
     matmul_segments(L.w_up, segments_of(s.xn.data(), c.dim, s.up.data(), c.hidden_dim), activations);
     for_row_ranges(R, c.hidden_dim, [&](int r0, int r1) {

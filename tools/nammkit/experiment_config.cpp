@@ -47,7 +47,10 @@ ExperimentConfig parse_experiment_config(const nlohmann::json& json, const std::
   // its files go, so a copy of a run directory can be resumed elsewhere.
   nlohmann::json identity = json;
   // "batching" only changes how fast the same results come (lockstep batches are bit-identical).
-  if (identity.is_object()) identity.erase("output_dir"), identity.erase("batching");
+  if (identity.is_object()) {
+    identity.erase("output_dir");
+    identity.erase("batching");
+  }
   c.canonical = identity.dump();
   c.source = json.dump(2) + "\n";
   JsonReader root(json, file, "");
