@@ -221,6 +221,12 @@ struct Session::Scratch {
   int capacity = 0;
   std::vector<float> x, xn, q, k, v, attn_out, proj, gate, up, logits;
   std::vector<double> inv_freq;
+  // forward_jobs' per-step bookkeeping, kept here so that a warm step allocates nothing: each job's
+  // first stacked row ([jobs + 1]), every row's position ([rows]), the matmul segments of the dense
+  // layers and of the output layer ([jobs]).
+  std::vector<int> first_row;
+  std::vector<int64_t> row_position;
+  std::vector<MatmulSegment> segments, outputs;
 
   void ensure(const ModelConfig& c, int n_tokens) {
     if (n_tokens <= capacity) return;
@@ -340,12 +346,14 @@ void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
     if (&job.session->model_ != &model || job.session->options_.float_activations != (activations == Activations::F32))
       fail("session", "a batched forward needs one model and one float_activations setting");
   // Job i owns rows [first_row[i], first_row[i + 1]) of every stacked buffer.
-  std::vector<int> first_row(jobs.size() + 1, 0);
+  std::vector<int>& first_row = s.first_row;
+  first_row.assign(jobs.size() + 1, 0);
   for (size_t i = 0; i < jobs.size(); ++i) first_row[i + 1] = first_row[i] + int(jobs[i].tokens.size());
   const int R = first_row.back();
   s.ensure(c, R);
   // The per-job views of a stacked [R][in_width] input and [R][out_width] output for matmul_segments.
-  std::vector<MatmulSegment> segments(jobs.size());
+  std::vector<MatmulSegment>& segments = s.segments;
+  segments.resize(jobs.size());
   auto segments_of = [&](const float* in, int64_t in_width, float* out, int64_t out_width) {
     for (size_t i = 0; i < jobs.size(); ++i)
       segments[i] = {in + first_row[i] * in_width, int(jobs[i].tokens.size()), out + first_row[i] * out_width};
@@ -353,7 +361,8 @@ void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
   };
 
   // Every row's absolute position, for RoPE.
-  std::vector<int64_t> row_position(size_t(R), 0);
+  std::vector<int64_t>& row_position = s.row_position;
+  row_position.assign(size_t(R), 0);
   for (size_t i = 0; i < jobs.size(); ++i) {
     Session& session = *jobs[i].session;
     for (size_t t = 0; t < jobs[i].tokens.size(); ++t) {
@@ -434,7 +443,8 @@ void Session::forward_jobs(std::span<const ChunkJob> jobs, Scratch& s) {
 
   // Only the rows someone reads go through the (vocabulary-sized) output layer: all of a job's rows, its
   // last one, or none. They are normed into consecutive rows of s.xn.
-  std::vector<MatmulSegment> outputs;
+  std::vector<MatmulSegment>& outputs = s.outputs;
+  outputs.clear();
   int normed = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (!jobs[i].logits_out || jobs[i].tokens.empty()) continue;
