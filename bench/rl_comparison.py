@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
-"""rl_comparison: CMA-ES against REINFORCE and PPO on the stories260K LM task (issue #19).
+"""rl_comparison: CMA-ES against REINFORCE and PPO on one experiment (issue #19).
 
-For every trainer and seed, runs `nammkit evolve` on configs/compare_stories260k_<trainer>.json with that
-seed and its own output folder, then reads the held-out evaluations each run appended to heldout.jsonl
-(the CMA-ES mean / the RL greedy parameters, every `heldout.every` generations or iterations), and writes
+A comparison is a set of three configs, configs/<set>_<trainer>.json for trainer = cmaes, reinforce, ppo:
+the same model, tasks, initial policy and held-out set, each with its trainer's settings. Two sets ship:
+compare_stories260k (stories260K, TinyStories LM) and compare_testbed (the testbed model, passkey and
+needle at 1K). For every trainer and seed, runs `nammkit evolve` on that config with that seed and its own
+output folder, then reads the held-out evaluations each run appended to heldout.jsonl (the CMA-ES mean /
+the RL greedy parameters, every `heldout.every` generations or iterations), and writes
 
-  * one JSON line per (trainer, seed, held-out point) to bench/results/rl_comparison_<date>.jsonl,
+  * one JSON line per (trainer, seed, held-out point) to bench/results/<set>_<date>.jsonl,
   * a Markdown table to stdout (mean +- std over seeds of the final held-out point),
-  * an SVG plot, docs/rl_comparison.svg: held-out normalised score and cache fraction against the model
-    runs spent on training (thin lines: seeds; thick lines: the mean over seeds).
+  * an SVG plot, docs/<set>.svg: held-out normalised score and cache fraction against the model runs
+    spent on training (thin lines: seeds; thick lines: the mean over seeds).
 
-    python3 bench/rl_comparison.py [--nammkit build/bin/nammkit] [--out runs/rl_comparison]
-                                   [--seeds 1 2 3] [--trainers cmaes reinforce ppo] [--force] [--smoke]
+    python3 bench/rl_comparison.py [--set compare_stories260k] [--nammkit build/bin/nammkit]
+                                   [--out runs/<set>] [--seeds 1 2 3] [--trainers cmaes reinforce ppo]
+                                   [--force] [--smoke]
 
 A run whose folder already holds a completed run is not run again (unless --force); one with a checkpoint
 but not completed is continued with --resume. The first plotted point (0 model runs, iteration -1) is the
 held-out evaluation of the initial policy, the same for every trainer of a seed. --smoke runs a
-tiny budget (2 CMA-ES generations, 4 RL iterations) into runs/rl_comparison_smoke and writes its results
-and plot there, to check the script. --no-run only reads the runs already in --out. Progress goes to
-stderr. Python 3 standard library only.
+tiny budget (2 CMA-ES generations, 4 RL iterations) into runs/<set>_smoke and writes its results and plot
+there, to check the script. --no-run only reads the runs already in --out. Progress goes to stderr.
+Python 3 standard library only.
 """
 import argparse
 import datetime
@@ -51,6 +55,15 @@ def read_jsonl(path):
             if line:
                 rows.append(json.loads(line))
     return rows
+
+
+def experiment_label(config):
+    """'<model file> <tasks of the last stage> at <context>', e.g. 'testbed.gguf passkey+needle at 1024 tokens'."""
+    tasks = config["stages"][-1]["tasks"]
+    names = "+".join(dict.fromkeys(t["name"] for t in tasks))
+    contexts = sorted({t.get("context_tokens") for t in tasks if t.get("context_tokens")})
+    at = f" at {'/'.join(map(str, contexts))} tokens" if contexts else ""
+    return f"{os.path.basename(config['model'])} {names}{at}"
 
 
 def total_generations(config):
@@ -362,8 +375,9 @@ def main():
     ap.add_argument("--out", default=None, help="run folders (default runs/rl_comparison, or runs/rl_comparison_smoke)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS))
-    ap.add_argument("--configs", default=os.path.join(ROOT, "configs"),
-                    help="folder holding compare_stories260k_<trainer>.json")
+    ap.add_argument("--set", default="compare_stories260k",
+                    help="the comparison: configs <set>_<trainer>.json (compare_stories260k, compare_testbed)")
+    ap.add_argument("--configs", default=os.path.join(ROOT, "configs"), help="folder holding <set>_<trainer>.json")
     ap.add_argument("--results", default=None, help="JSONL output (default bench/results/rl_comparison_<date>.jsonl)")
     ap.add_argument("--svg", default=None, help="SVG output (default docs/rl_comparison.svg)")
     ap.add_argument("--force", action="store_true", help="rerun runs that already completed")
@@ -371,14 +385,15 @@ def main():
     ap.add_argument("--no-run", action="store_true", help="only read the runs already in --out")
     args = ap.parse_args()
 
-    out = os.path.abspath(args.out or os.path.join(ROOT, "runs/rl_comparison_smoke" if args.smoke else "runs/rl_comparison"))
+    name = args.set + ("_smoke" if args.smoke else "")
+    out = os.path.abspath(args.out or os.path.join(ROOT, "runs", name))
     date = datetime.date.today().isoformat()
     if args.smoke:
-        results = args.results or os.path.join(out, "rl_comparison_smoke.jsonl")
-        svg_path = args.svg or os.path.join(out, "rl_comparison_smoke.svg")
+        results = args.results or os.path.join(out, f"{name}.jsonl")
+        svg_path = args.svg or os.path.join(out, f"{name}.svg")
     else:
-        results = args.results or os.path.join(ROOT, f"bench/results/rl_comparison_{date}.jsonl")
-        svg_path = args.svg or os.path.join(ROOT, "docs/rl_comparison.svg")
+        results = args.results or os.path.join(ROOT, f"bench/results/{name}_{date}.jsonl")
+        svg_path = args.svg or os.path.join(ROOT, f"docs/{name}.svg")
     nammkit = os.path.abspath(args.nammkit)
     if not args.no_run and not os.access(nammkit, os.X_OK):
         sys.exit(f"rl_comparison: {nammkit}: not an executable (build it, or pass --nammkit)")
@@ -386,7 +401,10 @@ def main():
 
     bases = {}
     for t in args.trainers:
-        with open(os.path.join(args.configs, f"compare_stories260k_{t}.json")) as f:
+        path = os.path.join(args.configs, f"{args.set}_{t}.json")
+        if not os.path.exists(path):
+            sys.exit(f"rl_comparison: {path}: no such config (--set {args.set}, --configs {args.configs})")
+        with open(path) as f:
             bases[t] = json.load(f)
 
     errors = []
@@ -409,7 +427,7 @@ def main():
     log(f"{len(rows)} held-out points written to {results}")
 
     budget = {t: total_generations(make_config(bases[t], t, 0, "", args.smoke)) for t in args.trainers}
-    title = "stories260K LM task: CMA-ES vs REINFORCE vs PPO" + (" (smoke test)" if args.smoke else "")
+    title = f"{experiment_label(bases[args.trainers[0]])}: CMA-ES vs REINFORCE vs PPO" + (" (smoke test)" if args.smoke else "")
     subtitle = (f"same initial policy (read-out bias {bases[args.trainers[0]].get('policy', {}).get('initial_bias', 0)}, "
                 f"weights N(0, {bases[args.trainers[0]].get('policy', {}).get('initial_scale', 0)}²)), "
                 f"seeds {', '.join(map(str, args.seeds))}; "
