@@ -372,14 +372,14 @@ def svg(rows, trainers, title, subtitle):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nammkit", default=os.path.join(ROOT, "build/bin/nammkit"))
-    ap.add_argument("--out", default=None, help="run folders (default runs/rl_comparison, or runs/rl_comparison_smoke)")
+    ap.add_argument("--out", default=None, help="run folders (default runs/<set>, or runs/<set>_smoke)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS))
     ap.add_argument("--set", default="compare_stories260k",
                     help="the comparison: configs <set>_<trainer>.json (compare_stories260k, compare_testbed)")
     ap.add_argument("--configs", default=os.path.join(ROOT, "configs"), help="folder holding <set>_<trainer>.json")
-    ap.add_argument("--results", default=None, help="JSONL output (default bench/results/rl_comparison_<date>.jsonl)")
-    ap.add_argument("--svg", default=None, help="SVG output (default docs/rl_comparison.svg)")
+    ap.add_argument("--results", default=None, help="JSONL output (default bench/results/<set>_<date>.jsonl)")
+    ap.add_argument("--svg", default=None, help="SVG output (default docs/<set>.svg)")
     ap.add_argument("--force", action="store_true", help="rerun runs that already completed")
     ap.add_argument("--smoke", action="store_true", help="tiny budget, to check the script")
     ap.add_argument("--no-run", action="store_true", help="only read the runs already in --out")
@@ -427,9 +427,10 @@ def main():
     log(f"{len(rows)} held-out points written to {results}")
 
     budget = {t: total_generations(make_config(bases[t], t, 0, "", args.smoke)) for t in args.trainers}
-    title = f"{experiment_label(bases[args.trainers[0]])}: CMA-ES vs REINFORCE vs PPO" + (" (smoke test)" if args.smoke else "")
-    subtitle = (f"same initial policy (read-out bias {bases[args.trainers[0]].get('policy', {}).get('initial_bias', 0)}, "
-                f"weights N(0, {bases[args.trainers[0]].get('policy', {}).get('initial_scale', 0)}²)), "
+    first = bases[args.trainers[0]]
+    title = f"{experiment_label(first)}: CMA-ES vs REINFORCE vs PPO" + (" (smoke test)" if args.smoke else "")
+    subtitle = (f"same initial policy (read-out bias {first.get('policy', {}).get('initial_bias', 0)}, "
+                f"weights N(0, {first.get('policy', {}).get('initial_scale', 0)}²)), "
                 f"seeds {', '.join(map(str, args.seeds))}; "
                 + ", ".join(f"{LABELS[t]} {budget[t]} {'generations' if t == 'cmaes' else 'iterations'}"
                             for t in args.trainers)
