@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/llama3_shape.h"
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
@@ -41,6 +42,7 @@
 
 using namespace nammkit;
 using namespace nammkit::kernels;
+using nammkit::bench::llama3_8b_shape;
 
 namespace {
 
@@ -56,24 +58,6 @@ std::vector<int> parse_list(const std::string& text) {
   std::string item;
   while (std::getline(ss, item, ',')) out.push_back(std::stoi(item));
   return out;
-}
-
-ModelConfig llama3_8b_shape(int layers) {
-  ModelConfig c;
-  c.architecture = "llama";
-  c.name = "synthetic-llama3-8b-shape";
-  c.dim = 4096;
-  c.hidden_dim = 14336;
-  c.n_layers = layers;
-  c.n_heads = 32;
-  c.n_kv_heads = 8;
-  c.head_dim = 128;
-  c.vocab_size = 128256;
-  c.max_seq_len = 32768;
-  c.norm_eps = 1e-5f;
-  c.rope_theta = 500000.0f;
-  c.rope_style = RopeStyle::HalfSplit;
-  return c;
 }
 
 std::unique_ptr<MemoryPolicy> random_namm() {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "kernels/cuda_lockstep.h"
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
@@ -27,6 +28,9 @@ class CudaBackend final : public Backend {
     CudaSessionOptions o;
     o.session = options;
     return std::make_unique<CudaSession>(gpu_, policy, o);
+  }
+  std::unique_ptr<Backend> new_lockstep_backend() const override {
+    return std::make_unique<LockstepCudaBackend>(model_, gpu_, name_);
   }
 
  private:

@@ -6,29 +6,19 @@
 #include <cmath>
 #include <string>
 
-#include "kernels/attention_decode.h"
-#include "kernels/attention_prefill.h"
+#include "kernels/cuda_lockstep.h"
 #include "kernels/kv_compact.h"
 #include "kernels/layer_ops.h"
+#include "kernels/layer_pass.h"
 #include "transformer/session.h"
 
 namespace nammkit::kernels {
 
-// One (layer, KV head) of the device cache: capacity rows allocated, len used.
-struct CudaSession::Head {
-  DeviceBuffer<uint8_t> keys, values;  // [capacity][head_dim] of kv_dtype
-  DeviceBuffer<int32_t> positions;     // [capacity] (device copy, kept by append and compaction)
-  int capacity = 0;
-  int len = 0;
-  std::vector<int32_t> host_positions;  // [len], authoritative
-};
-
 // Activations for the largest chunk so far, the per-layer pointer / length arrays the attention
 // kernels read, and scratch.
 struct CudaSession::Buffers {
-  int tokens_capacity = 0;
-  DeviceBuffer<float> x, xn, q, k, v, attn, proj, gate, up, logits;
-  DeviceBuffer<uint16_t> xh;  // GEMM input in the weights' type
+  RowActivations act;
+  DeviceBuffer<float> logits;
   DeviceBuffer<int32_t> tokens;
   DeviceBuffer<void*> key_ptrs, value_ptrs;  // [n_layers * n_kv]
   DeviceBuffer<int32_t*> pos_ptrs;           // [n_layers * n_kv]
@@ -46,19 +36,11 @@ namespace {
 
 constexpr const char* kWhere = "cuda session";
 
-// Grows a scratch buffer to hold at least n elements (contents lost), after the stream has finished
-// with the old allocation.
-template <typename T>
-void grow(DeviceBuffer<T>& b, size_t n, cudaStream_t stream) {
-  if (n <= b.size()) return;
-  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  b.resize(std::max(n, b.size() * 2));
-}
-
 }  // namespace
 
-CudaSession::CudaSession(const CudaModel& model, MemoryPolicy* policy, CudaSessionOptions options)
-    : model_(model), policy_(policy), options_(options), buf_(std::make_unique<Buffers>()) {
+CudaSession::CudaSession(const CudaModel& model, MemoryPolicy* policy, CudaSessionOptions options,
+                         CudaLockstepGroup* group)
+    : model_(model), policy_(policy), options_(options), group_(group), buf_(std::make_unique<Buffers>()) {
   const ModelConfig& c = model_.config();
   const SessionOptions& so = options_.session;
   if (so.prefill_chunk < 1) fail(kWhere, "prefill_chunk must be >= 1");
@@ -69,20 +51,24 @@ CudaSession::CudaSession(const CudaModel& model, MemoryPolicy* policy, CudaSessi
   if (c.head_dim > 256 || c.head_dim % 2 != 0) fail(kWhere, "head_dim must be even and <= 256");
   if (c.n_kv_heads < 1 || c.n_heads % c.n_kv_heads != 0 || c.group_size() > 32)
     fail(kWhere, "n_heads must be a multiple of n_kv_heads with at most 32 query heads per KV head");
+  if (group_ && &group_->model() != &model_) fail(kWhere, "a session of another model joined the lockstep group");
   cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-  const cublasStatus_t created = cublasCreate(&cublas_);
+  // A grouped session's forward passes run on the group's handle: no cuBLAS handle (and its workspace)
+  // per sequence.
+  const cublasStatus_t created = group_ ? CUBLAS_STATUS_SUCCESS : cublasCreate(&cublas_);
   if (created != CUBLAS_STATUS_SUCCESS) {
     cudaStreamDestroy(stream_);
     cublas_check(created, "cublasCreate");
   }
   try {
-    cublas_check(cublasSetStream(cublas_, stream_), "cublasSetStream");
+    if (cublas_) cublas_check(cublasSetStream(cublas_, stream_), "cublasSetStream");
     allocate();
   } catch (...) {  // the destructor does not run for a constructor that throws
-    cublasDestroy(cublas_);
+    if (cublas_) cublasDestroy(cublas_);
     cudaStreamDestroy(stream_);
     throw;
   }
+  if (group_) group_->join();
 }
 
 void CudaSession::allocate() {
@@ -104,6 +90,7 @@ void CudaSession::allocate() {
 }
 
 CudaSession::~CudaSession() {
+  if (group_) group_->leave();
   // Nothing to report from a destructor; buffers are freed after this by their own destructors.
   if (stream_) cudaStreamSynchronize(stream_);
   if (cublas_) cublasDestroy(cublas_);
@@ -158,7 +145,9 @@ const std::vector<float>& CudaSession::feed(std::span<const int32_t> tokens, std
   for (const ChunkSpan& chunk : plan_chunks(position_, tokens.size(), options_.session)) {
     const bool last = chunk.begin + chunk.size == tokens.size();
     float* out = all_logits ? all_logits->data() + chunk.begin * vocab : (last ? last_logits_.data() : nullptr);
-    forward_chunk(tokens.subspan(chunk.begin, chunk.size), out, all_logits != nullptr);
+    const std::span<const int32_t> part = tokens.subspan(chunk.begin, chunk.size);
+    if (group_) group_->forward(ChunkJob{this, part, out, all_logits != nullptr});
+    else forward_chunk(part, out, all_logits != nullptr);
     if (policy_ && chunk.ends_at_update) run_policy();
   }
   if (all_logits && !tokens.empty())
@@ -220,47 +209,23 @@ void CudaSession::forward_chunk(std::span<const int32_t> tokens, float* logits_o
   const ModelConfig& c = model_.config();
   const int T = static_cast<int>(tokens.size());
   const int d = c.head_dim, n_kv = c.n_kv_heads;
-  const DType wdt = model_.matrix_dtype();
   Buffers& b = *buf_;
+  RowActivations& a = b.act;
   const bool log_attention = policy_ && policy_->needs_attention();
 
-  if (T > b.tokens_capacity) {
-    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-    const size_t Ts = size_t(T);
-    b.x.resize(Ts * c.dim);
-    b.xn.resize(Ts * c.dim);
-    b.q.resize(Ts * c.q_dim());
-    b.k.resize(Ts * c.kv_dim());
-    b.v.resize(Ts * c.kv_dim());
-    b.attn.resize(Ts * c.q_dim());
-    b.proj.resize(Ts * c.dim);
-    b.gate.resize(Ts * c.hidden_dim);
-    b.up.resize(Ts * c.hidden_dim);
-    b.xh.resize(Ts * std::max({c.dim, c.q_dim(), c.hidden_dim}));
-    b.tokens.resize(Ts);
-    b.tokens_capacity = T;
-  }
+  a.reserve(c, T, stream_);
+  grow(b.tokens, size_t(T), stream_);
   cuda_check(cudaMemcpyAsync(b.tokens.get(), tokens.data(), sizeof(int32_t) * T, cudaMemcpyHostToDevice, stream_),
              "cudaMemcpyAsync (tokens)");
   embedding_gather(model_.token_embedding().data.get(), model_.token_embedding().dtype, b.tokens.get(), T, c.dim,
-                   b.x.get(), stream_);
+                   a.x.get(), stream_);
   for (int t = 0; t < T; ++t) query_positions_.push_back(int32_t(position_ + t));
 
   const float scale = 1.0f / std::sqrt(float(d));
   for (int l = 0; l < c.n_layers; ++l) {
-    const DeviceLayer& L = model_.layers()[l];
-    rms_norm_rows(b.x.get(), L.attn_norm.get(), c.norm_eps, T, c.dim, b.xn.get(), stream_);
-    convert_from_f32(b.xn.get(), wdt, b.xh.get(), size_t(T) * c.dim, stream_);
-    linear(cublas_, L.wq, b.xh.get(), T, b.q.get());
-    linear(cublas_, L.wk, b.xh.get(), T, b.k.get());
-    linear(cublas_, L.wv, b.xh.get(), T, b.v.get());
-    if (c.qkv_bias) {
-      add_bias_rows(b.q.get(), L.bq.get(), T, c.q_dim(), stream_);
-      add_bias_rows(b.k.get(), L.bk.get(), T, c.kv_dim(), stream_);
-      add_bias_rows(b.v.get(), L.bv.get(), T, c.kv_dim(), stream_);
-    }
-    rope_rows(b.q.get(), T, c.n_heads, d, c.q_dim(), position_, model_.inv_freq(), c.rope_style, stream_);
-    rope_rows(b.k.get(), T, n_kv, d, c.kv_dim(), position_, model_.inv_freq(), c.rope_style, stream_);
+    project_qkv(cublas_, model_, l, a, T, stream_);
+    rope_rows(a.q.get(), T, c.n_heads, d, c.q_dim(), position_, model_.inv_freq(), c.rope_style, stream_);
+    rope_rows(a.k.get(), T, n_kv, d, c.kv_dim(), position_, model_.inv_freq(), c.rope_style, stream_);
 
     // Append the chunk's keys and values to every head of this layer.
     const size_t off = size_t(l) * n_kv;
@@ -276,85 +241,36 @@ void CudaSession::forward_chunk(std::span<const int32_t> tokens, float* logits_o
     cuda_check(cudaMemcpyAsync(b.lens.get() + off, b.lens_host.data() + off, sizeof(int) * n_kv, cudaMemcpyHostToDevice,
                                stream_),
                "cudaMemcpyAsync (lens)");
-    append_kv(b.k.get(), b.v.get(), T, n_kv, d, options_.kv_dtype, b.key_ptrs.get() + off, b.value_ptrs.get() + off,
+    append_kv(a.k.get(), a.v.get(), T, n_kv, d, options_.kv_dtype, b.key_ptrs.get() + off, b.value_ptrs.get() + off,
               b.pos_ptrs.get() + off, b.lens.get() + off, position_, stream_);
 
     // Attention over the cache (max_len now includes the chunk).
     const size_t probs_n = size_t(n_kv) * T * max_len;
     if (log_attention) grow(b.probs, probs_n, stream_);
-    float* probs = log_attention ? b.probs.get() : nullptr;
-    if (T == 1) {
-      DecodeShape shape;
-      shape.kv_dtype = options_.kv_dtype;
-      shape.n_q_heads = c.n_heads;
-      shape.n_kv_heads = n_kv;
-      shape.head_dim = d;
-      shape.max_len = max_len;
-      shape.with_probs = log_attention;
-      const size_t ws = decode_workspace_bytes(shape);
-      grow(b.decode_ws, ws, stream_);
-      DecodeArgs args;
-      args.q_HxD = b.q.get();
-      args.keys = b.key_ptrs.get() + off;
-      args.values = b.value_ptrs.get() + off;
-      args.lens = b.lens.get() + off;
-      args.scale = scale;
-      args.out_HxD = b.attn.get();
-      args.probs_KVxS = probs;
-      args.probs_stride = log_attention ? max_len : 0;
-      attention_decode(shape, args, b.decode_ws.get(), b.decode_ws.size(), stream_);
-    } else {
-      PrefillShape shape;
-      shape.kv_dtype = options_.kv_dtype;
-      shape.n_q_heads = c.n_heads;
-      shape.n_kv_heads = n_kv;
-      shape.head_dim = d;
-      shape.n_queries = T;
-      shape.max_len = max_len;
-      PrefillArgs args;
-      args.q_TxHxD = b.q.get();
-      args.keys = b.key_ptrs.get() + off;
-      args.values = b.value_ptrs.get() + off;
-      args.lens = b.lens.get() + off;
-      args.scale = scale;
-      args.out_TxHxD = b.attn.get();
-      args.probs_KVxTxS = probs;
-      args.probs_stride = log_attention ? max_len : 0;
-      attention_prefill(shape, args, stream_);
-    }
+    AttentionCall call;
+    call.kv_dtype = options_.kv_dtype;
+    call.n_q_heads = c.n_heads;
+    call.n_kv_heads = n_kv;
+    call.head_dim = d;
+    call.n_queries = T;
+    call.max_len = max_len;
+    call.q = a.q.get();
+    call.keys = b.key_ptrs.get() + off;
+    call.values = b.value_ptrs.get() + off;
+    call.lens = b.lens.get() + off;
+    call.scale = scale;
+    call.out = a.attn.get();
+    call.probs = log_attention ? b.probs.get() : nullptr;
+    attend(call, b.decode_ws, stream_);
     if (log_attention) {
-      // Row t of head g: the keys query t could see (n_old + t + 1), as the CPU's AttentionLog.
       b.probs_host.resize(probs_n);
       cuda_check(
           cudaMemcpyAsync(b.probs_host.data(), b.probs.get(), probs_n * sizeof(float), cudaMemcpyDeviceToHost, stream_),
           "cudaMemcpyAsync (attention probabilities)");
       cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (attention probabilities)");
-      for (int g = 0; g < n_kv; ++g) {
-        const int n_old = heads_[off + g].len - T;
-        std::vector<float>& rows = log_rows_[off + g];
-        std::vector<size_t>& offsets = log_offsets_[off + g];
-        for (int t = 0; t < T; ++t) {
-          offsets.push_back(rows.size());
-          const float* src = b.probs_host.data() + (size_t(g) * T + t) * max_len;
-          const int visible = n_old + t + 1;
-          for (int j = 0; j < visible; ++j)
-            rows.push_back(options_.session.attention_bf16 ? round_to_bf16(src[j]) : src[j]);
-        }
-      }
+      log_attention_rows(l, T, b.probs_host.data(), max_len);
     }
-
-    convert_from_f32(b.attn.get(), wdt, b.xh.get(), size_t(T) * c.q_dim(), stream_);
-    linear(cublas_, L.wo, b.xh.get(), T, b.proj.get());
-    add_inplace(b.x.get(), b.proj.get(), size_t(T) * c.dim, stream_);
-
-    rms_norm_rows(b.x.get(), L.ffn_norm.get(), c.norm_eps, T, c.dim, b.xn.get(), stream_);
-    convert_from_f32(b.xn.get(), wdt, b.xh.get(), size_t(T) * c.dim, stream_);
-    linear(cublas_, L.w_gate, b.xh.get(), T, b.gate.get());
-    linear(cublas_, L.w_up, b.xh.get(), T, b.up.get());
-    swiglu(b.gate.get(), b.up.get(), size_t(T) * c.hidden_dim, stream_);
-    convert_from_f32(b.gate.get(), wdt, b.xh.get(), size_t(T) * c.hidden_dim, stream_);
-    linear(cublas_, L.w_down, b.xh.get(), T, b.proj.get());
-    add_inplace(b.x.get(), b.proj.get(), size_t(T) * c.dim, stream_);
+    finish_layer(cublas_, model_, l, a, T, stream_);
   }
   position_ += T;
 
@@ -364,12 +280,27 @@ void CudaSession::forward_chunk(std::span<const int32_t> tokens, float* logits_o
   const int rows = T - first;
   const size_t n_logits = size_t(rows) * c.vocab_size;
   grow(b.logits, n_logits, stream_);
-  rms_norm_rows(b.x.get() + size_t(first) * c.dim, model_.final_norm(), c.norm_eps, rows, c.dim, b.xn.get(), stream_);
-  convert_from_f32(b.xn.get(), wdt, b.xh.get(), size_t(rows) * c.dim, stream_);
-  linear(cublas_, model_.output(), b.xh.get(), rows, b.logits.get());
+  output_logits(cublas_, model_, a.x.get() + size_t(first) * c.dim, rows, a, b.logits.get(), stream_);
   cuda_check(cudaMemcpyAsync(logits_out, b.logits.get(), n_logits * sizeof(float), cudaMemcpyDeviceToHost, stream_),
              "cudaMemcpyAsync (logits)");
   cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (logits)");
+}
+
+void CudaSession::log_attention_rows(int layer, int T, const float* probs_KVxTxS, int stride) {
+  const int n_kv = model_.config().n_kv_heads;
+  const size_t off = size_t(layer) * n_kv;
+  for (int g = 0; g < n_kv; ++g) {
+    const int n_old = heads_[off + g].len - T;
+    std::vector<float>& rows = log_rows_[off + g];
+    std::vector<size_t>& offsets = log_offsets_[off + g];
+    for (int t = 0; t < T; ++t) {
+      offsets.push_back(rows.size());
+      const float* src = probs_KVxTxS + (size_t(g) * T + t) * stride;
+      const int visible = n_old + t + 1;
+      for (int j = 0; j < visible; ++j)
+        rows.push_back(options_.session.attention_bf16 ? round_to_bf16(src[j]) : src[j]);
+    }
+  }
 }
 
 void CudaSession::run_policy() {

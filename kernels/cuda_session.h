@@ -14,6 +14,9 @@
 // KeepLists are applied on the device with kv_compact_head. Between updates the host keeps the
 // attention rows, as the CPU's AttentionLog does.
 //
+// Lockstep: a session made with a CudaLockstepGroup (kernels/cuda_lockstep.h) runs its chunks stacked
+// with the group's other sessions (one pass over the weights per step); its policy hook is unchanged.
+//
 // Not supported (Error at construction / call): sliding_window > 0 and inject() (B'MOJO / Memory3
 // entries). attention_bf16 rounds the GQA average to bf16 (the CPU rounds each head's probability
 // before averaging, then the average): a difference of at most one bf16 ulp.
@@ -34,6 +37,8 @@
 
 namespace nammkit::kernels {
 
+class CudaLockstepGroup;
+
 struct CudaSessionOptions {
   SessionOptions session;       // prefill_chunk, update_interval, attention_bf16 (sliding_window must be 0)
   DType kv_dtype = DType::F16;  // device KV cache: F32, F16 or BF16
@@ -43,7 +48,10 @@ struct CudaSessionOptions {
 class CudaSession final : public InferenceSession {
  public:
   // `model` and `policy` (may be null: full cache) must outlive the session. Uses the current device.
-  CudaSession(const CudaModel& model, MemoryPolicy* policy = nullptr, CudaSessionOptions options = {});
+  // With a `group` (kernels/cuda_lockstep.h; it must outlive the session too) every forward pass waits
+  // for, and runs stacked with, the group's other sessions.
+  CudaSession(const CudaModel& model, MemoryPolicy* policy = nullptr, CudaSessionOptions options = {},
+              CudaLockstepGroup* group = nullptr);
   ~CudaSession() override;
   CudaSession(const CudaSession&) = delete;
   CudaSession& operator=(const CudaSession&) = delete;
@@ -69,9 +77,27 @@ class CudaSession final : public InferenceSession {
   size_t total_tokens() const override;  // summed over layers and KV heads
 
  private:
-  struct Head;
+  friend class CudaLockstepGroup;
+  // One (layer, KV head) of the device cache: capacity rows allocated, len used.
+  struct Head {
+    DeviceBuffer<uint8_t> keys, values;  // [capacity][head_dim] of kv_dtype
+    DeviceBuffer<int32_t> positions;     // [capacity] (device copy, kept by append and compaction)
+    int capacity = 0;
+    int len = 0;
+    std::vector<int32_t> host_positions;  // [len], authoritative
+  };
   struct Buffers;
+  // One session's chunk in a lockstep step.
+  struct ChunkJob {
+    CudaSession* session = nullptr;
+    std::span<const int32_t> tokens;
+    float* logits_out = nullptr;  // null: no logits; else the last row's, or every row's when logits_for_all
+    bool logits_for_all = false;
+  };
   void forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all);
+  // Appends one layer's attention rows of a chunk of T queries to the host log: probs_KVxTxS is the
+  // kernels' [n_kv][T][stride] host copy; row t of head g keeps the n_old + t + 1 keys query t saw.
+  void log_attention_rows(int layer, int T, const float* probs_KVxTxS, int stride);
   void allocate();  // cache bookkeeping, initial capacity, reset(); part of the constructor
   void ensure_capacity(int layer, int needed);
   void run_policy();
@@ -79,9 +105,10 @@ class CudaSession final : public InferenceSession {
   const CudaModel& model_;
   MemoryPolicy* policy_;
   CudaSessionOptions options_;
+  CudaLockstepGroup* group_;
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
-  std::vector<Head> heads_;  // [layer * n_kv + kv_head]
+  cublasHandle_t cublas_ = nullptr;  // null in a group (the group's handle runs the forward passes)
+  std::vector<Head> heads_;          // [layer * n_kv + kv_head]
   std::unique_ptr<Buffers> buf_;
   int64_t position_ = 0;
   std::vector<float> last_logits_;

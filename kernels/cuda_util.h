@@ -5,6 +5,7 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -93,5 +94,14 @@ class DeviceBuffer {
   T* ptr_ = nullptr;
   size_t n_ = 0;
 };
+
+// Grows a scratch buffer to hold at least n elements (at least doubling; contents lost), after `stream`
+// has finished with the old allocation.
+template <typename T>
+void grow(DeviceBuffer<T>& b, size_t n, cudaStream_t stream) {
+  if (n <= b.size()) return;
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (grow)");
+  b.resize(std::max(n, b.size() * 2));
+}
 
 }  // namespace nammkit::kernels

@@ -48,9 +48,9 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, float eps, 
   for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = xr[i] * scale * weight[i];
 }
 
-// One thread per (token, head, pair).
+// One thread per (token, head, pair). Token t is at positions[t], or first_position + t without them.
 __global__ void rope_kernel(float* x, int n_tokens, int n_heads, int head_dim, int row_stride, int64_t first_position,
-                            const double* inv_freq, bool interleaved) {
+                            const int32_t* positions, const double* inv_freq, bool interleaved) {
   const int half = head_dim / 2;
   const size_t total = size_t(n_tokens) * n_heads * half;
   for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < total; idx += size_t(gridDim.x) * blockDim.x) {
@@ -58,7 +58,8 @@ __global__ void rope_kernel(float* x, int n_tokens, int n_heads, int head_dim, i
     const int h = static_cast<int>((idx / half) % n_heads);
     const int t = static_cast<int>(idx / (size_t(half) * n_heads));
     double s, c;
-    sincos(double(first_position + t) * inv_freq[i], &s, &c);
+    const int64_t position = positions ? int64_t(positions[t]) : first_position + t;
+    sincos(double(position) * inv_freq[i], &s, &c);
     const float sf = static_cast<float>(s), cf = static_cast<float>(c);
     float* v = x + size_t(t) * row_stride + size_t(h) * head_dim;
     const int a = interleaved ? 2 * i : i;
@@ -105,22 +106,93 @@ __global__ void convert_kernel(const float* in, T* out, size_t n) {
     store(out + i, in[i]);
 }
 
-// One thread per (token, KV head, element).
+// Where stacked row r of a lockstep step goes (kernels/batch_plan.h); without it (one sequence) row r
+// is token r of a chunk of n_rows tokens at first_position + r, and the sequence is slot 0.
+struct RowMap {
+  const int32_t* row_slot = nullptr;
+  const int32_t* row_t = nullptr;
+  const int32_t* slot_tokens = nullptr;
+  const int32_t* row_positions = nullptr;
+  int64_t first_position = 0;
+};
+
+// One thread per (row, KV head, element). The row's sequence (slot) has its KV heads at pointer index
+// slot * n_kv_heads + h; its chunk's T rows are the last T of each head (lens include the chunk).
 template <typename T>
-__global__ void append_kernel(const float* k, const float* v, int n_tokens, int n_kv_heads, int head_dim,
+__global__ void append_kernel(const float* k, const float* v, int n_rows, int n_kv_heads, int head_dim,
                               void* const* keys, void* const* values, int32_t* const* positions, const int* lens,
-                              int64_t first_position) {
+                              RowMap map) {
   const int kv_dim = n_kv_heads * head_dim;
-  const size_t total = size_t(n_tokens) * kv_dim;
+  const size_t total = size_t(n_rows) * kv_dim;
   for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < total; idx += size_t(gridDim.x) * blockDim.x) {
-    const int t = static_cast<int>(idx / kv_dim);
+    const int r = static_cast<int>(idx / kv_dim);
     const int col = static_cast<int>(idx % kv_dim);
-    const int h = col / head_dim, e = col % head_dim;
-    const size_t row = size_t(lens[h] - n_tokens + t);
+    const int slot = map.row_slot ? map.row_slot[r] : 0;
+    const int t = map.row_t ? map.row_t[r] : r;
+    const int chunk = map.slot_tokens ? map.slot_tokens[slot] : n_rows;
+    const int h = slot * n_kv_heads + col / head_dim, e = col % head_dim;
+    const size_t row = size_t(lens[h] - chunk + t);
     store(static_cast<T*>(keys[h]) + row * head_dim + e, k[idx]);
     store(static_cast<T*>(values[h]) + row * head_dim + e, v[idx]);
-    if (e == 0 && positions) positions[h][row] = static_cast<int32_t>(first_position + t);
+    if (e == 0 && positions)
+      positions[h][row] = map.row_positions ? map.row_positions[r] : static_cast<int32_t>(map.first_position + t);
   }
+}
+
+// dst row i = src row index[i] (gather) or dst row index[i] = src row i (scatter); rows of `width` floats.
+__global__ void copy_rows_kernel(const float* src, const int32_t* index, int n_rows, int width, float* dst,
+                                 bool scatter) {
+  const size_t total = size_t(n_rows) * width;
+  for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < total; idx += size_t(gridDim.x) * blockDim.x) {
+    const size_t i = idx / width, c = idx % width;
+    const size_t mapped = size_t(index[i]);
+    if (scatter) dst[mapped * width + c] = src[idx];
+    else dst[idx] = src[mapped * width + c];
+  }
+}
+
+void launch_append(const float* k, const float* v, int n_rows, int n_kv_heads, int head_dim, DType dtype,
+                   void* const* keys, void* const* values, int32_t* const* positions, const int* lens,
+                   const RowMap& map, cudaStream_t stream) {
+  require(n_rows >= 0 && n_kv_heads > 0 && head_dim > 0, "append_kv", "bad shape");
+  const size_t n = size_t(n_rows) * n_kv_heads * head_dim;
+  if (n == 0) return;
+  switch (dtype) {
+    case DType::F32:
+      append_kernel<float><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_rows, n_kv_heads, head_dim, keys, values,
+                                                                 positions, lens, map);
+      break;
+    case DType::F16:
+      append_kernel<F16Bits><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_rows, n_kv_heads, head_dim, keys, values,
+                                                                   positions, lens, map);
+      break;
+    case DType::BF16:
+      append_kernel<BF16Bits><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_rows, n_kv_heads, head_dim, keys, values,
+                                                                    positions, lens, map);
+      break;
+    default: fail("append_kv", std::string("unsupported KV dtype ") + dtype_name(dtype));
+  }
+  cuda_check_launch("append_kernel");
+}
+
+void launch_rope(float* x, int n_tokens, int n_heads, int head_dim, int row_stride, int64_t first_position,
+                 const int32_t* positions, const double* inv_freq, RopeStyle style, cudaStream_t stream) {
+  require(n_tokens >= 0 && n_heads > 0 && head_dim > 0 && head_dim % 2 == 0 && row_stride >= n_heads * head_dim,
+          "rope_rows", "bad shape");
+  const size_t total = size_t(n_tokens) * n_heads * (head_dim / 2);
+  if (total == 0) return;
+  rope_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, n_tokens, n_heads, head_dim, row_stride, first_position,
+                                                        positions, inv_freq, style == RopeStyle::Interleaved);
+  cuda_check_launch("rope_kernel");
+}
+
+void launch_copy_rows(const float* src, const int32_t* index, int n_rows, int width, float* dst, bool scatter,
+                      cudaStream_t stream) {
+  require(n_rows >= 0 && width > 0, scatter ? "scatter_rows" : "gather_rows", "bad shape");
+  const size_t n = size_t(n_rows) * width;
+  if (n == 0) return;
+  copy_rows_kernel<<<grid_for(n), kThreads, 0, stream>>>(src, index, n_rows, width, dst, scatter);
+  cuda_check_launch("copy_rows_kernel");
 }
 
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
@@ -156,13 +228,12 @@ void rms_norm_rows(const float* x, const float* weight, float eps, int n_rows, i
 
 void rope_rows(float* x, int n_tokens, int n_heads, int head_dim, int row_stride, int64_t first_position,
                const double* inv_freq, RopeStyle style, cudaStream_t stream) {
-  require(n_tokens >= 0 && n_heads > 0 && head_dim > 0 && head_dim % 2 == 0 && row_stride >= n_heads * head_dim,
-          "rope_rows", "bad shape");
-  const size_t total = size_t(n_tokens) * n_heads * (head_dim / 2);
-  if (total == 0) return;
-  rope_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, n_tokens, n_heads, head_dim, row_stride, first_position,
-                                                        inv_freq, style == RopeStyle::Interleaved);
-  cuda_check_launch("rope_kernel");
+  launch_rope(x, n_tokens, n_heads, head_dim, row_stride, first_position, nullptr, inv_freq, style, stream);
+}
+
+void rope_rows_at(float* x, int n_tokens, int n_heads, int head_dim, int row_stride, const int32_t* positions,
+                  const double* inv_freq, RopeStyle style, cudaStream_t stream) {
+  launch_rope(x, n_tokens, n_heads, head_dim, row_stride, 0, positions, inv_freq, style, stream);
 }
 
 void swiglu(float* gate, const float* up, size_t n, cudaStream_t stream) {
@@ -221,25 +292,29 @@ void convert_from_f32(const float* in, DType dtype, void* out, size_t n, cudaStr
 void append_kv(const float* k, const float* v, int n_tokens, int n_kv_heads, int head_dim, DType dtype,
                void* const* keys, void* const* values, int32_t* const* positions, const int* lens,
                int64_t first_position, cudaStream_t stream) {
-  require(n_tokens >= 0 && n_kv_heads > 0 && head_dim > 0, "append_kv", "bad shape");
-  const size_t n = size_t(n_tokens) * n_kv_heads * head_dim;
-  if (n == 0) return;
-  switch (dtype) {
-    case DType::F32:
-      append_kernel<float><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_tokens, n_kv_heads, head_dim, keys, values,
-                                                                 positions, lens, first_position);
-      break;
-    case DType::F16:
-      append_kernel<F16Bits><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_tokens, n_kv_heads, head_dim, keys, values,
-                                                                   positions, lens, first_position);
-      break;
-    case DType::BF16:
-      append_kernel<BF16Bits><<<grid_for(n), kThreads, 0, stream>>>(k, v, n_tokens, n_kv_heads, head_dim, keys, values,
-                                                                    positions, lens, first_position);
-      break;
-    default: fail("append_kv", std::string("unsupported KV dtype ") + dtype_name(dtype));
-  }
-  cuda_check_launch("append_kernel");
+  RowMap map;
+  map.first_position = first_position;
+  launch_append(k, v, n_tokens, n_kv_heads, head_dim, dtype, keys, values, positions, lens, map, stream);
+}
+
+void append_kv_rows(const float* k, const float* v, int n_rows, int n_kv_heads, int head_dim, DType dtype,
+                    void* const* keys, void* const* values, int32_t* const* positions, const int* lens,
+                    const int32_t* row_slot, const int32_t* row_t, const int32_t* slot_tokens,
+                    const int32_t* row_positions, cudaStream_t stream) {
+  RowMap map;
+  map.row_slot = row_slot;
+  map.row_t = row_t;
+  map.slot_tokens = slot_tokens;
+  map.row_positions = row_positions;
+  launch_append(k, v, n_rows, n_kv_heads, head_dim, dtype, keys, values, positions, lens, map, stream);
+}
+
+void gather_rows(const float* src, const int32_t* index, int n_rows, int width, float* dst, cudaStream_t stream) {
+  launch_copy_rows(src, index, n_rows, width, dst, false, stream);
+}
+
+void scatter_rows(const float* src, const int32_t* index, int n_rows, int width, float* dst, cudaStream_t stream) {
+  launch_copy_rows(src, index, n_rows, width, dst, true, stream);
 }
 
 void fill_uniform(void* out, DType dtype, size_t n, uint64_t seed, float scale, cudaStream_t stream) {

@@ -22,6 +22,11 @@ void rms_norm_rows(const float* x, const float* weight, float eps, int n_rows, i
 void rope_rows(float* x, int n_tokens, int n_heads, int head_dim, int row_stride, int64_t first_position,
                const double* inv_freq, RopeStyle style, cudaStream_t stream);
 
+// As rope_rows, token t at absolute position positions[t] ([n_tokens] device int32): the stacked rows of
+// a lockstep step, each sequence at its own position.
+void rope_rows_at(float* x, int n_tokens, int n_heads, int head_dim, int row_stride, const int32_t* positions,
+                  const double* inv_freq, RopeStyle style, cudaStream_t stream);
+
 // gate[i] = silu(gate[i]) * up[i] for i < n.
 void swiglu(float* gate, const float* up, size_t n, cudaStream_t stream);
 
@@ -46,6 +51,20 @@ void convert_from_f32(const float* in, DType dtype, void* out, size_t n, cudaStr
 void append_kv(const float* k, const float* v, int n_tokens, int n_kv_heads, int head_dim, DType dtype,
                void* const* keys, void* const* values, int32_t* const* positions, const int* lens,
                int64_t first_position, cudaStream_t stream);
+
+// append_kv for the stacked rows of a lockstep step (kernels/batch_plan.h): row r belongs to sequence
+// slot row_slot[r], is token row_t[r] of its chunk of slot_tokens[slot] tokens, at absolute position
+// row_positions[r]. keys/values/positions/lens are [n_slots * n_kv_heads] device arrays, slot-major,
+// lens already including each chunk. All index arrays are device memory.
+void append_kv_rows(const float* k, const float* v, int n_rows, int n_kv_heads, int head_dim, DType dtype,
+                    void* const* keys, void* const* values, int32_t* const* positions, const int* lens,
+                    const int32_t* row_slot, const int32_t* row_t, const int32_t* slot_tokens,
+                    const int32_t* row_positions, cudaStream_t stream);
+
+// dst[i] = src[index[i]] (gather_rows) or dst[index[i]] = src[i] (scatter_rows) for n_rows rows of
+// `width` floats; index is a device int32 array of n_rows entries.
+void gather_rows(const float* src, const int32_t* index, int n_rows, int width, float* dst, cudaStream_t stream);
+void scatter_rows(const float* src, const int32_t* index, int n_rows, int width, float* dst, cudaStream_t stream);
 
 // Fills n elements (dtype F32, F16 or BF16) with reproducible pseudo-random values uniform in
 // [-scale, scale] (a hash of seed and index; for synthetic benchmark weights).

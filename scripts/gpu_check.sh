@@ -14,6 +14,7 @@
 #   --build     build from source there (with .gpu/deps) even when the prebuilt binaries run
 #   --no-bench  tests only
 #   --kernels-only  of the benchmarks, bench_kernels only
+# GPU_CHECK_POPULATION_CONTEXT sets bench_gpu_population's prompt length on the 8B shape (default 4096).
 # The benchmarks are cut to end by $GPU_CHECK_DEADLINE seconds after the start (default 560), so that the
 # whole call fits the device tool's 10-minute limit. For a rehearsal on a CPU machine:
 # GPU_CHECK_CONTEXTS sets the synthetic 8B-shaped model's contexts (default 4096,16384,32768).
@@ -121,7 +122,8 @@ elif [ $use_prebuilt = 0 ]; then
     -DZLIB_INCLUDE_DIR="$deps/usr/include" -DZLIB_LIBRARY="$deps/usr/lib/x86_64-linux-gnu/libz.so" \
     >"$out/work/build.log" 2>&1 &&
     cmake --build "$build" -j 12 --target nammkit nammkit_cuda test_kernels_gpu test_kernels_session \
-      test_kernels_reference bench_kernels bench_gpu_model >>"$out/work/build.log" 2>&1
+      test_kernels_lockstep test_kernels_reference test_kernels_batch_plan bench_kernels bench_gpu_model \
+      bench_gpu_population >>"$out/work/build.log" 2>&1
   rc=$?
   if [ $rc != 0 ]; then
     say "BUILD FAILED (rc $rc):"; grep -m20 -i -B2 -A3 "error" "$out/work/build.log"; tail -20 "$out/work/build.log"
@@ -129,8 +131,8 @@ elif [ $use_prebuilt = 0 ]; then
   else
     bindir=$root/.gpu/bin-device
     mkdir -p "$bindir"
-    for t in nammkit libnammkit_cuda.so test_kernels_gpu test_kernels_session test_kernels_reference bench_kernels \
-      bench_gpu_model; do
+    for t in nammkit libnammkit_cuda.so test_kernels_gpu test_kernels_session test_kernels_lockstep \
+      test_kernels_reference test_kernels_batch_plan bench_kernels bench_gpu_model bench_gpu_population; do
       cp "$(find "$build" -name "$t" -type f -perm -u+x | head -1)" "$bindir/"
     done
     echo '{"check":"build","ok":true}' >>"$results"
@@ -166,11 +168,14 @@ EOF
 }
 if [ -x "$bindir/test_kernels_gpu" ]; then
   run_test test_kernels_reference
+  [ -x "$bindir/test_kernels_batch_plan" ] && run_test test_kernels_batch_plan
   run_test test_kernels_gpu
   if [ -n "$train_pid" ]; then
     run_test test_kernels_session --gtest_filter=-*Testbed*  # the testbed model's tests wait for the training
+    [ -x "$bindir/test_kernels_lockstep" ] && run_test test_kernels_lockstep --gtest_filter=-*Testbed*
   else
     run_test test_kernels_session
+    [ -x "$bindir/test_kernels_lockstep" ] && run_test test_kernels_lockstep
   fi
 else
   failed=1
@@ -217,6 +222,8 @@ if [ -n "$train_pid" ]; then
     sha256sum models/testbed/testbed.gguf
     if [ -x "$bindir/test_kernels_session" ]; then
       NAMMKIT_TESTBED_MODEL=$root/models/testbed/testbed.gguf run_test test_kernels_session --gtest_filter=*Testbed*
+      [ -x "$bindir/test_kernels_lockstep" ] &&
+        NAMMKIT_TESTBED_MODEL=$root/models/testbed/testbed.gguf run_test test_kernels_lockstep --gtest_filter=*Testbed*
     fi
   else
     say "no testbed.gguf was written"; failed=1
@@ -239,6 +246,14 @@ bench() {  # bench SECONDS ARGS...: JSON lines to results.jsonl, stderr to the l
 if [ $bench != 0 ] && [ -x "$bindir/bench_kernels" ]; then
   nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,utilization.gpu --format=csv,noheader || true
   bench 150 "$bindir/bench_kernels"
+fi
+# Issue #14's target: one generation of 32 members x 8 prompts of 4K tokens, lockstep vs member by member,
+# on the 8B-shaped model (8 layers) and on the testbed model.
+if [ $bench = 1 ] && [ -x "$bindir/bench_gpu_population" ]; then
+  bench 150 "$bindir/bench_gpu_population" --members 32 --prompts 8 --context "${GPU_CHECK_POPULATION_CONTEXT:-4096}" --layers 8
+  if [ -f models/testbed/testbed.gguf ]; then
+    bench 60 "$bindir/bench_gpu_population" --model models/testbed/testbed.gguf --members 32 --prompts 8 --context 2048
+  fi
 fi
 if [ $bench = 1 ] && [ -x "$bindir/bench_gpu_model" ]; then
   bench 60 "$bindir/bench_gpu_model" --model .gpu/shared/models/stories260K/stories260K.bin --contexts 256,512 --decode 128

@@ -93,9 +93,14 @@ TEST(ExperimentConfig, BatchingIsNotPartOfTheIdentityAndAutoFollowsTheModelSize)
   EXPECT_EQ(plain.hash(), lockstep.hash()) << "the same results either way, so a run may resume with the other";
   if (!file_exists(kStories)) GTEST_SKIP() << "shared model missing: " << kStories;
   const Backend& cpu = testing::stories_cpu();
-  EXPECT_FALSE(use_lockstep({BatchingMode::Auto, 64}, cpu, "cfg.json")) << "1 MiB per token: member-parallel pays";
-  EXPECT_TRUE(use_lockstep({BatchingMode::Lockstep, 64}, cpu, "cfg.json"));
-  EXPECT_FALSE(use_lockstep({BatchingMode::Members, 64}, cpu, "cfg.json"));
+  EXPECT_FALSE(use_lockstep({BatchingMode::Auto, 64}, cpu)) << "1 MiB per token: member-parallel pays";
+  EXPECT_TRUE(use_lockstep({BatchingMode::Lockstep, 64}, cpu));
+  EXPECT_FALSE(use_lockstep({BatchingMode::Members, 64}, cpu));
+  const std::unique_ptr<Backend> batched = cpu.new_lockstep_backend();
+  ASSERT_NE(batched, nullptr) << "the CPU backend has a lockstep form";
+  EXPECT_EQ(batched->device(), Device::Cpu);
+  EXPECT_EQ(batched->name(), "cpu (lockstep batches)");
+  EXPECT_EQ(&batched->model(), &cpu.model());
 }
 
 TEST(ExperimentConfig, ShippedConfigsParse) {

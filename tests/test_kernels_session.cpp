@@ -20,6 +20,7 @@
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
 #include "namm/policy_file.h"
+#include "tests/runtime_compare.h"
 #include "tests/shared_model.h"
 #include "transformer/loader.h"
 #include "transformer/session.h"
@@ -35,23 +36,8 @@ constexpr double kLogitTolerance = 2e-2;  // f16 weights and KV, f32 accumulatio
 
 const std::string kFixtures = std::string(NAMMKIT_SOURCE_DIR) + "/tests/fixtures/";
 
-// max |a - b| / max |b| over one row.
-double relative_error(const float* a, const float* b, int n) {
-  double diff = 0, ref = 0;
-  for (int i = 0; i < n; ++i) {
-    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
-    ref = std::max(ref, double(std::fabs(b[i])));
-  }
-  return diff / std::max(ref, 1e-12);
-}
-
-std::vector<int32_t> random_tokens(const Model& m, int n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> u(1, m.config.vocab_size - 1);
-  std::vector<int32_t> t(n);
-  for (int32_t& x : t) x = u(rng);
-  return t;
-}
+using testing::random_tokens;
+using testing::relative_error;
 
 const Model& load_cached(const std::string& path) {
   static std::vector<std::pair<std::string, std::unique_ptr<Model>>> cache;

@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "transformer/lockstep.h"
 #include "transformer/session.h"
 
 namespace nammkit {
@@ -26,6 +27,9 @@ class CpuBackend final : public Backend {
   const Model& model() const override { return model_; }
   std::unique_ptr<InferenceSession> new_session(MemoryPolicy* policy, const SessionOptions& options) const override {
     return std::make_unique<Session>(model_, policy, options);
+  }
+  std::unique_ptr<Backend> new_lockstep_backend() const override {
+    return std::make_unique<LockstepCpuBackend>(model_);
   }
 
  private:

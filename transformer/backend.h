@@ -89,6 +89,10 @@ class Backend {
   // `policy` (may be null: full cache) must outlive the session. Throws Error for options the
   // backend does not support (e.g. a sliding window on CUDA).
   virtual std::unique_ptr<InferenceSession> new_session(MemoryPolicy* policy, const SessionOptions& options) const = 0;
+  // The same model on the same device, but every session it makes runs its forward passes in lockstep
+  // batches with the others (transformer/lockstep.h on the CPU, kernels/cuda_lockstep.h on CUDA; read
+  // their threading rule). Null when the backend has no such form. Must not outlive this backend.
+  virtual std::unique_ptr<Backend> new_lockstep_backend() const { return nullptr; }
 };
 
 // The CPU backend over `model` (which must outlive it).

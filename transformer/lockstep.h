@@ -16,13 +16,12 @@
 // feeding it or destroy it: run each sequence on a thread of its own (evo::run_items with
 // dedicated threads), and never hold one group session while waiting for another.
 #pragma once
-#include <condition_variable>
-#include <cstdint>
 #include <memory>
-#include <mutex>
+#include <span>
 #include <vector>
 
 #include "transformer/backend.h"
+#include "transformer/lockstep_scheduler.h"
 #include "transformer/session.h"
 
 namespace nammkit {
@@ -34,30 +33,21 @@ class LockstepGroup {
   LockstepGroup(const LockstepGroup&) = delete;
   LockstepGroup& operator=(const LockstepGroup&) = delete;
 
-  struct Stats {
-    int64_t steps = 0;   // forward passes run
-    int64_t chunks = 0;  // session chunks in them (chunks / steps = mean batch size)
-    int max_batch = 0;   // most chunks in one step
-  };
-  Stats stats() const;
+  using Stats = LockstepStats;
+  Stats stats() const { return scheduler_.stats(); }
 
  private:
   friend class Session;
-  struct Request;
-  void join();
-  void leave();
+  void join() { scheduler_.join(); }
+  void leave() { scheduler_.leave(); }
   // Blocks until the step that runs `job` has run; rethrows what the step threw.
   void forward(const Session::ChunkJob& job);
-  void run_step(std::unique_lock<std::mutex>& lock);
+  void run_step(std::span<const Session::ChunkJob> batch);
 
   const Model& model_;
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  int live_ = 0;                   // sessions of the group that exist
-  std::vector<Request*> pending_;  // chunks waiting for the next step
-  bool running_ = false;           // a step is running (its requests are out of pending_)
   std::shared_ptr<Session::Scratch> scratch_;
-  Stats stats_;
+  std::vector<Session::ChunkJob> step_jobs_;  // one float_activations setting of a step
+  LockstepScheduler<Session::ChunkJob> scheduler_;
 };
 
 // A CPU backend whose sessions all belong to one LockstepGroup (see above for the threading rule).

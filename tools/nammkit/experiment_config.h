@@ -26,11 +26,13 @@ struct StageConfig {
 
 enum class TrainerKind : uint8_t { Cmaes, Reinforce, Ppo };
 
-// How a generation's (member, prompt) sequences run (config "batching"). Both give the same results
-// bit for bit, so the choice is not part of the experiment's identity (a run may resume with another).
+// How a generation's (member, prompt) sequences run (config "batching"). On the CPU both give the same
+// results bit for bit (on CUDA, up to the GEMMs' summation order: kernels/cuda_lockstep.h), so the
+// choice is not part of the experiment's identity (a run may resume with another).
 enum class BatchingMode : uint8_t {
   Auto,      // Lockstep on the CPU when the model reads at least kLockstepAutoBytes per token, else Members
-  Lockstep,  // lockstep batches (transformer/lockstep.h): one forward pass per step for all sequences (CPU)
+  Lockstep,  // lockstep batches: one forward pass per step for all sequences (transformer/lockstep.h on the
+             // CPU, kernels/cuda_lockstep.h on CUDA)
   Members,   // every sequence its own session, TBB across sequences
 };
 struct BatchingConfig {

@@ -17,7 +17,6 @@
 #include "namm/policy_file.h"
 #include "tasks/fitness.h"
 #include "tasks/reference_cache.h"
-#include "transformer/lockstep.h"
 
 namespace nammkit::cli {
 namespace {
@@ -128,14 +127,10 @@ ExtraState extra_from_json(const std::string& text, const std::string& where) {
   }
 }
 
-bool use_lockstep(const BatchingConfig& batching, const Backend& backend, const std::string& where) {
+bool use_lockstep(const BatchingConfig& batching, const Backend& backend) {
   switch (batching.mode) {
     case BatchingMode::Members: return false;
-    case BatchingMode::Lockstep:
-      if (backend.device() != Device::Cpu)
-        fail(where, "batching.mode: \"lockstep\" runs on the CPU backend only (this run is on " + backend.name() +
-                        "); use \"auto\" or \"members\"");
-      return true;
+    case BatchingMode::Lockstep: return true;
     case BatchingMode::Auto: break;
   }
   return backend.device() == Device::Cpu && backend.model().weight_bytes_per_token() >= kLockstepAutoBytes;
@@ -146,8 +141,11 @@ std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, Devi
   setup->model = load_model(config.model);
   setup->backend = make_backend(setup->model, device, !announce);
   if (announce) std::fprintf(stderr, "device: %s\n", setup->backend->name().c_str());
-  if (use_lockstep(config.batching, *setup->backend, config.file)) {
-    setup->lockstep_backend = std::make_unique<LockstepCpuBackend>(setup->model);
+  if (use_lockstep(config.batching, *setup->backend)) {
+    setup->lockstep_backend = setup->backend->new_lockstep_backend();
+    if (!setup->lockstep_backend)
+      fail(config.file, "batching.mode: \"lockstep\": the backend " + setup->backend->name() +
+                            " has no lockstep form; use \"auto\" or \"members\"");
     setup->population_threads = config.batching.sequences;
   }
   if (announce)

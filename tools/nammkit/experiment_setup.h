@@ -48,8 +48,9 @@ struct EvolutionSetup {
   Model model;
   std::unique_ptr<Backend> backend;
   // Where the population's sequences run (config "batching", resolved by build_setup): `backend` with
-  // TBB across sequences (population_threads 0), or a LockstepCpuBackend over the same model whose
-  // sequences run on population_threads dedicated threads (evo::run_items).
+  // TBB across sequences (population_threads 0), or its lockstep form (Backend::new_lockstep_backend:
+  // the CPU's or the GPU's batches) whose sequences run on population_threads dedicated threads
+  // (evo::run_items).
   std::unique_ptr<Backend> lockstep_backend;
   int population_threads = 0;
   const Backend& population_backend() const { return lockstep_backend ? *lockstep_backend : *backend; }
@@ -60,11 +61,12 @@ struct EvolutionSetup {
 };
 
 // Whether a run's population runs in lockstep batches (config "batching"): "members" never; "lockstep"
-// always (an Error on CUDA, whose sessions are not batched yet: where names the config); "auto" on the
-// CPU when the model reads at least kLockstepAutoBytes of weights per token, where shared weight reads
-// pay (see README "Batched population evaluation" for the measurements), never on CUDA.
+// always, on the CPU or on CUDA (kernels/cuda_lockstep.h); "auto" on the CPU when the model reads at
+// least kLockstepAutoBytes of weights per token, where shared weight reads pay (see README "Batched
+// population evaluation" for the measurements). "auto" does not pick CUDA's batches: that path has
+// not yet run on a GPU (tests/test_kernels_lockstep.cpp is its check), so it is opt-in until it has.
 inline constexpr size_t kLockstepAutoBytes = size_t{100} << 20;
-bool use_lockstep(const BatchingConfig& batching, const Backend& backend, const std::string& where);
+bool use_lockstep(const BatchingConfig& batching, const Backend& backend);
 
 // A training run's hold on OUTPUT_DIR for its lifetime: the thread limit (config "threads"), the
 // directory's lock (one process per run directory: a second one would interleave the log and the
