@@ -6,7 +6,9 @@
 // Default: λ = 32, P = 8, C = 4096, D = 16 on a synthetic Llama-3-8B-shaped model (bench_gpu_model's
 // shape, 8 of 32 layers unless --layers), f16 weights and KV, full cache (--policy namm: a random-
 // parameter NAMM per member, update every 512 tokens; its scoring runs on the host, so the attention
-// probabilities cross PCIe). Member by member is timed on --measure-members members (default 1) and
+// probabilities cross PCIe, and each sequence keeps up to 512 f32 attention rows per (layer, KV head)
+// on the host between updates: ~0.5 GB per sequence at 4K on the 8-layer shape, so use far fewer than
+// 256 sequences there). Member by member is timed on --measure-members members (default 1) and
 // scaled to λ. With --model PATH a real checkpoint instead (contexts capped at its own).
 //
 // JSON lines: {"mode":"member",...} (seconds for one member's P prompts, and the generation estimate),

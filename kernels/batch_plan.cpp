@@ -72,6 +72,7 @@ BatchPlan plan_batch(std::span<const BatchJobShape> jobs, int n_kv_heads, size_t
       const int len = std::max(max_len, job.max_len);
       const size_t floats = size_t(a.n_jobs + 1) * size_t(n_kv_heads) * size_t(a.n_queries) * size_t(len);
       if (a.with_probs && a.n_jobs > 0 && floats > max_probs_floats) break;
+      if (a.n_jobs > 0 && int64_t(a.n_jobs + 1) * n_kv_heads > kMaxLaunchKvHeads) break;
       max_len = len;
       ++a.n_jobs;
       ++s;

@@ -22,6 +22,7 @@
 //
 // Probabilities are only computed for launches holding a job whose policy reads attention; such a
 // launch is cut so that its probabilities fit max_probs_floats (n_jobs * Hkv * T * max_len floats).
+// Every launch is also cut at kMaxLaunchKvHeads KV heads: the kernels put them in gridDim.y.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +32,8 @@
 namespace nammkit::kernels {
 
 enum class LogitRows { None, Last, All };
+
+inline constexpr int kMaxLaunchKvHeads = 65535;
 
 struct BatchJobShape {
   int n_tokens = 0;          // T: this step's chunk (>= 1)

@@ -29,8 +29,12 @@ class CudaBackend final : public Backend {
     o.session = options;
     return std::make_unique<CudaSession>(gpu_, policy, o);
   }
-  std::unique_ptr<Backend> new_lockstep_backend() const override {
-    return std::make_unique<LockstepCudaBackend>(model_, gpu_, name_);
+  std::unique_ptr<Backend> new_lockstep_backend(const LockstepCapacity& capacity) const override {
+    CudaLockstepOptions options;
+    options.max_rows = capacity.rows;
+    options.max_sequences = capacity.sequences;
+    options.max_len = capacity.max_len;
+    return std::make_unique<LockstepCudaBackend>(model_, gpu_, name_, options);
   }
 
  private:

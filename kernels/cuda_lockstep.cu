@@ -17,6 +17,12 @@ namespace {
 
 constexpr const char* kWhere = "cuda lockstep";
 
+// Rows per output-layer GEMM: the logits buffer stays under 2^26 floats (256 MiB) whatever the
+// vocabulary and however many rows ask for logits.
+int logit_block_rows(const ModelConfig& c, int rows) {
+  return static_cast<int>(std::clamp<size_t>((size_t{1} << 26) / size_t(c.vocab_size), 1, size_t(std::max(rows, 1))));
+}
+
 template <typename T>
 void upload(DeviceBuffer<T>& device, const std::vector<T>& host, cudaStream_t stream, const char* what) {
   grow(device, host.size(), stream);
@@ -56,7 +62,9 @@ CudaLockstepGroup::CudaLockstepGroup(const CudaModel& model, CudaLockstepOptions
     : model_(model),
       options_(options),
       buf_(std::make_unique<Buffers>()),
-      scheduler_([this](std::span<const CudaSession::ChunkJob> jobs) { run_step(jobs); }) {
+      scheduler_([this](std::span<const CudaSession::ChunkJob> jobs, std::span<std::exception_ptr> errors) {
+        run_step(jobs, errors);
+      }) {
   if (options_.max_rows < 0 || options_.max_sequences < 0 || options_.max_len < 0)
     fail(kWhere, "max_rows, max_sequences and max_len must be >= 0");
   if (options_.max_probs_floats < 1) fail(kWhere, "max_probs_floats must be >= 1");
@@ -97,13 +105,23 @@ CudaLockstepGroup::~CudaLockstepGroup() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void CudaLockstepGroup::run_step(std::span<const CudaSession::ChunkJob> jobs) {
-  // Attention launches read one KV type: one stacked pass per type present.
+void CudaLockstepGroup::run_step(std::span<const CudaSession::ChunkJob> jobs, std::span<std::exception_ptr> errors) {
+  // Attention launches read one KV type: one stacked pass per type present. A pass that fails fails its
+  // own jobs only.
   for (const DType dtype : {DType::F16, DType::BF16, DType::F32}) {
     dtype_jobs_.clear();
-    for (const CudaSession::ChunkJob& job : jobs)
-      if (job.session->options_.kv_dtype == dtype) dtype_jobs_.push_back(job);
-    if (!dtype_jobs_.empty()) forward_jobs(dtype_jobs_);
+    dtype_index_.clear();
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (jobs[i].session->options_.kv_dtype == dtype) {
+        dtype_jobs_.push_back(jobs[i]);
+        dtype_index_.push_back(i);
+      }
+    if (dtype_jobs_.empty()) continue;
+    try {
+      forward_jobs(dtype_jobs_);
+    } catch (...) {
+      for (size_t i : dtype_index_) errors[i] = std::current_exception();
+    }
   }
 }
 
@@ -136,8 +154,53 @@ void CudaLockstepGroup::forward_jobs(std::span<const CudaSession::ChunkJob> jobs
   }
   const BatchPlan plan = plan_batch(b.shapes, n_kv, options_.max_probs_floats);
   const int R = plan.n_rows;
+  const size_t vocab = size_t(c.vocab_size);
+  const int n_logit_rows = static_cast<int>(plan.logit_rows.size());
+  const int logit_block = logit_block_rows(c, R);
+
+  // Every buffer the step needs, before any session's state changes (so that running out of memory
+  // leaves the sessions as they were): activations, probabilities, the decode workspace of the
+  // largest decode launch (attend() grows it further if a layer needs more), logits.
+  b.reserve_rows(c, R, stream_);
+  if (plan.max_probs_floats > 0) grow(b.probs, plan.max_probs_floats, stream_);
+  for (const AttentionLaunch& launch : plan.launches) {
+    if (launch.n_queries != 1) continue;
+    DecodeShape shape;
+    shape.kv_dtype = kv_dtype;
+    shape.n_q_heads = launch.n_jobs * c.n_heads;
+    shape.n_kv_heads = launch.n_jobs * n_kv;
+    shape.head_dim = d;
+    for (int i = 0; i < launch.n_jobs; ++i)
+      shape.max_len = std::max(shape.max_len, b.shapes[size_t(plan.slot_job[size_t(launch.first_slot + i)])].max_len);
+    shape.with_probs = launch.with_probs;
+    grow(b.decode_ws, decode_workspace_bytes(shape), stream_);
+  }
+  if (n_logit_rows > 0) grow(b.logits, size_t(std::min(logit_block, n_logit_rows)) * vocab, stream_);
+  b.logits_host.resize(size_t(n_logit_rows) * vocab);
+
+  try {
+    run_planned(jobs, plan);
+  } catch (...) {
+    // The sessions' lengths and positions may have moved past what their caches hold: they refuse to
+    // run until reset (CudaSession::feed). Kernels may still be in flight on their caches.
+    cudaStreamSynchronize(stream_);
+    for (const CudaSession::ChunkJob& job : jobs) job.session->broken_ = true;
+    throw;
+  }
+}
+
+void CudaLockstepGroup::run_planned(std::span<const CudaSession::ChunkJob> jobs, const BatchPlan& plan) {
+  const ModelConfig& c = model_.config();
+  const int n_layers = c.n_layers, n_kv = c.n_kv_heads, d = c.head_dim;
+  const int n_jobs = static_cast<int>(jobs.size());
+  const DType kv_dtype = jobs[0].session->options_.kv_dtype;
+  Buffers& b = *buf_;
+  const int R = plan.n_rows;
   const int n_slots = n_jobs;
   const size_t layer_heads = size_t(n_slots) * n_kv;
+  const size_t vocab = size_t(c.vocab_size);
+  const int n_logit_rows = static_cast<int>(plan.logit_rows.size());
+  const int logit_block = logit_block_rows(c, R);
 
   // Host bookkeeping of the append (lengths, positions), then the step's index and pointer arrays.
   std::vector<int32_t>& ints = b.ints_host;
@@ -182,7 +245,6 @@ void CudaLockstepGroup::forward_jobs(std::span<const CudaSession::ChunkJob> jobs
         ints.push_back(h.len);
       }
     }
-  b.reserve_rows(c, R, stream_);
   upload(b.ints, ints, stream_, "cudaMemcpyAsync (step indices)");
   upload(b.kv_ptrs, b.kv_ptrs_host, stream_, "cudaMemcpyAsync (KV pointers)");
   upload(b.pos_ptrs, b.pos_ptrs_host, stream_, "cudaMemcpyAsync (position pointers)");
@@ -252,12 +314,8 @@ void CudaLockstepGroup::forward_jobs(std::span<const CudaSession::ChunkJob> jobs
 
   // The output layer for the rows someone reads, in blocks that bound the logits buffer (a job asking
   // for every row's logits of a long chunk times a large vocabulary).
-  const int n_logit_rows = static_cast<int>(plan.logit_rows.size());
-  const size_t vocab = size_t(c.vocab_size);
-  b.logits_host.resize(size_t(n_logit_rows) * vocab);
-  const int block = static_cast<int>(std::clamp<size_t>((size_t{1} << 26) / vocab, 1, size_t(std::max(R, 1))));
-  for (int first = 0; first < n_logit_rows; first += block) {
-    const int rows = std::min(block, n_logit_rows - first);
+  for (int first = 0; first < n_logit_rows; first += logit_block) {
+    const int rows = std::min(logit_block, n_logit_rows - first);
     grow(b.logits, size_t(rows) * vocab, stream_);
     gather_rows(act.x.get(), d_ints + off_logit_rows + first, rows, c.dim, act.xn.get(), stream_);
     output_logits(cublas_, model_, act.xn.get(), rows, act, b.logits.get(), stream_);
@@ -275,12 +333,12 @@ void CudaLockstepGroup::forward_jobs(std::span<const CudaSession::ChunkJob> jobs
   }
 }
 
-LockstepCudaBackend::LockstepCudaBackend(const Model& model, const CudaModel& gpu_model, std::string parent_name)
-    : model_(model), gpu_model_(gpu_model), name_(std::move(parent_name) + " (lockstep batches)") {
-  CudaLockstepOptions options;
-  options.max_len = model.config.max_seq_len;
-  group_ = std::make_unique<CudaLockstepGroup>(gpu_model_, options);
-}
+LockstepCudaBackend::LockstepCudaBackend(const Model& model, const CudaModel& gpu_model, std::string parent_name,
+                                         CudaLockstepOptions options)
+    : model_(model),
+      gpu_model_(gpu_model),
+      name_(std::move(parent_name) + " (lockstep batches)"),
+      group_(std::make_unique<CudaLockstepGroup>(gpu_model_, options)) {}
 
 std::unique_ptr<InferenceSession> LockstepCudaBackend::new_session(MemoryPolicy* policy,
                                                                    const SessionOptions& options) const {

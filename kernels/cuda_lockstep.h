@@ -30,6 +30,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,9 +70,14 @@ class CudaLockstepGroup {
   void leave() { scheduler_.leave(); }
   // Blocks until the step that runs `job` has run; rethrows what the step threw.
   void forward(const CudaSession::ChunkJob& job) { scheduler_.submit(job); }
-  // One step: the jobs of every KV dtype, one stacked pass per dtype (attention launches share it).
-  void run_step(std::span<const CudaSession::ChunkJob> jobs);
+  // One step: the jobs of every KV dtype, one stacked pass per dtype (attention launches share it); a
+  // failed pass sets its jobs' errors.
+  void run_step(std::span<const CudaSession::ChunkJob> jobs, std::span<std::exception_ptr> errors);
+  // One pass: makes room in the sessions' caches, plans the step and allocates every buffer it needs,
+  // then run_planned changes the sessions' state and runs it (on a failure there, the sessions are
+  // marked broken).
   void forward_jobs(std::span<const CudaSession::ChunkJob> jobs);
+  void run_planned(std::span<const CudaSession::ChunkJob> jobs, const BatchPlan& plan);
 
   const CudaModel& model_;
   CudaLockstepOptions options_;
@@ -79,15 +85,16 @@ class CudaLockstepGroup {
   cublasHandle_t cublas_ = nullptr;
   std::unique_ptr<Buffers> buf_;
   std::vector<CudaSession::ChunkJob> dtype_jobs_;  // one KV dtype's jobs of a step
+  std::vector<size_t> dtype_index_;                // and their indices in the step
   LockstepScheduler<CudaSession::ChunkJob> scheduler_;
 };
 
 // The CUDA backend's lockstep form (Backend::new_lockstep_backend on a CUDA backend): every session it
-// makes belongs to one CudaLockstepGroup over `gpu_model` (the parent backend's upload), with caches
-// reserved for the model's context.
+// makes belongs to one CudaLockstepGroup over `gpu_model` (the parent backend's upload).
 class LockstepCudaBackend final : public Backend {
  public:
-  LockstepCudaBackend(const Model& model, const CudaModel& gpu_model, std::string parent_name);
+  LockstepCudaBackend(const Model& model, const CudaModel& gpu_model, std::string parent_name,
+                      CudaLockstepOptions options = {});
   Device device() const override { return Device::Cuda; }
   std::string name() const override { return name_; }
   const Model& model() const override { return model_; }

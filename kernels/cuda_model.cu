@@ -189,10 +189,18 @@ void linear(cublasHandle_t handle, const DeviceMatrix& W, const void* x_half, in
   const cudaDataType_t type = W.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   const float alpha = 1.0f, beta = 0.0f;
   const int m = static_cast<int>(W.rows), k = static_cast<int>(W.cols);
-  // Column-major view: out^T [rows x T] = W (col-major [cols x rows], transposed) * x^T [cols x T].
-  cublas_check(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n_tokens, k, &alpha, W.data.get(), type, k, x_half,
-                            type, k, &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "cublasGemmEx");
+  // Rows in blocks that keep each operand under 2^30 elements: the 32-bit API's index range, with room
+  // (a lockstep step stacks a whole population's chunks: 256 x 512 rows x 14336 is 1.9e9).
+  const int block = static_cast<int>(std::max<int64_t>(1, (int64_t{1} << 30) / std::max(m, k)));
+  const size_t elem = 2;  // f16 / bf16 bytes
+  for (int first = 0; first < n_tokens; first += block) {
+    const int rows = std::min(block, n_tokens - first);
+    // Column-major view: out^T [rows x T] = W (col-major [cols x rows], transposed) * x^T [cols x T].
+    cublas_check(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, rows, k, &alpha, W.data.get(), type, k,
+                              static_cast<const char*>(x_half) + size_t(first) * k * elem, type, k, &beta,
+                              out + size_t(first) * m, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  }
 }
 
 }  // namespace nammkit::kernels

@@ -108,6 +108,7 @@ void CudaSession::reset() {
   log_offsets_.assign(heads_.size(), {});
   query_positions_.clear();
   position_ = 0;
+  broken_ = false;
   stats_ = {};
   last_logits_.assign(c.vocab_size, 0.0f);
   if (policy_) policy_->begin_sequence(c);
@@ -139,6 +140,10 @@ size_t CudaSession::total_tokens() const {
 
 const std::vector<float>& CudaSession::feed(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
   const int vocab = model_.config().vocab_size;
+  if (broken_)
+    fail(kWhere,
+         "a lockstep step this session was in failed midway, so its cache no longer matches its "
+         "positions: reset() it");
   check_token_ids(tokens, vocab, kWhere);
   if (all_logits) all_logits->assign(tokens.size() * size_t(vocab), 0.0f);
 

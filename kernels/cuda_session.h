@@ -111,6 +111,7 @@ class CudaSession final : public InferenceSession {
   std::vector<Head> heads_;          // [layer * n_kv + kv_head]
   std::unique_ptr<Buffers> buf_;
   int64_t position_ = 0;
+  bool broken_ = false;  // a lockstep step with this session failed midway: feed() refuses until reset()
   std::vector<float> last_logits_;
   SessionStats stats_;
   // Attention rows since the last update, per (layer, KV head): concatenated rows, each as long as

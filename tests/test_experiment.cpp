@@ -96,7 +96,7 @@ TEST(ExperimentConfig, BatchingIsNotPartOfTheIdentityAndAutoFollowsTheModelSize)
   EXPECT_FALSE(use_lockstep({BatchingMode::Auto, 64}, cpu)) << "1 MiB per token: member-parallel pays";
   EXPECT_TRUE(use_lockstep({BatchingMode::Lockstep, 64}, cpu));
   EXPECT_FALSE(use_lockstep({BatchingMode::Members, 64}, cpu));
-  const std::unique_ptr<Backend> batched = cpu.new_lockstep_backend();
+  const std::unique_ptr<Backend> batched = cpu.new_lockstep_backend({});
   ASSERT_NE(batched, nullptr) << "the CPU backend has a lockstep form";
   EXPECT_EQ(batched->device(), Device::Cpu);
   EXPECT_EQ(batched->name(), "cpu (lockstep batches)");

@@ -202,6 +202,16 @@ TEST(KernelBatchPlan, ProbabilityBudgetCutsLaunchesWithoutChangingResults) {
   }
 }
 
+TEST(KernelBatchPlan, LaunchesStayWithinTheGridLimit) {
+  // 3 sequences of 30,000 KV heads each: at most 2 per launch (65,535 heads in gridDim.y).
+  const std::vector<BatchJobShape> shapes(3, BatchJobShape{1, false, 8, LogitRows::Last});
+  const BatchPlan plan = plan_batch(shapes, 30000, size_t{1} << 30);
+  ASSERT_EQ(plan.launches.size(), 2u);
+  EXPECT_EQ(plan.launches[0].n_jobs, 2);
+  EXPECT_EQ(plan.launches[1].n_jobs, 1);
+  EXPECT_EQ(plan.launches[1].first_slot, 2);
+}
+
 TEST(KernelBatchPlan, RejectsEmptyChunksAndShortCaches) {
   const BatchJobShape empty{0, false, 4, LogitRows::Last};
   EXPECT_THROW(plan_batch(std::vector<BatchJobShape>{empty}, kKvHeads, 100), Error);

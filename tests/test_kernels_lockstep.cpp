@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <barrier>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -78,11 +79,12 @@ struct Trace {
 };
 
 // Sequence s: policy kind s % 4 (full, StreamingLLM, H2O, a random NAMM of its own), a prompt of
-// 30 + 7 * (s / 4) tokens fed in one call, then 20 single tokens (fixed, not generated: the test
-// compares the runtimes, not the texts).
+// 30 + 45 * (s / 4) tokens fed in one call (so full caches grow past their first 64 and 128 rows while
+// they hold tokens), then 20 single tokens (fixed, not generated: the test compares the runtimes, not
+// the texts).
 Trace run_sequence(CudaSession& session, const Model& model, int s) {
   Trace trace;
-  const std::vector<int32_t> tokens = random_tokens(model, 30 + 7 * (s / 4) + 20, 100 + s);
+  const std::vector<int32_t> tokens = random_tokens(model, 30 + 45 * (s / 4) + 20, 100 + s);
   const size_t prompt = tokens.size() - 20;
   trace.logits.push_back(session.feed(std::span<const int32_t>(tokens.data(), prompt)));
   for (size_t i = prompt; i < tokens.size(); ++i) trace.logits.push_back(session.feed({tokens.data() + i, 1}));
@@ -93,40 +95,59 @@ Trace run_sequence(CudaSession& session, const Model& model, int s) {
   return trace;
 }
 
-void check_lockstep(const std::string& path, MatrixPrecision precision, DType kv_dtype, double logit_tolerance) {
+struct LockstepCase {
+  MatrixPrecision precision = MatrixPrecision::F16;
+  DType kv_dtype = DType::F16;
+  bool mixed_kv = false;  // odd sequences keep f32 KV: the group runs one pass per KV type
+  CudaLockstepOptions group;
+  double logit_tolerance = 5e-3;
+};
+
+void check_lockstep(const std::string& path, const LockstepCase& lc) {
   const Model model = load_model(path);
-  CudaModel gpu(model, precision);
+  CudaModel gpu(model, lc.precision);
   constexpr int kSequences = 12;  // 4 policies x 3 prompt lengths
-  CudaSessionOptions o;
-  o.session.prefill_chunk = 8;
-  o.session.update_interval = 16;
-  o.kv_dtype = kv_dtype;
+  auto options = [&](int s) {
+    CudaSessionOptions o;
+    o.session.prefill_chunk = 8;
+    o.session.update_interval = 16;
+    o.kv_dtype = lc.mixed_kv && s % 2 == 1 ? DType::F32 : lc.kv_dtype;
+    return o;
+  };
 
   std::vector<Trace> alone(kSequences), batched(kSequences);
   for (int s = 0; s < kSequences; ++s) {
     std::unique_ptr<MemoryPolicy> policy = make_case_policy(s % 4, 7 + s);
-    CudaSession session(gpu, policy.get(), o);
+    CudaSession session(gpu, policy.get(), options(s));
     alone[size_t(s)] = run_sequence(session, model, s);
   }
 
-  CudaLockstepGroup group(gpu);
+  CudaLockstepGroup group(gpu, lc.group);
+  std::vector<std::string> errors(kSequences);
   {
     std::vector<std::unique_ptr<MemoryPolicy>> policies;
     std::vector<std::unique_ptr<CudaSession>> sessions;
     for (int s = 0; s < kSequences; ++s) {
       policies.push_back(make_case_policy(s % 4, 7 + s));
-      sessions.push_back(std::make_unique<CudaSession>(gpu, policies.back().get(), o, &group));
+      sessions.push_back(std::make_unique<CudaSession>(gpu, policies.back().get(), options(s), &group));
     }
     std::vector<std::thread> threads;
     for (int s = 0; s < kSequences; ++s)
       threads.emplace_back([&, s] {
-        batched[size_t(s)] = run_sequence(*sessions[size_t(s)], model, s);
+        try {
+          batched[size_t(s)] = run_sequence(*sessions[size_t(s)], model, s);
+        } catch (const std::exception& e) {
+          errors[size_t(s)] = e.what();
+        }
         sessions[size_t(s)].reset();  // leaves the group: the others no longer wait for it
       });
     for (std::thread& t : threads) t.join();
   }
+  for (int s = 0; s < kSequences; ++s) ASSERT_EQ(errors[size_t(s)], "") << "sequence " << s;
   const LockstepStats stats = group.stats();
-  EXPECT_EQ(stats.max_batch, kSequences) << "the first prefill chunks of all sequences ran as one step";
+  if (!lc.mixed_kv) {
+    EXPECT_EQ(stats.max_batch, kSequences) << "the first prefill chunks of all sequences ran as one step";
+  }
   EXPECT_LT(stats.steps, stats.chunks) << "steps batched several chunks";
 
   for (int s = 0; s < kSequences; ++s) {
@@ -134,7 +155,7 @@ void check_lockstep(const std::string& path, MatrixPrecision precision, DType kv
     const Trace &a = alone[size_t(s)], &b = batched[size_t(s)];
     ASSERT_EQ(a.logits.size(), b.logits.size());
     for (size_t i = 0; i < a.logits.size(); ++i)
-      EXPECT_LE(relative_error(b.logits[i], a.logits[i]), logit_tolerance) << "feed " << i;
+      EXPECT_LE(relative_error(b.logits[i], a.logits[i]), lc.logit_tolerance) << "feed " << i;
     EXPECT_EQ(a.updates, b.updates);
     for (size_t h = 0; h < a.positions.size(); ++h) {
       const std::vector<int32_t>&pa = a.positions[h], &pb = b.positions[h];
@@ -156,25 +177,46 @@ void check_lockstep(const std::string& path, MatrixPrecision precision, DType kv
 TEST(KernelLockstep, MatchesSessionsAloneStories260K) {
   REQUIRE_STORIES();
   REQUIRE_CUDA_DEVICE();
-  check_lockstep(testing::kStories, MatrixPrecision::F16, DType::F16, 5e-3);
+  check_lockstep(testing::kStories, LockstepCase{});
 }
 
 TEST(KernelLockstep, MatchesSessionsAloneStories260KBf16) {
   REQUIRE_STORIES();
   REQUIRE_CUDA_DEVICE();
-  check_lockstep(testing::kStories, MatrixPrecision::BF16, DType::BF16, 3e-2);
+  LockstepCase lc;
+  lc.precision = MatrixPrecision::BF16;
+  lc.kv_dtype = DType::BF16;
+  lc.logit_tolerance = 3e-2;
+  check_lockstep(testing::kStories, lc);
 }
 
 TEST(KernelLockstep, MatchesSessionsAloneStories260KF32Cache) {
   REQUIRE_STORIES();
   REQUIRE_CUDA_DEVICE();
-  check_lockstep(testing::kStories, MatrixPrecision::F16, DType::F32, 5e-3);
+  LockstepCase lc;
+  lc.kv_dtype = DType::F32;
+  check_lockstep(testing::kStories, lc);
+}
+
+// Half the sequences with f32 KV (a pass per KV type), and a probability budget of 4,096 floats, so
+// every launch with a NAMM or H2O sequence is cut down to one sequence; with the step's buffers planned
+// up front.
+TEST(KernelLockstep, MixedKvTypesSmallProbabilityBudgetPlannedMemory) {
+  REQUIRE_STORIES();
+  REQUIRE_CUDA_DEVICE();
+  LockstepCase lc;
+  lc.mixed_kv = true;
+  lc.group.max_probs_floats = 4096;
+  lc.group.max_rows = 12 * 8;
+  lc.group.max_sequences = 12;
+  lc.group.max_len = 200;
+  check_lockstep(testing::kStories, lc);
 }
 
 TEST(KernelLockstep, MatchesSessionsAloneTestbed) {
   if (!std::filesystem::exists(testbed_path())) GTEST_SKIP() << "no testbed model at " << testbed_path();
   REQUIRE_CUDA_DEVICE();
-  check_lockstep(testbed_path(), MatrixPrecision::F16, DType::F16, 5e-3);
+  check_lockstep(testbed_path(), LockstepCase{});
 }
 
 // Per-member fitness through the backends, as the population evaluation runs it: members (random NAMMs)
@@ -188,16 +230,25 @@ TEST(KernelLockstep, MemberFitnessMatchesThroughTheBackends) {
   const Model& model = testing::stories();
   const std::unique_ptr<Backend> cpu = make_cpu_backend(model);
   const std::unique_ptr<Backend> cuda = make_cuda_backend(model);
-  const std::unique_ptr<Backend> batched = cuda->new_lockstep_backend();
+  const std::unique_ptr<Backend> batched = cuda->new_lockstep_backend({});
   ASSERT_NE(batched, nullptr);
   EXPECT_EQ(batched->device(), Device::Cuda);
   constexpr int kMembers = 4, kPrompts = 3;
   SessionOptions o;
   o.prefill_chunk = 32;
   o.update_interval = 32;
-  auto score = [&](const Backend& backend, int item, MemoryPolicy* policy) {
+  // `ready` (when given): every thread's session exists before any feeds, so that the lockstep steps
+  // hold them all.
+  auto score = [&](const Backend& backend, int item, MemoryPolicy* policy, std::barrier<>* ready) {
     const std::vector<int32_t> tokens = random_tokens(model, 90 + 13 * (item % kPrompts), 50 + item % kPrompts);
-    const std::unique_ptr<InferenceSession> session = backend.new_session(policy, o);
+    std::unique_ptr<InferenceSession> session;
+    try {
+      session = backend.new_session(policy, o);
+    } catch (...) {
+      if (ready) ready->arrive_and_drop();  // the others must not wait for this one
+      throw;
+    }
+    if (ready) ready->arrive_and_wait();
     std::vector<float> logits;
     session->feed(tokens, &logits);
     const int vocab = model.config.vocab_size;
@@ -211,13 +262,22 @@ TEST(KernelLockstep, MemberFitnessMatchesThroughTheBackends) {
     std::vector<std::unique_ptr<MemoryPolicy>> policies;
     for (int i = 0; i < kMembers * kPrompts; ++i) policies.push_back(make_case_policy(3, 1000 + i / kPrompts));
     if (one_thread_each) {
+      std::barrier<> ready(kMembers * kPrompts);
+      std::vector<std::string> errors(kMembers * kPrompts);
       std::vector<std::thread> threads;
       for (int i = 0; i < kMembers * kPrompts; ++i)
-        threads.emplace_back([&, i] { item_scores[size_t(i)] = score(backend, i, policies[size_t(i)].get()); });
+        threads.emplace_back([&, i] {
+          try {
+            item_scores[size_t(i)] = score(backend, i, policies[size_t(i)].get(), &ready);
+          } catch (const std::exception& e) {
+            errors[size_t(i)] = e.what();
+          }
+        });
       for (std::thread& t : threads) t.join();
+      for (int i = 0; i < kMembers * kPrompts; ++i) EXPECT_EQ(errors[size_t(i)], "") << "item " << i;
     } else {
       for (int i = 0; i < kMembers * kPrompts; ++i)
-        item_scores[size_t(i)] = score(backend, i, policies[size_t(i)].get());
+        item_scores[size_t(i)] = score(backend, i, policies[size_t(i)].get(), nullptr);
     }
     std::vector<double> f(kMembers, 0.0);
     for (int i = 0; i < kMembers * kPrompts; ++i) f[size_t(i / kPrompts)] += item_scores[size_t(i)] / kPrompts;
@@ -225,6 +285,9 @@ TEST(KernelLockstep, MemberFitnessMatchesThroughTheBackends) {
   };
   const std::vector<double> f_cpu = fitness(*cpu, false), f_cuda = fitness(*cuda, false),
                             f_batched = fitness(*batched, true);
+  const auto* lockstep = dynamic_cast<const LockstepCudaBackend*>(batched.get());
+  ASSERT_NE(lockstep, nullptr);
+  EXPECT_EQ(lockstep->group().stats().max_batch, kMembers * kPrompts) << "every sequence's first chunk in one step";
   for (int m = 0; m < kMembers; ++m) {
     EXPECT_NEAR(f_cuda[size_t(m)], f_cpu[size_t(m)], 2e-2 * std::fabs(f_cpu[size_t(m)])) << "member " << m;
     EXPECT_NEAR(f_batched[size_t(m)], f_cuda[size_t(m)], 1e-3 * std::fabs(f_cuda[size_t(m)])) << "member " << m;

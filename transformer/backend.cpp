@@ -28,7 +28,7 @@ class CpuBackend final : public Backend {
   std::unique_ptr<InferenceSession> new_session(MemoryPolicy* policy, const SessionOptions& options) const override {
     return std::make_unique<Session>(model_, policy, options);
   }
-  std::unique_ptr<Backend> new_lockstep_backend() const override {
+  std::unique_ptr<Backend> new_lockstep_backend(const LockstepCapacity& /*capacity*/) const override {
     return std::make_unique<LockstepCpuBackend>(model_);
   }
 

@@ -78,6 +78,13 @@ struct DeviceChoice {
   static DeviceChoice parse(const std::string& text, const std::string& where);
 };
 
+// What a lockstep backend plans its memory for (0: nothing planned, buffers grow as needed).
+struct LockstepCapacity {
+  int sequences = 0;  // sessions alive at once
+  int rows = 0;       // tokens in one step: sequences x prefill_chunk
+  int max_len = 0;    // the longest cache of one (layer, KV head): the run's context
+};
+
 // A Model on a device. Thread-safe: sessions may be made and run concurrently, one per thread.
 class Backend {
  public:
@@ -91,8 +98,10 @@ class Backend {
   virtual std::unique_ptr<InferenceSession> new_session(MemoryPolicy* policy, const SessionOptions& options) const = 0;
   // The same model on the same device, but every session it makes runs its forward passes in lockstep
   // batches with the others (transformer/lockstep.h on the CPU, kernels/cuda_lockstep.h on CUDA; read
-  // their threading rule). Null when the backend has no such form. Must not outlive this backend.
-  virtual std::unique_ptr<Backend> new_lockstep_backend() const { return nullptr; }
+  // their threading rule). `capacity` is what to plan memory for (the GPU allocates its step buffers
+  // up front; more still works, by growing). Null when the backend has no such form. Must not outlive
+  // this backend.
+  virtual std::unique_ptr<Backend> new_lockstep_backend(const LockstepCapacity& /*capacity*/) const { return nullptr; }
 };
 
 // The CPU backend over `model` (which must outlive it).

@@ -7,7 +7,7 @@ namespace nammkit {
 LockstepGroup::LockstepGroup(const Model& model)
     : model_(model),
       scratch_(Session::make_scratch(model.config)),
-      scheduler_([this](std::span<const Session::ChunkJob> jobs) { run_step(jobs); }) {}
+      scheduler_([this](std::span<const Session::ChunkJob> jobs, std::span<std::exception_ptr>) { run_step(jobs); }) {}
 
 LockstepGroup::~LockstepGroup() = default;
 

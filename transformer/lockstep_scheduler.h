@@ -4,8 +4,9 @@
 //
 // A participant is a session: it joins when made, leaves when destroyed, and between the two must keep
 // submitting (or leave), or the others wait for it forever. What a step does with its jobs is the
-// owner's run_step callable; the scheduler only gathers them. An exception thrown by run_step reaches
-// every participant of that step.
+// owner's run_step callable; the scheduler only gathers them. run_step may fail single jobs (by setting
+// their entry of `errors`, which it receives all null); an exception it throws reaches every participant
+// of that step.
 #pragma once
 #include <algorithm>
 #include <condition_variable>
@@ -28,7 +29,7 @@ struct LockstepStats {
 template <typename Job>
 class LockstepScheduler {
  public:
-  using RunStep = std::function<void(std::span<const Job>)>;
+  using RunStep = std::function<void(std::span<const Job> jobs, std::span<std::exception_ptr> errors)>;
   explicit LockstepScheduler(RunStep run_step) : run_step_(std::move(run_step)) {}
   LockstepScheduler(const LockstepScheduler&) = delete;
   LockstepScheduler& operator=(const LockstepScheduler&) = delete;
@@ -75,18 +76,18 @@ class LockstepScheduler {
     std::vector<Request*>& batch = running_batch_;
     batch.swap(pending_);  // pending_ gets the last step's (cleared) storage: no allocation once warm
     lock.unlock();
-    std::exception_ptr error;
+    jobs_.clear();
+    for (const Request* r : batch) jobs_.push_back(*r->job);
+    errors_.assign(batch.size(), nullptr);
     try {
-      jobs_.clear();
-      for (const Request* r : batch) jobs_.push_back(*r->job);
-      run_step_(jobs_);
+      run_step_(jobs_, errors_);
     } catch (...) {
-      error = std::current_exception();
+      errors_.assign(batch.size(), std::current_exception());
     }
     lock.lock();
-    for (Request* r : batch) {
-      r->done = true;
-      r->error = error;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i]->done = true;
+      batch[i]->error = errors_[i];
     }
     ++stats_.steps;
     stats_.chunks += int64_t(batch.size());
@@ -104,6 +105,7 @@ class LockstepScheduler {
   bool running_ = false;                 // a step is running (its requests are out of pending_)
   std::vector<Request*> running_batch_;  // the running step's requests (only the runner touches it)
   std::vector<Job> jobs_;                // and their jobs
+  std::vector<std::exception_ptr> errors_;
   LockstepStats stats_;
 };
 

@@ -142,7 +142,11 @@ std::unique_ptr<EvolutionSetup> build_setup(const ExperimentConfig& config, Devi
   setup->backend = make_backend(setup->model, device, !announce);
   if (announce) std::fprintf(stderr, "device: %s\n", setup->backend->name().c_str());
   if (use_lockstep(config.batching, *setup->backend)) {
-    setup->lockstep_backend = setup->backend->new_lockstep_backend();
+    LockstepCapacity capacity;
+    capacity.sequences = config.batching.sequences;
+    capacity.rows = config.batching.sequences * config.session.prefill_chunk;
+    capacity.max_len = config.max_context > 0 ? config.max_context : setup->model.config.max_seq_len;
+    setup->lockstep_backend = setup->backend->new_lockstep_backend(capacity);
     if (!setup->lockstep_backend)
       fail(config.file, "batching.mode: \"lockstep\": the backend " + setup->backend->name() +
                             " has no lockstep form; use \"auto\" or \"members\"");
