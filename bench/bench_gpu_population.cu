@@ -5,11 +5,13 @@
 //
 // Default: λ = 32, P = 8, C = 4096, D = 16 on a synthetic Llama-3-8B-shaped model (bench_gpu_model's
 // shape, 8 of 32 layers unless --layers), f16 weights and KV, full cache (--policy namm: a random-
-// parameter NAMM per member, update every 512 tokens; its scoring runs on the host, so the attention
-// probabilities cross PCIe, and each sequence keeps up to 512 f32 attention rows per (layer, KV head)
-// on the host between updates: ~0.5 GB per sequence at 4K on the 8-layer shape, so use far fewer than
-// 256 sequences there). Member by member is timed on --measure-members members (default 1) and
-// scaled to λ. With --model PATH a real checkpoint instead (contexts capped at its own).
+// parameter NAMM per member, update every 512 tokens; with --namm device (default) its spectrogram and
+// BAM scores run on the device (kernels/namm_device.h; in lockstep batched over the step's sequences),
+// with --namm host on the host. Either way the attention probabilities cross PCIe, and each sequence
+// keeps up to 512 f32 attention rows per (layer, KV head) on the host between updates: ~0.5 GB per
+// sequence at 4K on the 8-layer shape, so use far fewer than 256 sequences there). Member by member is timed on
+// --measure-members members (default 1) and scaled to λ. With --model PATH a real checkpoint instead (contexts capped
+// at its own).
 //
 // JSON lines: {"mode":"member",...} (seconds for one member's P prompts, and the generation estimate),
 // {"mode":"lockstep",...} (seconds for the whole generation, steps, mean and largest batch), and
@@ -17,7 +19,7 @@
 // one member's (the issue's target: <= 3, i.e. >= λ/3 = 10.7x the throughput at λ = 32).
 //
 // Usage: bench_gpu_population [--members 32] [--prompts 8] [--context 4096] [--decode 16] [--layers 8]
-//                             [--policy full|namm] [--measure-members 1] [--model PATH]
+//                             [--policy full|namm] [--namm device|host] [--measure-members 1] [--model PATH]
 // Without a CUDA device it prints {"bench":"gpu_population","skipped":"no CUDA device"} and exits 0.
 #include <algorithm>
 #include <chrono>
@@ -56,7 +58,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 struct Settings {
   int members = 32, prompts = 8, context = 4096, decode = 16, layers = 8, measure_members = 1;
-  std::string policy = "full", model_path;
+  std::string policy = "full", namm = "device", model_path;
 };
 
 std::unique_ptr<MemoryPolicy> member_policy(const Settings& s, int member) {
@@ -93,9 +95,10 @@ void time_generation(const CudaModel& model, const Settings& s, const std::strin
   o.session.prefill_chunk = 512;
   o.session.update_interval = 512;
   o.kv_dtype = DType::F16;
+  o.namm_on_device = s.namm == "device";
   const nlohmann::json common = {{"model", model_name},  {"layers", c.n_layers}, {"members", s.members},
                                  {"prompts", s.prompts}, {"context", context},   {"decode", s.decode},
-                                 {"policy", s.policy}};
+                                 {"policy", s.policy},   {"namm", s.namm}};
   {  // warm-up: cuBLAS handles, module load, the first GEMM plans
     CudaSession warm(model, nullptr, o);
     warm.feed(std::span<const int32_t>(prompts[0]).first(std::min<size_t>(64, prompts[0].size())));
@@ -183,10 +186,12 @@ int main(int argc, char** argv) {
       else if (a == "--layers") s.layers = std::stoi(v);
       else if (a == "--measure-members") s.measure_members = std::stoi(v);
       else if (a == "--policy") s.policy = v;
+      else if (a == "--namm") s.namm = v;
       else if (a == "--model") s.model_path = v;
       else throw Error("bench_gpu_population: unknown option " + a);
     }
     if (s.policy != "full" && s.policy != "namm") throw Error("bench_gpu_population: --policy: full or namm");
+    if (s.namm != "device" && s.namm != "host") throw Error("bench_gpu_population: --namm: device or host");
     if (s.members < 1 || s.prompts < 1 || s.context < 1 || s.decode < 1 || s.measure_members < 1 || s.layers < 1)
       throw Error(
           "bench_gpu_population: --members, --prompts, --context, --decode, --layers and "

@@ -19,19 +19,27 @@ constexpr int kMaxHiddenPerLane = kMaxHidden / 32;
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-// qkv[p][t][c] = b_qkv[c] + sum_f x[t][f] W_qkv[f][c], for c < 3H.
-__global__ void bam_qkv_kernel(const float* __restrict__ x, const float* __restrict__ params, int n_params, int total,
-                               int F, int H, double* __restrict__ qkv) {
-  const int p = blockIdx.y;
+// The member scoring sequence `seq` in pass z: every member in turn (z), or the sequence's own.
+__device__ __forceinline__ int member_of(const int32_t* seq_params, int seq, int z) {
+  return seq_params ? seq_params[seq] : z;
+}
+
+// qkv[z][t][c] = b_qkv[c] + sum_f x[t][f] W_qkv[f][c], for c < 3H, tokens t of sequence blockIdx.y
+// under the member of pass z = blockIdx.z.
+__global__ void bam_qkv_kernel(const float* __restrict__ x, const float* __restrict__ params, const int32_t* offsets,
+                               const int32_t* seq_params, int n_params, int total, int F, int H,
+                               double* __restrict__ qkv) {
+  const int seq = blockIdx.y, z = blockIdx.z;
+  const int start = offsets[seq], n = offsets[seq + 1] - start;
   const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   const int C = 3 * H;
-  if (idx >= static_cast<size_t>(total) * C) return;
-  const size_t t = idx / C;
+  if (idx >= static_cast<size_t>(n) * C) return;
+  const size_t t = start + idx / C;
   const int c = static_cast<int>(idx % C);
-  const float* W = params + static_cast<size_t>(p) * n_params;  // W_qkv [F][3H], then b_qkv [3H]
+  const float* W = params + static_cast<size_t>(member_of(seq_params, seq, z)) * n_params;  // W_qkv [F][3H], b_qkv
   double acc = W[F * C + c];
   for (int f = 0; f < F; ++f) acc += static_cast<double>(x[t * F + f]) * W[f * C + c];
-  qkv[static_cast<size_t>(p) * total * C + idx] = acc;
+  qkv[(static_cast<size_t>(z) * total + t) * C + c] = acc;
 }
 
 // Shared memory (doubles): W_o [H][2F] | b_o [2F] | w [F] | b, then q_s [kRows][H], k_s [kTile][H + 1],
@@ -41,11 +49,12 @@ size_t attend_smem_bytes(int F, int H) {
   return sizeof(double) * (params + kRows * H + kTile * (H + 1) + kTile * H + kRows * H + kRows * 2 * F);
 }
 
-// Block: rows i0 .. i0 + 31 of sequence blockIdx.y under member blockIdx.z. Row i streams keys j >= i
+// Block: rows i0 .. i0 + 31 of sequence blockIdx.y in pass blockIdx.z. Row i streams keys j >= i
 // with an online softmax, then applies the output projection, gated residual and read-out.
 __global__ void __launch_bounds__(kWarps * 32)
     bam_attend_kernel(const float* __restrict__ x, const float* __restrict__ params, const double* __restrict__ qkv,
-                      const int32_t* offsets, int n_params, int total, int F, int H, float* scores) {
+                      const int32_t* offsets, const int32_t* seq_params, int n_params, int total, int F, int H,
+                      float* scores) {
   const int p = blockIdx.z, seq = blockIdx.y, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int start = offsets[seq], n = offsets[seq + 1] - start;
   const int i0 = blockIdx.x * kRows;
@@ -63,7 +72,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   double* v_s = k_s + kTile * (H + 1);
   double* h_s = v_s + kTile * H;
   double* o_s = h_s + kRows * H;
-  const float* P = params + static_cast<size_t>(p) * n_params;
+  const float* P = params + static_cast<size_t>(member_of(seq_params, seq, p)) * n_params;
   const float* P_o = P + F * C + C;
   for (int i = tid; i < n_epilogue; i += blockDim.x) W_o[i] = P_o[i];
   for (int i = tid; i < kRows * H; i += blockDim.x) {
@@ -152,9 +161,18 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 }  // namespace
 
-size_t bam_workspace_bytes(const ScorerShape& shape, int n_members, int total_tokens, int n_seqs) {
-  return align256(sizeof(double) * static_cast<size_t>(n_members) * total_tokens * 3 * shape.hidden) +
-         align256(sizeof(int32_t) * (static_cast<size_t>(n_seqs) + 1));
+namespace {
+// Passes over the tokens: every member (each scores everything), or one (each sequence its own member).
+int n_passes(const BamBatch& b) { return b.seq_params.empty() ? b.n_members : 1; }
+size_t qkv_bytes(const ScorerShape& shape, const BamBatch& b) {
+  const int total = b.seq_offsets.empty() ? 0 : b.seq_offsets.back();
+  return align256(sizeof(double) * static_cast<size_t>(n_passes(b)) * total * 3 * shape.hidden);
+}
+size_t offsets_bytes(const BamBatch& b) { return align256(sizeof(int32_t) * b.seq_offsets.size()); }
+}  // namespace
+
+size_t bam_workspace_bytes(const ScorerShape& shape, const BamBatch& b) {
+  return qkv_bytes(shape, b) + offsets_bytes(b) + align256(sizeof(int32_t) * b.seq_params.size());
 }
 
 void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* workspace, size_t workspace_bytes,
@@ -164,8 +182,9 @@ void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* worksp
   if (shape.kind != ScorerKind::Bam) fail(where, "only the BAM scorer runs on the GPU");
   const int F = shape.n_features, H = shape.hidden;
   if (H > kMaxHidden) fail(where, "hidden: expected <= 128, got " + std::to_string(H));
-  if (b.n_members < 1 || b.n_members > 65535)
-    fail(where, "n_members: expected 1..65535, got " + std::to_string(b.n_members));
+  if (b.n_members < 1) fail(where, "n_members: expected >= 1, got " + std::to_string(b.n_members));
+  if (b.seq_params.empty() && b.n_members > 65535)
+    fail(where, "n_members: expected 1..65535 (one launch pass each), got " + std::to_string(b.n_members));
   const auto& off = b.seq_offsets;
   if (off.size() < 2 || off.size() - 1 > 65535 || off.front() != 0)
     fail(where, "seq_offsets: expected 2..65536 offsets starting at 0");
@@ -175,20 +194,36 @@ void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* worksp
     max_len = std::max(max_len, off[s] - off[s - 1]);
   }
   const int total = off.back(), n_seqs = static_cast<int>(off.size()) - 1;
+  if (!b.seq_params.empty()) {
+    if (static_cast<int>(b.seq_params.size()) != n_seqs)
+      fail(where, "seq_params: expected " + std::to_string(n_seqs) + " entries (one per sequence), got " +
+                      std::to_string(b.seq_params.size()));
+    for (size_t s = 0; s < b.seq_params.size(); ++s)
+      if (b.seq_params[s] < 0 || b.seq_params[s] >= b.n_members)
+        fail(where, "seq_params[" + std::to_string(s) + "]: expected 0.." + std::to_string(b.n_members - 1) + ", got " +
+                        std::to_string(b.seq_params[s]));
+  }
   if (total == 0) return;
   if (!b.features_NxF || !b.params_PxM || !b.scores_PxN) fail(where, "a required device pointer is null");
-  const size_t needed = bam_workspace_bytes(shape, b.n_members, total, n_seqs);
+  const size_t needed = bam_workspace_bytes(shape, b);
   if (!workspace || workspace_bytes < needed)
     fail(where, "workspace: expected " + std::to_string(needed) + " bytes, got " + std::to_string(workspace_bytes));
   auto* qkv = static_cast<double*>(workspace);
-  auto* offsets = reinterpret_cast<int32_t*>(
-      static_cast<char*>(workspace) + align256(sizeof(double) * static_cast<size_t>(b.n_members) * total * 3 * H));
+  auto* offsets = reinterpret_cast<int32_t*>(static_cast<char*>(workspace) + qkv_bytes(shape, b));
   cuda_check(cudaMemcpyAsync(offsets, off.data(), sizeof(int32_t) * off.size(), cudaMemcpyHostToDevice, stream),
              "cudaMemcpyAsync(seq_offsets)");
+  int32_t* seq_params = nullptr;
+  if (!b.seq_params.empty()) {
+    seq_params = reinterpret_cast<int32_t*>(reinterpret_cast<char*>(offsets) + offsets_bytes(b));
+    cuda_check(cudaMemcpyAsync(seq_params, b.seq_params.data(), sizeof(int32_t) * b.seq_params.size(),
+                               cudaMemcpyHostToDevice, stream),
+               "cudaMemcpyAsync(seq_params)");
+  }
+  const unsigned passes = static_cast<unsigned>(n_passes(b));
 
-  const size_t qkv_threads = static_cast<size_t>(total) * 3 * H;
-  bam_qkv_kernel<<<dim3(static_cast<unsigned>((qkv_threads + 255) / 256), b.n_members), 256, 0, stream>>>(
-      b.features_NxF, b.params_PxM, shape.n_params(), total, F, H, qkv);
+  const size_t qkv_threads = static_cast<size_t>(max_len) * 3 * H;
+  bam_qkv_kernel<<<dim3(static_cast<unsigned>((qkv_threads + 255) / 256), n_seqs, passes), 256, 0, stream>>>(
+      b.features_NxF, b.params_PxM, offsets, seq_params, shape.n_params(), total, F, H, qkv);
   cuda_check_launch("bam_qkv_kernel");
 
   const size_t smem = attend_smem_bytes(F, H);
@@ -202,9 +237,9 @@ void bam_score_batched(const ScorerShape& shape, const BamBatch& b, void* worksp
   cuda_check(
       cudaFuncSetAttribute(bam_attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
       "cudaFuncSetAttribute(bam_attend_kernel)");
-  const dim3 grid((max_len + kRows - 1) / kRows, n_seqs, b.n_members);
-  bam_attend_kernel<<<grid, kWarps * 32, smem, stream>>>(b.features_NxF, b.params_PxM, qkv, offsets, shape.n_params(),
-                                                         total, F, H, b.scores_PxN);
+  const dim3 grid((max_len + kRows - 1) / kRows, n_seqs, passes);
+  bam_attend_kernel<<<grid, kWarps * 32, smem, stream>>>(b.features_NxF, b.params_PxM, qkv, offsets, seq_params,
+                                                         shape.n_params(), total, F, H, b.scores_PxN);
   cuda_check_launch("bam_attend_kernel");
 }
 

@@ -10,6 +10,8 @@
 #include "kernels/attention_decode.h"
 #include "kernels/layer_ops.h"
 #include "kernels/layer_pass.h"
+#include "kernels/namm_device.h"
+#include "namm/namm_policy.h"
 
 namespace nammkit::kernels {
 
@@ -121,6 +123,47 @@ void CudaLockstepGroup::run_step(std::span<const CudaSession::ChunkJob> jobs, st
       forward_jobs(dtype_jobs_);
     } catch (...) {
       for (size_t i : dtype_index_) errors[i] = std::current_exception();
+    }
+  }
+  run_device_namm(jobs, errors);
+}
+
+void CudaLockstepGroup::run_device_namm(std::span<const CudaSession::ChunkJob> jobs,
+                                        std::span<std::exception_ptr> errors) {
+  // The sessions whose chunk ended at an update and whose NAMM runs on the device, served by one engine
+  // (the first such session's configuration and normalizer; a population shares them) and at the
+  // first one's query count. Others update on their own threads, as any policy. A session that cannot
+  // take part (DeviceNamm::check) fails alone, untouched.
+  namm_sessions_.clear();
+  dtype_index_.clear();
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    CudaSession* s = jobs[i].session;
+    if (errors[i] || !jobs[i].ends_at_update) continue;
+    const NammPolicy* policy = s->device_namm_policy();
+    if (!policy) continue;
+    try {
+      if (namm_sessions_.empty() && (!namm_engine_ || !namm_engine_->serves(*policy)))
+        namm_engine_ = std::make_unique<DeviceNamm>(policy->config(), policy->normalizer(), options_.namm_budget);
+      if (!namm_engine_->serves(*policy)) continue;
+      if (!namm_sessions_.empty() && s->query_positions_.size() != namm_sessions_[0]->query_positions_.size()) continue;
+      namm_engine_->check(*s, model_, s->query_positions_.size());
+      namm_sessions_.push_back(s);
+      dtype_index_.push_back(i);
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  }
+  if (namm_sessions_.empty()) return;
+  try {
+    namm_engine_->update(namm_sessions_, stream_);
+    for (CudaSession* s : namm_sessions_) {
+      s->policy_ran_in_step_ = true;
+      ++s->batched_namm_updates_;
+    }
+  } catch (...) {
+    for (size_t i : dtype_index_) {
+      errors[i] = std::current_exception();
+      jobs[i].session->broken_ = true;  // some of its layers may be compacted, others not
     }
   }
 }
@@ -344,6 +387,7 @@ std::unique_ptr<InferenceSession> LockstepCudaBackend::new_session(MemoryPolicy*
                                                                    const SessionOptions& options) const {
   CudaSessionOptions o;
   o.session = options;
+  o.namm_on_device = true;  // NAMM updates batched over the group's sessions (kernels/namm_device.h)
   // No reserve: unlike the CPU's untouched address space, device memory is committed at cudaMalloc, and
   // a population's caches at the full context would not fit for large models. Caches grow by doubling.
   return std::make_unique<CudaSession>(gpu_model_, policy, o, group_.get());

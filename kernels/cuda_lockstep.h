@@ -16,7 +16,10 @@
 //   - the output layer only for the rows someone reads, in one GEMM.
 // Each session keeps its own cache, position, attention log and memory policy; policies run on the
 // session's own thread after the step (CudaSession::run_policy: on the host, then compaction on the
-// device), so sequences evict independently.
+// device), so sequences evict independently. Except NAMMs on the device (CudaSessionOptions::
+// namm_on_device, on for LockstepCudaBackend's sessions): the updates of every session whose chunk
+// ended at an update run in the step, batched (kernels/namm_device.h: one spectrogram pass and one BAM
+// launch for all their (layer, KV head)s, each with its own parameters).
 //
 // Results equal the session run alone up to the GEMMs' summation order (cuBLAS may pick another
 // algorithm for another row count): logits agree to f32 rounding of f16/bf16 products, eviction
@@ -38,6 +41,7 @@
 #include "kernels/batch_plan.h"
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
+#include "kernels/namm_device.h"
 #include "transformer/backend.h"
 #include "transformer/lockstep_scheduler.h"
 
@@ -50,6 +54,7 @@ struct CudaLockstepOptions {
   // Attention probabilities one launch may write (for policies that read attention); a larger set of
   // sequences is cut into several launches. 256 Mi floats = 1 GiB.
   size_t max_probs_floats = size_t{1} << 28;
+  DeviceNammBudget namm_budget;  // one batched NAMM pass (kernels/namm_device.h); more run in several
 };
 
 class CudaLockstepGroup {
@@ -78,6 +83,9 @@ class CudaLockstepGroup {
   // marked broken).
   void forward_jobs(std::span<const CudaSession::ChunkJob> jobs);
   void run_planned(std::span<const CudaSession::ChunkJob> jobs, const BatchPlan& plan);
+  // After the forward passes: the device NAMM updates the step's chunks ended at, batched; a failure
+  // fails (and breaks) those sessions only.
+  void run_device_namm(std::span<const CudaSession::ChunkJob> jobs, std::span<std::exception_ptr> errors);
 
   const CudaModel& model_;
   CudaLockstepOptions options_;
@@ -85,7 +93,9 @@ class CudaLockstepGroup {
   cublasHandle_t cublas_ = nullptr;
   std::unique_ptr<Buffers> buf_;
   std::vector<CudaSession::ChunkJob> dtype_jobs_;  // one KV dtype's jobs of a step
-  std::vector<size_t> dtype_index_;                // and their indices in the step
+  std::vector<size_t> dtype_index_;                // and their indices in the step (also: the NAMM's sessions)
+  std::unique_ptr<DeviceNamm> namm_engine_;        // batched device NAMM updates
+  std::vector<CudaSession*> namm_sessions_;        // a step's sessions it updates
   LockstepScheduler<CudaSession::ChunkJob> scheduler_;
 };
 

@@ -5,11 +5,14 @@
 #include <chrono>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "kernels/cuda_lockstep.h"
 #include "kernels/kv_compact.h"
 #include "kernels/layer_ops.h"
 #include "kernels/layer_pass.h"
+#include "kernels/namm_device.h"
+#include "namm/namm_policy.h"
 #include "transformer/session.h"
 
 namespace nammkit::kernels {
@@ -101,8 +104,12 @@ void CudaSession::reset() {
   const ModelConfig& c = model_.config();
   for (Head& h : heads_) {
     h.len = 0;
+    h.state_rows = 0;
     h.host_positions.clear();
   }
+  policy_ran_in_step_ = false;
+  device_namm_updates_ = 0;
+  batched_namm_updates_ = 0;
   std::fill(buf_->lens_host.begin(), buf_->lens_host.end(), 0);
   log_rows_.assign(heads_.size(), {});
   log_offsets_.assign(heads_.size(), {});
@@ -151,9 +158,10 @@ const std::vector<float>& CudaSession::feed(std::span<const int32_t> tokens, std
     const bool last = chunk.begin + chunk.size == tokens.size();
     float* out = all_logits ? all_logits->data() + chunk.begin * vocab : (last ? last_logits_.data() : nullptr);
     const std::span<const int32_t> part = tokens.subspan(chunk.begin, chunk.size);
-    if (group_) group_->forward(ChunkJob{this, part, out, all_logits != nullptr});
+    if (group_) group_->forward(ChunkJob{this, part, out, all_logits != nullptr, chunk.ends_at_update});
     else forward_chunk(part, out, all_logits != nullptr);
-    if (policy_ && chunk.ends_at_update) run_policy();
+    // The group may have run this update already, batched with its other sessions' (device NAMM).
+    if (policy_ && chunk.ends_at_update && !std::exchange(policy_ran_in_step_, false)) run_policy();
   }
   if (all_logits && !tokens.empty())
     std::copy_n(all_logits->data() + (tokens.size() - 1) * vocab, vocab, last_logits_.data());
@@ -308,88 +316,130 @@ void CudaSession::log_attention_rows(int layer, int T, const float* probs_KVxTxS
   }
 }
 
-void CudaSession::run_policy() {
-  const auto start = std::chrono::steady_clock::now();
+LayerWindow CudaSession::policy_window(int layer, bool with_kv, bool with_attention, WindowScratch& scratch) {
   const ModelConfig& c = model_.config();
   const int d = c.head_dim, n_kv = c.n_kv_heads;
-  const bool with_attention = policy_->needs_attention();
-  const bool with_kv = policy_->needs_keys_values();  // a copy of the whole cache to the host: only on request
   const size_t elem = kv_element_bytes(options_.kv_dtype, kWhere);
   const int n_q = static_cast<int>(query_positions_.size());
   Buffers& b = *buf_;
-  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (policy)");
-
-  std::vector<std::vector<float>> keys(n_kv), values(n_kv), dense(n_kv);
-  for (int l = 0; l < c.n_layers; ++l) {
-    const size_t off = size_t(l) * n_kv;
-    LayerWindow window;
-    window.layer = l;
-    window.head_dim = d;
-    window.n_queries = n_q;
-    window.query_positions = query_positions_.data();
-    for (int g = 0; g < n_kv; ++g) {
-      const Head& h = heads_[off + g];
-      const size_t n = with_kv ? size_t(h.len) * d : 0;
-      keys[g].resize(n);
-      values[g].resize(n);
-      b.kv_host.resize(n * elem);
-      if (n > 0) {
-        cuda_check(cudaMemcpy(b.kv_host.data(), h.keys.get(), n * elem, cudaMemcpyDeviceToHost), "cudaMemcpy (keys)");
-        dequantize(options_.kv_dtype, b.kv_host.data(), keys[g].data(), int64_t(n));
-        cuda_check(cudaMemcpy(b.kv_host.data(), h.values.get(), n * elem, cudaMemcpyDeviceToHost),
-                   "cudaMemcpy (values)");
-        dequantize(options_.kv_dtype, b.kv_host.data(), values[g].data(), int64_t(n));
-      }
-      HeadWindow hw;
-      hw.n_keys = h.len;
-      hw.keys = with_kv ? keys[g].data() : nullptr;
-      hw.values = with_kv ? values[g].data() : nullptr;
-      hw.positions = h.host_positions.data();
-      if (with_attention) {
-        const std::vector<float>& rows = log_rows_[off + g];
-        const std::vector<size_t>& offsets = log_offsets_[off + g];
-        if (int(offsets.size()) != n_q) fail(kWhere, "attention log out of step with the query positions");
-        dense[g].assign(size_t(n_q) * h.len, 0.0f);
-        for (int t = 0; t < n_q; ++t) {
-          const size_t begin = offsets[t];
-          const size_t end = t + 1 < n_q ? offsets[t + 1] : rows.size();
-          if (end - begin > size_t(h.len)) fail(kWhere, "attention row longer than the cache");
-          std::copy(rows.begin() + begin, rows.begin() + end, dense[g].begin() + size_t(t) * h.len);
-        }
-        hw.attention = dense[g].data();
-      }
-      window.heads.push_back(hw);
+  scratch.keys.resize(n_kv);
+  scratch.values.resize(n_kv);
+  scratch.dense.resize(n_kv);
+  const size_t off = size_t(layer) * n_kv;
+  LayerWindow window;
+  window.layer = layer;
+  window.head_dim = d;
+  window.n_queries = n_q;
+  window.query_positions = query_positions_.data();
+  for (int g = 0; g < n_kv; ++g) {
+    const Head& h = heads_[off + g];
+    std::vector<float>& keys = scratch.keys[g];
+    std::vector<float>& values = scratch.values[g];
+    const size_t n = with_kv ? size_t(h.len) * d : 0;
+    keys.resize(n);
+    values.resize(n);
+    b.kv_host.resize(n * elem);
+    if (n > 0) {
+      cuda_check(cudaMemcpy(b.kv_host.data(), h.keys.get(), n * elem, cudaMemcpyDeviceToHost), "cudaMemcpy (keys)");
+      dequantize(options_.kv_dtype, b.kv_host.data(), keys.data(), int64_t(n));
+      cuda_check(cudaMemcpy(b.kv_host.data(), h.values.get(), n * elem, cudaMemcpyDeviceToHost), "cudaMemcpy (values)");
+      dequantize(options_.kv_dtype, b.kv_host.data(), values.data(), int64_t(n));
     }
-    KeepLists keep = policy_->update(window);
-    if (keep.empty()) continue;
-    if (int(keep.size()) != n_kv)
-      fail("policy " + policy_->name(), "layer " + std::to_string(l) + ": returned " + std::to_string(keep.size()) +
-                                            " keep lists for " + std::to_string(n_kv) + " KV heads");
-    for (int g = 0; g < n_kv; ++g) {
-      Head& h = heads_[off + g];
-      const std::vector<int32_t>& kg = keep[g];
-      const int n_keep = static_cast<int>(kg.size());
-      if (n_keep > 0) {
-        const size_t ws = kv_compact_workspace_bytes(options_.kv_dtype, d, n_keep);
-        grow(b.compact_ws, ws, stream_);
-        // Validates the list (ascending, unique, in range) before anything changes.
-        kv_compact_head(options_.kv_dtype, d, h.len, h.keys.get(), h.values.get(), h.positions.get(), kg,
-                        b.compact_ws.get(), b.compact_ws.size(), stream_);
+    HeadWindow hw;
+    hw.n_keys = h.len;
+    hw.keys = with_kv ? keys.data() : nullptr;
+    hw.values = with_kv ? values.data() : nullptr;
+    hw.positions = h.host_positions.data();
+    if (with_attention) {
+      const std::vector<float>& rows = log_rows_[off + g];
+      const std::vector<size_t>& offsets = log_offsets_[off + g];
+      if (int(offsets.size()) != n_q) fail(kWhere, "attention log out of step with the query positions");
+      std::vector<float>& dense = scratch.dense[g];
+      dense.assign(size_t(n_q) * h.len, 0.0f);
+      for (int t = 0; t < n_q; ++t) {
+        const size_t begin = offsets[t];
+        const size_t end = t + 1 < n_q ? offsets[t + 1] : rows.size();
+        if (end - begin > size_t(h.len)) fail(kWhere, "attention row longer than the cache");
+        std::copy(rows.begin() + begin, rows.begin() + end, dense.begin() + size_t(t) * h.len);
       }
-      std::vector<int32_t> kept(static_cast<size_t>(n_keep));
-      for (int i = 0; i < n_keep; ++i) kept[i] = h.host_positions[size_t(kg[i])];
-      stats_.tokens_evicted += h.len - n_keep;
-      h.host_positions = std::move(kept);
-      h.len = n_keep;
-      b.lens_host[off + g] = n_keep;
+      hw.attention = dense.data();
     }
+    window.heads.push_back(hw);
   }
-  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (compaction)");
+  return window;
+}
+
+void CudaSession::apply_keep(int layer, const KeepLists& keep, cudaStream_t stream) {
+  if (keep.empty()) return;
+  const ModelConfig& c = model_.config();
+  const int d = c.head_dim, n_kv = c.n_kv_heads;
+  Buffers& b = *buf_;
+  if (int(keep.size()) != n_kv)
+    fail("policy " + policy_->name(), "layer " + std::to_string(layer) + ": returned " + std::to_string(keep.size()) +
+                                          " keep lists for " + std::to_string(n_kv) + " KV heads");
+  const size_t off = size_t(layer) * n_kv;
+  for (int g = 0; g < n_kv; ++g) {
+    Head& h = heads_[off + g];
+    const std::vector<int32_t>& kg = keep[g];
+    const int n_keep = static_cast<int>(kg.size());
+    if (n_keep > 0) {
+      const size_t ws = kv_compact_workspace_bytes(options_.kv_dtype, d, n_keep);
+      grow(b.compact_ws, ws, stream);
+      // Validates the list (ascending, unique, in range) before anything changes.
+      kv_compact_head(options_.kv_dtype, d, h.len, h.keys.get(), h.values.get(), h.positions.get(), kg,
+                      b.compact_ws.get(), b.compact_ws.size(), stream);
+    }
+    std::vector<int32_t> kept(static_cast<size_t>(n_keep));
+    for (int i = 0; i < n_keep; ++i) kept[i] = h.host_positions[size_t(kg[i])];
+    stats_.tokens_evicted += h.len - n_keep;
+    h.host_positions = std::move(kept);
+    h.len = n_keep;
+    b.lens_host[off + g] = n_keep;
+  }
+}
+
+void CudaSession::finish_policy_update(double seconds) {
   for (auto& r : log_rows_) r.clear();
   for (auto& o : log_offsets_) o.clear();
   query_positions_.clear();
   ++stats_.policy_updates;
-  stats_.policy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats_.policy_seconds += seconds;
+}
+
+NammPolicy* CudaSession::device_namm_policy() const {
+  if (!options_.namm_on_device) return nullptr;
+  auto* namm = dynamic_cast<NammPolicy*>(policy_);
+  return namm && namm->takes_external_scores() ? namm : nullptr;
+}
+
+void CudaSession::run_policy() {
+  if (NammPolicy* namm = device_namm_policy()) {
+    if (!namm_engine_ || !namm_engine_->serves(*namm))
+      namm_engine_ = std::make_unique<DeviceNamm>(namm->config(), namm->normalizer());
+    CudaSession* self = this;
+    try {
+      namm_engine_->update({&self, 1}, stream_);
+    } catch (...) {
+      broken_ = true;  // some layers may be compacted, others not
+      throw;
+    }
+    return;
+  }
+  for (const Head& h : heads_)
+    if (h.state_rows > 0)
+      fail(kWhere,
+           "the NAMM ran on the device earlier in this sequence and cannot go on on the host (its mode "
+           "or scorer changed): reset() the session first");
+  const auto start = std::chrono::steady_clock::now();
+  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (policy)");
+  WindowScratch scratch;
+  for (int l = 0; l < model_.config().n_layers; ++l) {
+    // Keys and values go to the host only for policies that read them (a copy of the whole cache).
+    const LayerWindow window = policy_window(l, policy_->needs_keys_values(), policy_->needs_attention(), scratch);
+    apply_keep(l, policy_->update(window), stream_);
+  }
+  cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (compaction)");
+  finish_policy_update(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 }  // namespace nammkit::kernels

@@ -12,10 +12,13 @@
 // keys, values, positions and (only if policy->needs_attention()) the GQA-averaged attention rows of
 // the queries since the last update are copied to the host, policy->update(LayerWindow) runs, and the
 // KeepLists are applied on the device with kv_compact_head. Between updates the host keeps the
-// attention rows, as the CPU's AttentionLog does.
+// attention rows, as the CPU's AttentionLog does. With namm_on_device a NAMM's spectrogram, features and
+// BAM scores are computed on the device instead (kernels/namm_device.h); only the selection runs on the
+// host.
 //
 // Lockstep: a session made with a CudaLockstepGroup (kernels/cuda_lockstep.h) runs its chunks stacked
-// with the group's other sessions (one pass over the weights per step); its policy hook is unchanged.
+// with the group's other sessions (one pass over the weights per step); its policy hook is unchanged,
+// except that device NAMM updates of the sessions whose chunks end at an update run batched, in the step.
 //
 // Not supported (Error at construction / call): sliding_window > 0 and inject() (B'MOJO / Memory3
 // entries). attention_bf16 rounds the GQA average to bf16 (the CPU rounds each head's probability
@@ -35,14 +38,24 @@
 #include "transformer/backend.h"
 #include "transformer/memory_policy.h"
 
+namespace nammkit {
+class NammPolicy;
+}
+
 namespace nammkit::kernels {
 
 class CudaLockstepGroup;
+class DeviceNamm;
 
 struct CudaSessionOptions {
   SessionOptions session;       // prefill_chunk, update_interval, attention_bf16 (sliding_window must be 0)
   DType kv_dtype = DType::F16;  // device KV cache: F32, F16 or BF16
   int reserve_tokens = 0;       // initial capacity of each head's cache (it grows by doubling)
+  // A NammPolicy that can take external scores (Evict mode, BAM) runs its spectrogram, features and BAM
+  // scores on the device (kernels/namm_device.h), the selection on the host; its per-token spectral state
+  // then lives on the device next to the cache. Sessions of a lockstep group have it on and are updated
+  // together. Off: the policy runs on the host like any other.
+  bool namm_on_device = false;
 };
 
 class CudaSession final : public InferenceSession {
@@ -75,9 +88,14 @@ class CudaSession final : public InferenceSession {
   int head_len(int layer, int kv_head) const override;
   const std::vector<int32_t>& head_positions(int layer, int kv_head) const;
   size_t total_tokens() const override;  // summed over layers and KV heads
+  // Updates of this sequence that ran as a device NAMM (namm_on_device; alone or batched in a group),
+  // and those of them the group batched with other sessions' in its step.
+  int64_t device_namm_updates() const { return device_namm_updates_; }
+  int64_t batched_namm_updates() const { return batched_namm_updates_; }
 
  private:
   friend class CudaLockstepGroup;
+  friend class DeviceNamm;
   // One (layer, KV head) of the device cache: capacity rows allocated, len used.
   struct Head {
     DeviceBuffer<uint8_t> keys, values;  // [capacity][head_dim] of kv_dtype
@@ -85,6 +103,14 @@ class CudaSession final : public InferenceSession {
     int capacity = 0;
     int len = 0;
     std::vector<int32_t> host_positions;  // [len], authoritative
+    // The device NAMM's spectral state of the tokens cached at the last update (namm_on_device):
+    // EMA [state_rows][n_bins] and tail [state_rows][overlap], rows in cache order.
+    DeviceBuffer<float> ema, tail;
+    int state_rows = 0;
+  };
+  // Host copies a policy window points into.
+  struct WindowScratch {
+    std::vector<std::vector<float>> keys, values, dense;  // [kv head]
   };
   struct Buffers;
   // One session's chunk in a lockstep step.
@@ -93,6 +119,7 @@ class CudaSession final : public InferenceSession {
     std::span<const int32_t> tokens;
     float* logits_out = nullptr;  // null: no logits; else the last row's, or every row's when logits_for_all
     bool logits_for_all = false;
+    bool ends_at_update = false;  // the policy updates after this chunk
   };
   void forward_chunk(std::span<const int32_t> tokens, float* logits_out, bool logits_for_all);
   // Appends one layer's attention rows of a chunk of T queries to the host log: probs_KVxTxS is the
@@ -101,6 +128,15 @@ class CudaSession final : public InferenceSession {
   void allocate();  // cache bookkeeping, initial capacity, reset(); part of the constructor
   void ensure_capacity(int layer, int needed);
   void run_policy();
+  // The pieces of an update: a layer's window from the host copies (keys and values copied from the
+  // device only when asked for; the attention rows densified into `scratch`); the eviction of one
+  // layer (KV compaction on `stream`, host positions, statistics); the end (logs cleared, counters).
+  LayerWindow policy_window(int layer, bool with_kv, bool with_attention, WindowScratch& scratch);
+  void apply_keep(int layer, const KeepLists& keep, cudaStream_t stream);
+  void finish_policy_update(double seconds);
+  // The policy as a device NAMM, or null when it runs on the host (namm_on_device off, another policy,
+  // or a mode whose scores cannot come from outside).
+  NammPolicy* device_namm_policy() const;
 
   const CudaModel& model_;
   MemoryPolicy* policy_;
@@ -119,6 +155,9 @@ class CudaSession final : public InferenceSession {
   std::vector<std::vector<float>> log_rows_;
   std::vector<std::vector<size_t>> log_offsets_;
   std::vector<int32_t> query_positions_;
+  std::unique_ptr<DeviceNamm> namm_engine_;  // the device NAMM when it runs outside a group
+  bool policy_ran_in_step_ = false;          // the group ran this chunk's update (batched device NAMM)
+  int64_t device_namm_updates_ = 0, batched_namm_updates_ = 0;
 };
 
 }  // namespace nammkit::kernels

@@ -141,4 +141,17 @@ inline void bam_scores_batched(const ScorerShape& shape, const float* params_PxM
     }
 }
 
+// Each sequence under its own member (BamBatch::seq_params): scores_N[offsets[s] + i] = score_tokens of
+// sequence s under member seq_params[s].
+inline void bam_scores_per_sequence(const ScorerShape& shape, const float* params_PxM,
+                                    std::span<const int32_t> seq_offsets, std::span<const int32_t> seq_params,
+                                    const float* features_NxF, float* scores_N) {
+  const size_t M = static_cast<size_t>(shape.n_params());
+  for (size_t s = 0; s + 1 < seq_offsets.size(); ++s) {
+    const int start = seq_offsets[s], n = seq_offsets[s + 1] - start;
+    score_tokens(shape, std::span<const float>(params_PxM + seq_params[s] * M, M),
+                 features_NxF + static_cast<size_t>(start) * shape.n_features, n, scores_N + start);
+  }
+}
+
 }  // namespace nammkit::kernels::ref

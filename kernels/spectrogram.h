@@ -7,17 +7,32 @@
 // Frames are transformed in batches of `frames_per_batch` by one cuFFT R2C plan made once. A batch holds
 // frames g = m * n_keys + j (frame m of key j) in an interleaved layout (sample i of batch slot b at
 // [i][b]), so building the frames reads the attention matrix row by row, coalesced.
+//
+// update_batched() does many updates (segments: sequences x layers x KV heads) in the same launches,
+// with the layout of kernels/namm_batch_layout.h (segment s's frames start at frame_offset[s]);
+// update() is its one-segment case. An instance holds scratch (cuFFT buffers, the segment table) for
+// one stream at a time.
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
+#include "kernels/namm_batch_layout.h"
 #include "namm/normalization.h"
 #include "namm/recency.h"
 #include "namm/spectrogram.h"
 
 namespace nammkit::kernels {
+
+// One segment's inputs, device memory (shapes from its NammSegmentShape: N = n_keys, O = n_old).
+struct SpectrogramSegment {
+  const float* attention_QxN = nullptr;  // [n_queries][N]
+  const float* ema_old_OxB = nullptr;    // [O][n_bins]; null when O is 0
+  const float* tail_old_OxV = nullptr;   // [O][overlap]; null when O is 0
+  const int32_t* positions_N = nullptr;  // [N]; may be null when no features are asked for
+};
 
 class GpuSpectrogram {
  public:
@@ -43,6 +58,14 @@ class GpuSpectrogram {
   void update(const float* attention_QxN, int n_queries, int n_keys, int n_old, const float* ema_old_OxB,
               const float* tail_old_OxV, const int32_t* positions_N, float* ema_new_NxB, float* tail_new_NxV,
               float* features_NxF, cudaStream_t stream);
+
+  // Every segment of `layout` (plan_namm_batch with this spectrogram configuration) in one pass: frames
+  // of all segments share the cuFFT batches. Outputs are packed by layout.key_offset (R = total_keys):
+  //   ema_new_RxB [R][n_bins], tail_new_RxV [R][overlap], features_RxF [R][n_features()] or null.
+  // Same numbers as update() on each segment alone. Throws Error for a segment count that differs from
+  // the layout's or a missing pointer.
+  void update_batched(const NammBatchLayout& layout, std::span<const SpectrogramSegment> segments, float* ema_new_RxB,
+                      float* tail_new_RxV, float* features_RxF, cudaStream_t stream);
 
  private:
   struct Impl;

@@ -151,10 +151,34 @@ KeepLists NammPolicy::update(const LayerWindow& window) {
     });
     for (auto& b : blocks) trace_->blocks.push_back(std::move(b));  // head order: deterministic
   } else {
-    std::vector<std::span<const float>> views(scores.begin(), scores.end());
-    keep = select_tokens(views, with_budget(config_.selection, window.tokens_seen()));
+    keep = select(window, scores);
   }
   for (int h = 0; h < n_heads; ++h) states[h].gather(keep[h], n_bins, overlap);
+  note_update(window, keep);
+  return keep;
+}
+
+KeepLists NammPolicy::select(const LayerWindow& window, std::span<const std::vector<float>> scores) const {
+  std::vector<std::span<const float>> views(scores.begin(), scores.end());
+  return select_tokens(views, with_budget(config_.selection, window.tokens_seen()));
+}
+
+bool NammPolicy::takes_external_scores() const {
+  return mode_ == NammMode::Evict && config_.scorer.kind == ScorerKind::Bam && !observer_;
+}
+
+KeepLists NammPolicy::select_from_scores(const LayerWindow& window, std::span<const std::vector<float>> scores) {
+  const char* where = "NammPolicy::select_from_scores";
+  if (!takes_external_scores()) fail(where, "only in Evict mode with the BAM scorer and no feature observer");
+  if (scores.size() != window.heads.size())
+    fail(where,
+         "expected " + std::to_string(window.heads.size()) + " heads' scores, got " + std::to_string(scores.size()));
+  for (size_t h = 0; h < scores.size(); ++h)
+    if (static_cast<int>(scores[h].size()) != window.heads[h].n_keys)
+      fail(where, "head " + std::to_string(h) + ": expected " + std::to_string(window.heads[h].n_keys) +
+                      " scores, got " + std::to_string(scores[h].size()));
+  if (stats().sequences == 0) note_sequence_start();
+  KeepLists keep = select(window, scores);
   note_update(window, keep);
   return keep;
 }

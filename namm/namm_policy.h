@@ -12,6 +12,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -77,8 +78,16 @@ class NammPolicy final : public RecordingPolicy {
   using FeatureObserver = std::function<void(const LayerWindow& window, int kv_head, const float* features_NxF, int n)>;
   void set_feature_observer(FeatureObserver observer) { observer_ = std::move(observer); }
 
+  // Scores computed elsewhere (the GPU runtime runs steps 1-3 on the device, kernels/namm_device.h):
+  // whether this policy can take them -- Evict mode, the BAM scorer, no feature observer --, and the rest
+  // of update() given each head's scores (step 4 with the same selection options and budget, and the
+  // statistics). The caller keeps the per-token spectral state itself; this policy's own is not used.
+  bool takes_external_scores() const;
+  KeepLists select_from_scores(const LayerWindow& window, std::span<const std::vector<float>> scores);
+
  private:
   void ensure_state(const LayerWindow& window);
+  KeepLists select(const LayerWindow& window, std::span<const std::vector<float>> scores) const;
 
   NammConfig config_;
   std::vector<float> params_;

@@ -122,8 +122,8 @@ elif [ $use_prebuilt = 0 ]; then
     -DZLIB_INCLUDE_DIR="$deps/usr/include" -DZLIB_LIBRARY="$deps/usr/lib/x86_64-linux-gnu/libz.so" \
     >"$out/work/build.log" 2>&1 &&
     cmake --build "$build" -j 12 --target nammkit nammkit_cuda test_kernels_gpu test_kernels_session \
-      test_kernels_lockstep test_kernels_reference test_kernels_batch_plan bench_kernels bench_gpu_model \
-      bench_gpu_population >>"$out/work/build.log" 2>&1
+      test_kernels_lockstep test_kernels_reference test_kernels_batch_plan test_kernels_namm_layout bench_kernels \
+      bench_gpu_model bench_gpu_population >>"$out/work/build.log" 2>&1
   rc=$?
   if [ $rc != 0 ]; then
     say "BUILD FAILED (rc $rc):"; grep -m20 -i -B2 -A3 "error" "$out/work/build.log"; tail -20 "$out/work/build.log"
@@ -132,7 +132,8 @@ elif [ $use_prebuilt = 0 ]; then
     bindir=$root/.gpu/bin-device
     mkdir -p "$bindir"
     for t in nammkit libnammkit_cuda.so test_kernels_gpu test_kernels_session test_kernels_lockstep \
-      test_kernels_reference test_kernels_batch_plan bench_kernels bench_gpu_model bench_gpu_population; do
+      test_kernels_reference test_kernels_batch_plan test_kernels_namm_layout bench_kernels bench_gpu_model \
+      bench_gpu_population; do
       cp "$(find "$build" -name "$t" -type f -perm -u+x | head -1)" "$bindir/"
     done
     echo '{"check":"build","ok":true}' >>"$results"
@@ -169,6 +170,7 @@ EOF
 if [ -x "$bindir/test_kernels_gpu" ]; then
   run_test test_kernels_reference
   [ -x "$bindir/test_kernels_batch_plan" ] && run_test test_kernels_batch_plan
+  [ -x "$bindir/test_kernels_namm_layout" ] && run_test test_kernels_namm_layout
   run_test test_kernels_gpu
   if [ -n "$train_pid" ]; then
     run_test test_kernels_session --gtest_filter=-*Testbed*  # the testbed model's tests wait for the training
@@ -253,6 +255,9 @@ if [ $bench = 1 ] && [ -x "$bindir/bench_gpu_population" ]; then
   bench 150 "$bindir/bench_gpu_population" --members 32 --prompts 8 --context "${GPU_CHECK_POPULATION_CONTEXT:-4096}" --layers 8
   if [ -f models/testbed/testbed.gguf ]; then
     bench 60 "$bindir/bench_gpu_population" --model models/testbed/testbed.gguf --members 32 --prompts 8 --context 2048
+    # The same with a random NAMM per member, its updates on the device (batched in lockstep).
+    bench 90 "$bindir/bench_gpu_population" --model models/testbed/testbed.gguf --members 32 --prompts 8 --context 2048 \
+      --policy namm
   fi
 fi
 if [ $bench = 1 ] && [ -x "$bindir/bench_gpu_model" ]; then

@@ -69,7 +69,7 @@ if [ $do_build = 1 ]; then
     -DNAMMKIT_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3 -DCMAKE_CUDA_FLAGS=-Xcompiler=-march=x86-64-v3 \
     -DNAMMKIT_SHARED_DIR=/tmp/nammkit_shared >/dev/null
   targets=(nammkit nammkit_cuda test_kernels_gpu test_kernels_session test_kernels_lockstep test_kernels_reference
-           test_kernels_batch_plan bench_kernels bench_gpu_model bench_gpu_population)
+           test_kernels_batch_plan test_kernels_namm_layout bench_kernels bench_gpu_model bench_gpu_population)
   cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
   rm -rf "$gpu/bin"
   mkdir -p "$gpu/bin"

@@ -391,17 +391,28 @@ std::vector<float> causal_attention(int Q, int N, uint32_t seed) {
   return a;
 }
 
+// The CPU side of a spectrogram test: the paper's configuration, and normalisation statistics that
+// differ per bin (a wrong bin shows): mean[k] = m k, var[k] = v0 + v k.
+struct SpectrogramCase {
+  SpectrogramConfig config;
+  RecencyConfig recency;
+  FeatureNormalizer normalizer;
+  AttentionSpectrogram cpu{config};
+  SpectrogramCase(float m, float v0, float v) : normalizer(ramp(config.n_bins(), m, v0, v)) {}
+  static FeatureNormalizer ramp(int bins, float m, float v0, float v) {
+    std::vector<float> mean(bins), var(bins);
+    for (int k = 0; k < bins; ++k) {
+      mean[k] = m * k;
+      var[k] = v0 + v * k;
+    }
+    return FeatureNormalizer(mean, var);
+  }
+};
+
 TEST(KernelsGpu, SpectrogramFeaturesMatchReference) {
   REQUIRE_CUDA_DEVICE();
-  const SpectrogramConfig config;
-  const RecencyConfig recency;
-  std::vector<float> mean(config.n_bins()), var(config.n_bins());
-  for (int k = 0; k < config.n_bins(); ++k) {
-    mean[k] = 0.01f * k;
-    var[k] = 0.5f + 0.1f * k;
-  }
-  const FeatureNormalizer normalizer(mean, var);
-  const AttentionSpectrogram cpu(config);
+  const SpectrogramCase sc(0.01f, 0.5f, 0.1f);
+  const auto& [config, recency, normalizer, cpu] = sc;
   SpectralState state;
   // A small batch so frames span several cuFFT executions, the last one partly filled.
   GpuSpectrogram gpu(config, recency, normalizer, 100);
@@ -432,6 +443,84 @@ TEST(KernelsGpu, SpectrogramFeaturesMatchReference) {
   }
 }
 
+// Many segments in one batched update (a lockstep step's layer: sequences x KV heads), with and without
+// state and with attention that is non-zero where the causal frame mask must hide it, against each
+// segment's CPU update. A small cuFFT batch (batches straddle segments, one segment spans several) and
+// the default one (a batch holds many whole segments); without features; a second, larger call on the
+// same object (the segment table grows). Positions have a spacing of their own per segment, so a
+// segment reading another's positions shows in its recency features.
+TEST(KernelsGpu, SpectrogramBatchedMatchesEachSegment) {
+  REQUIRE_CUDA_DEVICE();
+  const SpectrogramCase sc(0.02f, 0.3f, 0.05f);
+  const auto& [config, recency, normalizer, cpu] = sc;
+  const int B = config.n_bins(), O = config.overlap(), Q = 48;
+
+  auto check = [&](GpuSpectrogram& gpu, const std::vector<int>& n_olds, bool with_features, uint32_t seed) {
+    const int F = gpu.n_features();
+    std::vector<NammSegmentShape> shapes;
+    for (int n_old : n_olds) shapes.push_back({n_old + Q, n_old, 0});
+    const NammBatchLayout layout = plan_namm_batch(shapes, Q, config, 1);
+    const int S = layout.n_segments(), R = layout.total_keys();
+    std::vector<DeviceBuffer<float>> d_att, d_ema, d_tail;
+    std::vector<DeviceBuffer<int32_t>> d_pos;
+    std::vector<SpectrogramSegment> segments;
+    std::vector<float> want_features(size_t(R) * F), want_ema, want_tail;
+    for (int s = 0; s < S; ++s) {
+      const int N = shapes[s].n_keys, n_old = shapes[s].n_old;
+      const auto attention = random_vector(size_t(Q) * N, seed + s, 0.0f, 1.0f / N);
+      std::vector<int32_t> positions(N);
+      for (int j = 0; j < N; ++j) positions[j] = (s + 2) * j + 3 * s;
+      SpectralState state;
+      state.n_tokens = n_old;
+      state.ema_NxB = random_vector(size_t(n_old) * B, seed + 100 + s, 0.0f, 0.05f);
+      state.tail_NxO = random_vector(size_t(n_old) * O, seed + 200 + s, 0.0f, 0.01f);
+      d_att.push_back(to_device(attention));
+      d_pos.push_back(to_device(positions));
+      d_ema.push_back(n_old ? to_device(state.ema_NxB) : DeviceBuffer<float>());
+      d_tail.push_back(n_old ? to_device(state.tail_NxO) : DeviceBuffer<float>());
+      segments.push_back(
+          {d_att.back().get(), d_ema.back().get(), d_tail.back().get(), with_features ? d_pos.back().get() : nullptr});
+      ref::spectrogram_features(cpu, recency, normalizer, attention.data(), Q, N, positions.data(), state,
+                                want_features.data() + size_t(layout.key_offset[s]) * F);
+      want_ema.insert(want_ema.end(), state.ema_NxB.begin(), state.ema_NxB.end());
+      want_tail.insert(want_tail.end(), state.tail_NxO.begin(), state.tail_NxO.end());
+    }
+    DeviceBuffer<float> ema(size_t(R) * B), tail(size_t(R) * O), features(size_t(R) * F);
+    gpu.update_batched(layout, segments, ema.get(), tail.get(), with_features ? features.get() : nullptr, nullptr);
+    expect_close(to_host(ema, want_ema.size()), want_ema, 1e-5f, "ema");
+    expect_close(to_host(tail, want_tail.size()), want_tail, 0.0f, "tail");
+    if (with_features) expect_close(to_host(features, want_features.size()), want_features, 2e-5f, "features");
+  };
+  GpuSpectrogram small_batches(config, recency, normalizer, 77), default_batches(config, recency, normalizer);
+  const std::vector<int> few = {0, 100, 7, 0, 260, 1};
+  std::vector<int> many;
+  for (int i = 0; i < 40; ++i) many.push_back((i * 37) % 300);
+  check(small_batches, few, true, 40);
+  check(small_batches, many, true, 400);
+  check(default_batches, few, true, 900);
+  check(default_batches, many, false, 1300);
+}
+
+// Each sequence scored by its own member (a lockstep batch), including an empty and a 1-token sequence.
+TEST(KernelsGpu, BamPerSequenceMembersMatchReference) {
+  REQUIRE_CUDA_DEVICE();
+  const ScorerShape shape;
+  const int P = 3;
+  const std::vector<int32_t> offsets = {0, 70, 70, 170, 171, 600}, members = {2, 0, 1, 2, 0};
+  const int total = offsets.back();
+  const auto params = random_vector(static_cast<size_t>(P) * shape.n_params(), 15, -0.3f, 0.3f);
+  const auto features = random_vector(static_cast<size_t>(total) * shape.n_features, 16, -2.0f, 2.0f);
+  std::vector<float> want(total);
+  ref::bam_scores_per_sequence(shape, params.data(), offsets, members, features.data(), want.data());
+
+  auto d_params = to_device(params), d_features = to_device(features);
+  DeviceBuffer<float> d_scores(want.size());
+  BamBatch batch{P, offsets, members, d_features.get(), d_params.get(), d_scores.get()};
+  DeviceBuffer<uint8_t> ws(bam_workspace_bytes(shape, batch));
+  bam_score_batched(shape, batch, ws.get(), ws.bytes(), nullptr);
+  expect_close(to_host(d_scores, want.size()), want, 1e-5f, "scores");
+}
+
 TEST(KernelsGpu, BamBatchedMatchesReference) {
   REQUIRE_CUDA_DEVICE();
   const ScorerShape shape;
@@ -445,8 +534,8 @@ TEST(KernelsGpu, BamBatchedMatchesReference) {
 
   auto d_params = to_device(params), d_features = to_device(features);
   DeviceBuffer<float> d_scores(want.size());
-  DeviceBuffer<uint8_t> ws(bam_workspace_bytes(shape, P, total, static_cast<int>(offsets.size()) - 1));
-  BamBatch batch{P, offsets, d_features.get(), d_params.get(), d_scores.get()};
+  BamBatch batch{P, offsets, {}, d_features.get(), d_params.get(), d_scores.get()};
+  DeviceBuffer<uint8_t> ws(bam_workspace_bytes(shape, batch));
   bam_score_batched(shape, batch, ws.get(), ws.bytes(), nullptr);
   expect_close(to_host(d_scores, want.size()), want, 1e-5f, "scores");
 }

@@ -55,7 +55,8 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
   return testing::relative_error(a.data(), b.data(), static_cast<int>(b.size()));
 }
 
-std::unique_ptr<MemoryPolicy> make_case_policy(int kind, uint32_t seed) {
+// `namm_bias` (when not 0) replaces the random NAMM's read-out bias: negative values make it evict.
+std::unique_ptr<MemoryPolicy> make_case_policy(int kind, uint32_t seed, float namm_bias = 0.0f) {
   switch (kind) {
     case 0: return nullptr;
     case 1: return make_baseline_policy("streaming:24");
@@ -66,6 +67,7 @@ std::unique_ptr<MemoryPolicy> make_case_policy(int kind, uint32_t seed) {
       std::mt19937 rng(seed);
       std::normal_distribution<float> n(0.0f, 0.5f);
       for (int i = 0; i < f.params_size(); ++i) f.set_params(i, n(rng));
+      if (namm_bias != 0.0f) f.set_params(f.params_size() - 1, namm_bias);
       return make_policy(f);
     }
   }
@@ -76,6 +78,7 @@ struct Trace {
   std::vector<std::vector<float>> logits;
   std::vector<std::vector<int32_t>> positions;  // [layer * n_kv + head]
   int64_t updates = 0;
+  int64_t tokens_evicted = 0;
 };
 
 // Sequence s: policy kind s % 4 (full, StreamingLLM, H2O, a random NAMM of its own), a prompt of
@@ -92,6 +95,7 @@ Trace run_sequence(CudaSession& session, const Model& model, int s) {
   for (int l = 0; l < c.n_layers; ++l)
     for (int g = 0; g < c.n_kv_heads; ++g) trace.positions.push_back(session.head_positions(l, g));
   trace.updates = session.stats().policy_updates;
+  trace.tokens_evicted = session.stats().tokens_evicted;
   return trace;
 }
 
@@ -101,6 +105,8 @@ struct LockstepCase {
   bool mixed_kv = false;  // odd sequences keep f32 KV: the group runs one pass per KV type
   CudaLockstepOptions group;
   double logit_tolerance = 5e-3;
+  bool namm_on_device = false;  // the batched sessions' NAMMs run on the device, batched in the steps
+  float namm_bias = 0.0f;       // the NAMMs' read-out bias (0: random like the other weights)
 };
 
 void check_lockstep(const std::string& path, const LockstepCase& lc) {
@@ -117,25 +123,30 @@ void check_lockstep(const std::string& path, const LockstepCase& lc) {
 
   std::vector<Trace> alone(kSequences), batched(kSequences);
   for (int s = 0; s < kSequences; ++s) {
-    std::unique_ptr<MemoryPolicy> policy = make_case_policy(s % 4, 7 + s);
+    std::unique_ptr<MemoryPolicy> policy = make_case_policy(s % 4, 7 + s, lc.namm_bias);
     CudaSession session(gpu, policy.get(), options(s));
     alone[size_t(s)] = run_sequence(session, model, s);
   }
 
   CudaLockstepGroup group(gpu, lc.group);
   std::vector<std::string> errors(kSequences);
+  std::vector<int64_t> device_updates(kSequences, 0), batched_updates(kSequences, 0);
   {
     std::vector<std::unique_ptr<MemoryPolicy>> policies;
     std::vector<std::unique_ptr<CudaSession>> sessions;
     for (int s = 0; s < kSequences; ++s) {
-      policies.push_back(make_case_policy(s % 4, 7 + s));
-      sessions.push_back(std::make_unique<CudaSession>(gpu, policies.back().get(), options(s), &group));
+      policies.push_back(make_case_policy(s % 4, 7 + s, lc.namm_bias));
+      CudaSessionOptions o = options(s);
+      o.namm_on_device = lc.namm_on_device;
+      sessions.push_back(std::make_unique<CudaSession>(gpu, policies.back().get(), o, &group));
     }
     std::vector<std::thread> threads;
     for (int s = 0; s < kSequences; ++s)
       threads.emplace_back([&, s] {
         try {
           batched[size_t(s)] = run_sequence(*sessions[size_t(s)], model, s);
+          device_updates[size_t(s)] = sessions[size_t(s)]->device_namm_updates();
+          batched_updates[size_t(s)] = sessions[size_t(s)]->batched_namm_updates();
         } catch (const std::exception& e) {
           errors[size_t(s)] = e.what();
         }
@@ -157,6 +168,14 @@ void check_lockstep(const std::string& path, const LockstepCase& lc) {
     for (size_t i = 0; i < a.logits.size(); ++i)
       EXPECT_LE(relative_error(b.logits[i], a.logits[i]), lc.logit_tolerance) << "feed " << i;
     EXPECT_EQ(a.updates, b.updates);
+    const bool device_namm = lc.namm_on_device && s % 4 == 3;
+    EXPECT_EQ(device_updates[size_t(s)], device_namm ? b.updates : 0)
+        << "the NAMM's updates ran on the device exactly when asked";
+    if (device_namm) {
+      // The three NAMM sequences share their first updates' steps (their prompts' chunks line up).
+      EXPECT_GE(batched_updates[size_t(s)], 1) << "no update was batched in a step";
+      EXPECT_GT(a.tokens_evicted, 0) << "the NAMM never evicted: the comparison checks nothing";
+    }
     for (size_t h = 0; h < a.positions.size(); ++h) {
       const std::vector<int32_t>&pa = a.positions[h], &pb = b.positions[h];
       const int kind = s % 4;
@@ -178,6 +197,29 @@ TEST(KernelLockstep, MatchesSessionsAloneStories260K) {
   REQUIRE_STORIES();
   REQUIRE_CUDA_DEVICE();
   check_lockstep(testing::kStories, LockstepCase{});
+}
+
+// The NAMM sequences' updates batched on the device (kernels/namm_device.h) against the host NAMM of
+// each sequence alone.
+TEST(KernelLockstep, DeviceNammMatchesSessionsAloneStories260K) {
+  REQUIRE_STORIES();
+  REQUIRE_CUDA_DEVICE();
+  LockstepCase lc;
+  lc.namm_on_device = true;
+  lc.namm_bias = -0.5f;
+  check_lockstep(testing::kStories, lc);
+  // The same with a budget so small that every (sequence, layer) is a pass of its own.
+  lc.group.namm_budget.key_rows = 1;
+  check_lockstep(testing::kStories, lc);
+}
+
+TEST(KernelLockstep, DeviceNammMatchesSessionsAloneTestbed) {
+  REQUIRE_CUDA_DEVICE();
+  if (!std::filesystem::exists(testbed_path())) GTEST_SKIP() << "no testbed model at " << testbed_path();
+  LockstepCase lc;
+  lc.namm_on_device = true;
+  lc.namm_bias = -0.5f;
+  check_lockstep(testbed_path(), lc);
 }
 
 TEST(KernelLockstep, MatchesSessionsAloneStories260KBf16) {

@@ -19,6 +19,7 @@
 #include "kernels/cuda_model.h"
 #include "kernels/cuda_session.h"
 #include "kernels/cuda_util.h"
+#include "namm/namm_policy.h"
 #include "namm/policy_file.h"
 #include "tests/runtime_compare.h"
 #include "tests/shared_model.h"
@@ -255,6 +256,76 @@ TEST(KernelSession, CudaBackendMatchesTheCpuBackend) {
   b->reset();
   const int32_t bos[1] = {1};
   EXPECT_EQ(generate_greedy(*b, bos, g).tokens, generate_greedy(*a, bos, g).tokens);
+}
+
+// The device NAMM (CudaSessionOptions::namm_on_device: spectrogram, features and BAM scores on the
+// GPU, kernels/namm_device.h) against the same NAMM on the host, both on the GPU runtime, so both read
+// the same attention rows: features differ only by cuFFT vs FFTW rounding, scores are double on both
+// sides, so the caches must agree exactly but for a score within rounding of the threshold. A prompt
+// in chunks, then decode steps (updates after both); evictions must happen; a mode change mid-sequence
+// is an Error.
+void check_device_namm(const std::string& path) {
+  const Model& model = load_cached(path);
+  const ModelConfig& c = model.config;
+  CudaModel gpu_model(model);
+  auto make = [] {
+    PolicyFile f = make_namm_policy_file(ScorerKind::Bam);
+    f.set_update_interval(16);
+    std::mt19937 rng(11);
+    std::normal_distribution<float> n(0.0f, 0.5f);
+    for (int i = 0; i < f.params_size(); ++i) f.set_params(i, n(rng));
+    f.set_params(f.params_size() - 1, -0.5f);  // the read-out bias: some tokens of every head fail
+    return make_policy(f);
+  };
+  std::unique_ptr<MemoryPolicy> host_policy = make(), device_policy = make();
+  CudaSessionOptions go;
+  go.session.prefill_chunk = 8;
+  go.session.update_interval = 16;
+  CudaSession host(gpu_model, host_policy.get(), go);
+  go.namm_on_device = true;
+  CudaSession device(gpu_model, device_policy.get(), go);
+  const std::vector<int32_t> tokens = random_tokens(model, 130, 9);
+  int differing = 0, total = 0;
+  for (size_t done = 0; done < tokens.size();) {
+    const size_t n = done == 0 ? 70 : 1;
+    std::span<const int32_t> piece(tokens.data() + done, n);
+    const std::vector<float> a = host.feed(piece), b = device.feed(piece);
+    done += n;
+    EXPECT_LE(relative_error(b.data(), a.data(), c.vocab_size), 1e-3) << "after " << done << " tokens";
+    ASSERT_EQ(device.stats().policy_updates, host.stats().policy_updates);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        ++total;
+        differing += device.head_positions(l, g) != host.head_positions(l, g) ? 1 : 0;
+        ASSERT_LE(std::abs(device.head_len(l, g) - host.head_len(l, g)), 1 + host.head_len(l, g) / 50)
+            << "after " << done << " tokens, layer " << l << " head " << g;
+      }
+  }
+  EXPECT_EQ(device.device_namm_updates(), device.stats().policy_updates) << "every update ran on the device";
+  EXPECT_EQ(host.device_namm_updates(), 0);
+  EXPECT_GT(host.stats().tokens_evicted, 0) << "the policy never evicted: the test checks nothing";
+  EXPECT_LE(differing, total / 20) << "caches that differ at all (near-ties only)";
+
+  // The same policy switched to collecting statistics mid-sequence cannot continue on the host.
+  static_cast<NammPolicy*>(device_policy.get())->set_mode(NammMode::CollectStats);
+  try {
+    device.feed(std::span<const int32_t>(tokens.data(), 16));
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ran on the device earlier in this sequence"), std::string::npos) << e.what();
+  }
+}
+
+TEST(KernelSession, DeviceNammMatchesHostNammStories260K) {
+  REQUIRE_STORIES();
+  REQUIRE_CUDA_DEVICE();
+  check_device_namm(testing::kStories);
+}
+
+TEST(KernelSession, DeviceNammMatchesHostNammTestbed) {
+  REQUIRE_TESTBED();
+  REQUIRE_CUDA_DEVICE();
+  check_device_namm(testbed_path());
 }
 
 TEST(KernelSession, RejectsUnsupportedOptions) {

@@ -222,6 +222,75 @@ TEST(NammPolicy, FeatureObserverSeesWhatIsScored) {
   EXPECT_EQ(calls, 4);
 }
 
+// Steps 1-3 of NammPolicy::update done outside the policy, as the GPU runtime does them on the device
+// (kernels/namm_device.h), and the selection by select_from_scores: must decide exactly as update().
+class ScoredElsewhere final : public MemoryPolicy {
+ public:
+  explicit ScoredElsewhere(NammPolicy& policy) : policy_(policy), spectrogram_(policy.config().spectrogram) {}
+  std::string name() const override { return "scored elsewhere"; }
+  bool needs_attention() const override { return true; }
+  KeepLists update(const LayerWindow& w) override {
+    const NammConfig& c = policy_.config();
+    const int bins = c.spectrogram.n_bins(), F = c.n_features(), n_heads = static_cast<int>(w.heads.size());
+    if (static_cast<int>(state_.size()) <= w.layer) state_.resize(w.layer + 1, std::vector<SpectralState>(n_heads));
+    std::vector<std::vector<float>> scores(n_heads);
+    for (int h = 0; h < n_heads; ++h) {
+      const HeadWindow& hw = w.heads[h];
+      SpectralState& st = state_[w.layer][h];
+      spectrogram_.update(hw.attention, w.n_queries, hw.n_keys, st);
+      std::vector<float> x(static_cast<size_t>(hw.n_keys) * F);
+      for (int j = 0; j < hw.n_keys; ++j) {
+        recency_embedding(c.recency, int64_t{hw.positions[hw.n_keys - 1]} - hw.positions[j], x.data() + size_t(j) * F);
+        policy_.normalizer().apply(st.ema_NxB.data() + size_t(j) * bins, x.data() + size_t(j) * F + c.recency.dim);
+      }
+      scores[h].resize(hw.n_keys);
+      score_tokens(c.scorer, policy_.params(), x.data(), hw.n_keys, scores[h].data());
+    }
+    KeepLists keep = policy_.select_from_scores(w, scores);
+    for (int h = 0; h < n_heads; ++h) state_[w.layer][h].gather(keep[h], bins, c.spectrogram.overlap());
+    return keep;
+  }
+
+ private:
+  NammPolicy& policy_;
+  AttentionSpectrogram spectrogram_;
+  std::vector<std::vector<SpectralState>> state_;
+};
+
+TEST(NammPolicy, ScoresFromElsewhereSelectAsUpdateDoes) {
+  for (double keep_fraction : {0.0, 0.5}) {
+    NammConfig cfg = NammConfig::reference();
+    cfg.selection.keep_fraction = keep_fraction;
+    std::vector<float> p = random_params(cfg.scorer.n_params(), 0.5f, 8);
+    p.back() = -2.0f;  // so that the threshold rule evicts
+    std::vector<float> mean(17, 0.01f), var(17, 0.5f);
+    NammPolicy alone(cfg, p, FeatureNormalizer(mean, var)), selecting(cfg, p, FeatureNormalizer(mean, var));
+    ScoredElsewhere elsewhere(selecting);
+    EXPECT_TRUE(selecting.takes_external_scores());
+    alone.begin_sequence(tiny_config(2, 3));
+    selecting.begin_sequence(tiny_config(2, 3));
+    SimulatedCache a(2, 3, 64), b(2, 3, 64);
+    for (int round = 0; round < 4; ++round) EXPECT_EQ(a.step(alone), b.step(elsewhere)) << "round " << round;
+    EXPECT_GT(alone.stats().tokens_evicted(), 0);
+    EXPECT_EQ(selecting.stats().tokens_evicted(), alone.stats().tokens_evicted());
+    EXPECT_EQ(selecting.stats().updates.size(), alone.stats().updates.size());
+  }
+  // Modes whose scores it cannot take from outside.
+  NammPolicy policy(NammConfig::reference(), std::vector<float>(4172, 0.0f), FeatureNormalizer::identity(17));
+  policy.set_mode(NammMode::CollectStats);
+  EXPECT_FALSE(policy.takes_external_scores());
+  NammPolicy mlp(NammConfig::reference(ScorerKind::Mlp),
+                 std::vector<float>(NammConfig::reference(ScorerKind::Mlp).scorer.n_params(), 0.0f),
+                 FeatureNormalizer::identity(17));
+  EXPECT_FALSE(mlp.takes_external_scores());
+  std::vector<int32_t> qpos(32, 0), pos(32, 0);
+  LayerWindow w{0, 4, 32, qpos.data(), {HeadWindow{32, nullptr, nullptr, pos.data(), nullptr}}};
+  EXPECT_NE(error_of([&] {
+              mlp.select_from_scores(w, std::vector<std::vector<float>>(1, std::vector<float>(32)));
+            }).find("only in Evict mode with the BAM scorer"),
+            std::string::npos);
+}
+
 TEST(NammPolicyFile, BinaryAndJsonRoundTrip) {
   PolicyFile f = make_namm_policy_file();
   const std::vector<float> p = random_params(4172, 0.5f, 1);
