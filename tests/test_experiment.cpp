@@ -107,7 +107,8 @@ TEST(ExperimentConfig, ShippedConfigsParse) {
   for (const char* name :
        {"default.json", "paper_llama3_8b.json", "testbed.json", "compare_stories260k_cmaes.json",
         "compare_stories260k_reinforce.json", "compare_stories260k_ppo.json", "compare_testbed_cmaes.json",
-        "compare_testbed_reinforce.json", "compare_testbed_ppo.json", "testbed_retrieval_2k.json"}) {
+        "compare_testbed_reinforce.json", "compare_testbed_ppo.json", "testbed_retrieval_2k.json",
+        "testbed_retrieval_2k_w1.json", "testbed_retrieval_2k_w1p5.json"}) {
     SCOPED_TRACE(name);
     const ExperimentConfig c = load_experiment_config(std::string(NAMMKIT_SOURCE_DIR) + "/configs/" + name);
     EXPECT_FALSE(c.stages.empty());
