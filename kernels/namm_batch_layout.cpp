@@ -59,6 +59,33 @@ NammBatchLayout plan_namm_batch(std::span<const NammSegmentShape> segments, int 
   return layout;
 }
 
+std::vector<int> cut_namm_passes(std::span<const int64_t> job_rows, int segments_per_job, int n_queries,
+                                 const NammPassBudget& budget) {
+  if (budget.key_rows < 1 || budget.attention_floats < 1 || budget.segments < 1)
+    fail(kWhere, "pass budget: expected key_rows, attention_floats and segments >= 1");
+  if (segments_per_job < 1 || segments_per_job > budget.segments)
+    fail(kWhere, "pass budget: a job's " + std::to_string(segments_per_job) + " segments exceed the " +
+                     std::to_string(budget.segments) + " a pass may hold");
+  std::vector<int> first;
+  int64_t rows = 0, attention = 0;
+  int segments = 0;
+  for (size_t i = 0; i < job_rows.size(); ++i) {
+    const int64_t job_attention = job_rows[i] * n_queries;
+    const bool over = rows + job_rows[i] > budget.key_rows || attention + job_attention > budget.attention_floats ||
+                      segments + segments_per_job > budget.segments;
+    if (first.empty() || (segments > 0 && over)) {
+      first.push_back(static_cast<int>(i));
+      rows = attention = 0;
+      segments = 0;
+    }
+    rows += job_rows[i];
+    attention += job_attention;
+    segments += segments_per_job;
+  }
+  first.push_back(static_cast<int>(job_rows.size()));
+  return first;
+}
+
 RowRange rows_of_batch(const NammBatchLayout& layout, int64_t g0, int batch) {
   const int S = layout.n_segments();
   if (S == 0 || batch < 1 || g0 >= layout.total_frames() || g0 < 0) return {};

@@ -67,6 +67,21 @@ struct RowRange {
 };
 RowRange rows_of_batch(const NammBatchLayout& layout, int64_t g0, int batch);
 
+// What one batched NAMM pass may hold (kernels/namm_device.h); a (session, layer) larger than this still
+// runs, alone.
+struct NammPassBudget {
+  int64_t key_rows = int64_t{1} << 22;          // 4 Mi rows: ~1 GiB of features and state, 3 GiB of BAM scratch
+  int64_t attention_floats = int64_t{1} << 29;  // 2 GiB of attention windows
+  int segments = 65535;                         // (layer, KV head)s: the BAM launch's grid limit
+};
+
+// Cuts jobs (one per (session, layer), in order; job i has job_rows[i] key rows over its
+// segments_per_job KV heads, and n_queries attention rows per key) into consecutive passes within
+// `budget`. Returns the first job of every pass, then job_rows.size(). Throws Error for a budget
+// below 1 or segments_per_job above budget.segments.
+std::vector<int> cut_namm_passes(std::span<const int64_t> job_rows, int segments_per_job, int n_queries,
+                                 const NammPassBudget& budget);
+
 // Largest s in [0, n) with offsets[s] <= x, for ascending offsets with offsets[0] <= x (binary search).
 template <typename T>
 NAMMKIT_HD inline int segment_containing(const T* offsets, int n, T x) {

@@ -42,6 +42,7 @@ DeviceNamm::DeviceNamm(const NammConfig& config, const FeatureNormalizer& normal
   if (config_.scorer.kind != ScorerKind::Bam) fail(kWhere, "only the BAM scorer runs on the device");
   if (budget_.key_rows < 1 || budget_.attention_floats < 1 || budget_.segments < 1 || budget_.segments > 65535)
     fail(kWhere, "budget: expected key_rows and attention_floats >= 1 and segments in 1..65535");
+  // cut_namm_passes checks the rest at each update (a job's segments against the budget).
 }
 
 bool DeviceNamm::serves(const NammPolicy& policy) const {
@@ -79,27 +80,20 @@ void DeviceNamm::update(std::span<CudaSession* const> sessions, cudaStream_t str
 
   // (session, layer) jobs, cut into passes within the budget.
   std::vector<LayerJob> jobs;
-  int64_t rows = 0, attention = 0;
-  int segments = 0;
+  std::vector<int64_t> job_rows;
   for (int si = 0; si < static_cast<int>(sessions.size()); ++si)
     for (int l = 0; l < c.n_layers; ++l) {
-      int64_t layer_rows = 0;
-      for (int g = 0; g < c.n_kv_heads; ++g) layer_rows += sessions[si]->heads_[size_t(l) * c.n_kv_heads + g].len;
-      const int64_t layer_attention = layer_rows * int64_t(n_queries);
-      if (!jobs.empty() &&
-          (rows + layer_rows > budget_.key_rows || attention + layer_attention > budget_.attention_floats ||
-           segments + c.n_kv_heads > budget_.segments)) {
-        run_pass(sessions, jobs, stream);
-        jobs.clear();
-        rows = attention = 0;
-        segments = 0;
-      }
-      jobs.push_back({si, l, segments});
-      segments += c.n_kv_heads;
-      rows += layer_rows;
-      attention += layer_attention;
+      int64_t rows = 0;
+      for (int g = 0; g < c.n_kv_heads; ++g) rows += sessions[si]->heads_[size_t(l) * c.n_kv_heads + g].len;
+      jobs.push_back({si, l, 0});
+      job_rows.push_back(rows);
     }
-  if (!jobs.empty()) run_pass(sessions, jobs, stream);
+  const std::vector<int> first = cut_namm_passes(job_rows, c.n_kv_heads, static_cast<int>(n_queries), budget_);
+  for (size_t p = 0; p + 1 < first.size(); ++p) {
+    const std::span<LayerJob> pass(jobs.data() + first[p], size_t(first[p + 1] - first[p]));
+    for (size_t j = 0; j < pass.size(); ++j) pass[j].first_segment = static_cast<int>(j) * c.n_kv_heads;
+    run_pass(sessions, pass, stream);
+  }
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (device NAMM)");
   const double share =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(sessions.size());

@@ -22,7 +22,8 @@
 // with the threshold (tests/test_kernels_session.cpp, DeviceNamm*; tests/test_kernels_lockstep.cpp).
 //
 // Memory. One pass holds at most DeviceNammBudget's key rows (features, state, scores, BAM scratch),
-// attention floats and segments; more run in several passes, each (session, layer) whole. The scratch
+// attention floats and segments; more run in several passes (cut_namm_passes), each (session, layer)
+// whole. The scratch
 // is kept (grown, never shrunk) for the next update.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -40,12 +41,7 @@ namespace nammkit::kernels {
 class CudaModel;
 class CudaSession;
 
-// What one pass may hold; a (session, layer) larger than this still runs, alone.
-struct DeviceNammBudget {
-  int64_t key_rows = int64_t{1} << 22;          // 4 Mi rows: ~1 GiB of features and state, 3 GiB of BAM scratch
-  int64_t attention_floats = int64_t{1} << 29;  // 2 GiB of attention windows
-  int segments = 65535;                         // (layer, KV head)s: the BAM launch's grid limit
-};
+using DeviceNammBudget = NammPassBudget;  // kernels/namm_batch_layout.h
 
 class DeviceNamm {
  public:

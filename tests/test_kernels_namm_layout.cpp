@@ -200,5 +200,60 @@ TEST(NammBatchLayout, BadShapesAreErrors) {
   EXPECT_EQ(message({{64, 0, 0}, {70, 6, 1}}, 64, 2), "no error");
 }
 
+// How DeviceNamm cuts (session, layer) jobs into passes: consecutive, covering every job once, each
+// pass within every budget unless it is a single job that alone exceeds it.
+TEST(NammBatchLayout, PassesStayWithinTheBudget) {
+  using Passes = std::vector<int>;
+  const std::vector<int64_t> even = {3, 3, 3, 3};
+  NammPassBudget budget;
+  EXPECT_EQ(cut_namm_passes(even, 2, 64, budget), (Passes{0, 4}));
+  budget.key_rows = 6;
+  EXPECT_EQ(cut_namm_passes(even, 2, 64, budget), (Passes{0, 2, 4}));
+  budget = {};
+  budget.attention_floats = 3 * 64 * 3;  // three jobs' attention
+  EXPECT_EQ(cut_namm_passes(even, 2, 64, budget), (Passes{0, 3, 4}));
+  budget = {};
+  budget.segments = 20;  // two jobs of 8 KV heads
+  EXPECT_EQ(cut_namm_passes(even, 8, 64, budget), (Passes{0, 2, 4}));
+  budget = {};
+  budget.key_rows = 5;  // the first job alone exceeds it
+  EXPECT_EQ(cut_namm_passes(std::vector<int64_t>{10, 1, 1, 4}, 2, 64, budget), (Passes{0, 1, 3, 4}));
+  budget.key_rows = 1;  // every job a pass of its own
+  EXPECT_EQ(cut_namm_passes(even, 2, 64, budget), (Passes{0, 1, 2, 3, 4}));
+  EXPECT_EQ(cut_namm_passes(std::vector<int64_t>{}, 2, 64, budget), (Passes{0}));
+
+  // Random jobs against the invariants.
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> rows(0, 500);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<int64_t> jobs(1 + trial % 37);
+    for (int64_t& r : jobs) r = rows(rng);
+    NammPassBudget b;
+    b.key_rows = 1 + rows(rng) * 2;
+    b.attention_floats = 1 + int64_t(rows(rng)) * 100;
+    b.segments = 4 * (1 + trial % 9);
+    const Passes first = cut_namm_passes(jobs, 4, 16, b);
+    ASSERT_EQ(first.front(), 0);
+    ASSERT_EQ(first.back(), int(jobs.size()));
+    for (size_t p = 0; p + 1 < first.size(); ++p) {
+      ASSERT_LT(first[p], first[p + 1]) << "empty pass";
+      int64_t r = 0;
+      for (int j = first[p]; j < first[p + 1]; ++j) r += jobs[size_t(j)];
+      const int n = first[p + 1] - first[p];
+      if (n > 1) {
+        EXPECT_LE(r, b.key_rows);
+        EXPECT_LE(r * 16, b.attention_floats);
+        EXPECT_LE(4 * n, b.segments);
+      }
+    }
+  }
+  NammPassBudget small;
+  small.segments = 4;
+  EXPECT_THROW(cut_namm_passes(even, 8, 64, small), Error);
+  small.segments = 8;
+  small.key_rows = 0;
+  EXPECT_THROW(cut_namm_passes(even, 8, 64, small), Error);
+}
+
 }  // namespace
 }  // namespace nammkit::kernels
