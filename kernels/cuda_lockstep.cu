@@ -25,14 +25,6 @@ int logit_block_rows(const ModelConfig& c, int rows) {
   return static_cast<int>(std::clamp<size_t>((size_t{1} << 26) / size_t(c.vocab_size), 1, size_t(std::max(rows, 1))));
 }
 
-template <typename T>
-void upload(DeviceBuffer<T>& device, const std::vector<T>& host, cudaStream_t stream, const char* what) {
-  grow(device, host.size(), stream);
-  if (!host.empty())
-    cuda_check(cudaMemcpyAsync(device.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream),
-               what);
-}
-
 }  // namespace
 
 // Activations of the stacked rows, the step's index and pointer arrays (device and their host

@@ -351,22 +351,29 @@ LayerWindow CudaSession::policy_window(int layer, bool with_kv, bool with_attent
     hw.values = with_kv ? values.data() : nullptr;
     hw.positions = h.host_positions.data();
     if (with_attention) {
-      const std::vector<float>& rows = log_rows_[off + g];
-      const std::vector<size_t>& offsets = log_offsets_[off + g];
-      if (int(offsets.size()) != n_q) fail(kWhere, "attention log out of step with the query positions");
       std::vector<float>& dense = scratch.dense[g];
-      dense.assign(size_t(n_q) * h.len, 0.0f);
-      for (int t = 0; t < n_q; ++t) {
-        const size_t begin = offsets[t];
-        const size_t end = t + 1 < n_q ? offsets[t + 1] : rows.size();
-        if (end - begin > size_t(h.len)) fail(kWhere, "attention row longer than the cache");
-        std::copy(rows.begin() + begin, rows.begin() + end, dense.begin() + size_t(t) * h.len);
-      }
+      dense.resize(size_t(n_q) * h.len);
+      densify_attention(layer, g, dense.data());
       hw.attention = dense.data();
     }
     window.heads.push_back(hw);
   }
   return window;
+}
+
+void CudaSession::densify_attention(int layer, int kv_head, float* out_QxN) const {
+  const size_t i = size_t(layer) * model_.config().n_kv_heads + kv_head;
+  const int len = heads_[i].len, n_q = static_cast<int>(query_positions_.size());
+  const std::vector<float>& rows = log_rows_[i];
+  const std::vector<size_t>& offsets = log_offsets_[i];
+  if (int(offsets.size()) != n_q) fail(kWhere, "attention log out of step with the query positions");
+  std::fill_n(out_QxN, size_t(n_q) * len, 0.0f);
+  for (int t = 0; t < n_q; ++t) {
+    const size_t begin = offsets[t];
+    const size_t end = t + 1 < n_q ? offsets[t + 1] : rows.size();
+    if (end - begin > size_t(len)) fail(kWhere, "attention row longer than the cache");
+    std::copy(rows.begin() + begin, rows.begin() + end, out_QxN + size_t(t) * len);
+  }
 }
 
 void CudaSession::apply_keep(int layer, const KeepLists& keep, cudaStream_t stream) {

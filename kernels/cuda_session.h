@@ -132,6 +132,9 @@ class CudaSession final : public InferenceSession {
   // device only when asked for; the attention rows densified into `scratch`); the eviction of one
   // layer (KV compaction on `stream`, host positions, statistics); the end (logs cleared, counters).
   LayerWindow policy_window(int layer, bool with_kv, bool with_attention, WindowScratch& scratch);
+  // The attention log of one (layer, KV head) since the last update as [n_queries][len] rows, zeros
+  // for the keys a query could not see, into `out_QxN`.
+  void densify_attention(int layer, int kv_head, float* out_QxN) const;
   void apply_keep(int layer, const KeepLists& keep, cudaStream_t stream);
   void finish_policy_update(double seconds);
   // The policy as a device NAMM, or null when it runs on the host (namm_on_device off, another policy,

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "transformer/tensor.h"
@@ -102,6 +103,16 @@ void grow(DeviceBuffer<T>& b, size_t n, cudaStream_t stream) {
   if (n <= b.size()) return;
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (grow)");
   b.resize(std::max(n, b.size() * 2));
+}
+
+// Copies `host` into `device` (grown as by grow(), after `stream` is done with the old allocation) on
+// `stream`. Pageable host memory: the copy is staged before the call returns, so `host` may change then.
+template <typename T>
+void upload(DeviceBuffer<T>& device, const std::vector<T>& host, cudaStream_t stream, const char* what) {
+  grow(device, host.size(), stream);
+  if (!host.empty())
+    cuda_check(cudaMemcpyAsync(device.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream),
+               what);
 }
 
 }  // namespace nammkit::kernels

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <numeric>
 #include <string>
 
 #include "kernels/bam_batched.h"
@@ -21,14 +20,6 @@ bool same_features(const NammConfig& a, const NammConfig& b) {
          a.spectrogram.ema_coeff == b.spectrogram.ema_coeff && a.recency.dim == b.recency.dim &&
          a.recency.max_freq == b.recency.max_freq && a.scorer.kind == b.scorer.kind &&
          a.scorer.n_features == b.scorer.n_features && a.scorer.hidden == b.scorer.hidden;
-}
-
-template <typename T>
-void upload(DeviceBuffer<T>& device, const std::vector<T>& host, cudaStream_t stream, const char* what) {
-  grow(device, std::max<size_t>(host.size(), 1), stream);
-  if (!host.empty())
-    cuda_check(cudaMemcpyAsync(device.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream),
-               what);
 }
 
 }  // namespace
@@ -133,15 +124,12 @@ void DeviceNamm::run_pass(std::span<CudaSession* const> sessions, std::span<cons
   const int n_sets = static_cast<int>(params_host_.size() / size_t(M));
   const NammBatchLayout layout = plan_namm_batch(shapes, Q, config_.spectrogram, n_sets);
 
-  // The attention of every segment, densified from the host logs, in one upload.
+  // The attention of every segment, densified from the host logs straight into the staging, one upload.
   attention_host_.resize(size_t(attention_floats));
-  CudaSession::WindowScratch scratch;
-  for (const LayerJob& job : jobs) {
-    sessions[size_t(job.session)]->policy_window(job.layer, false, true, scratch);
+  for (const LayerJob& job : jobs)
     for (int g = 0; g < n_kv; ++g)
-      std::copy(scratch.dense[g].begin(), scratch.dense[g].end(),
-                attention_host_.begin() + attention_offset[size_t(job.first_segment + g)]);
-  }
+      sessions[size_t(job.session)]->densify_attention(
+          job.layer, g, attention_host_.data() + attention_offset[size_t(job.first_segment + g)]);
   upload(attention_, attention_host_, stream, "cudaMemcpyAsync (attention windows)");
 
   std::vector<SpectrogramSegment> segments;
@@ -171,12 +159,13 @@ void DeviceNamm::run_pass(std::span<CudaSession* const> sessions, std::span<cons
   cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (NAMM scores)");
 
   // Selection on the host, per (session, layer), with each policy's own options and statistics.
+  CudaSession::WindowScratch scratch;
   std::vector<KeepLists> keeps(jobs.size());
   std::vector<size_t> keep_offset(shapes.size());
   keep_host_.clear();
   for (size_t j = 0; j < jobs.size(); ++j) {
     CudaSession& s = *sessions[size_t(jobs[j].session)];
-    const LayerWindow window = s.policy_window(jobs[j].layer, false, false, scratch);
+    const LayerWindow window = s.policy_window(jobs[j].layer, false, false, scratch);  // copies nothing
     std::vector<std::vector<float>> scores(n_kv);
     for (int g = 0; g < n_kv; ++g) {
       const int seg = jobs[j].first_segment + g;
@@ -187,12 +176,7 @@ void DeviceNamm::run_pass(std::span<CudaSession* const> sessions, std::span<cons
     for (int g = 0; g < n_kv; ++g) {
       const int seg = jobs[j].first_segment + g;
       keep_offset[size_t(seg)] = keep_host_.size();
-      if (keeps[j].empty()) {  // keep everything: the whole new state
-        const int n = shapes[size_t(seg)].n_keys;
-        for (int i = 0; i < n; ++i) keep_host_.push_back(i);
-      } else {
-        keep_host_.insert(keep_host_.end(), keeps[j][size_t(g)].begin(), keeps[j][size_t(g)].end());
-      }
+      keep_host_.insert(keep_host_.end(), keeps[j][size_t(g)].begin(), keeps[j][size_t(g)].end());
     }
   }
   upload(keep_index_, keep_host_, stream, "cudaMemcpyAsync (keep lists)");
@@ -205,7 +189,7 @@ void DeviceNamm::run_pass(std::span<CudaSession* const> sessions, std::span<cons
     for (int g = 0; g < n_kv; ++g) {
       const int seg = jobs[j].first_segment + g;
       CudaSession::Head& h = s.heads_[size_t(jobs[j].layer) * n_kv + g];
-      const int n_keep = keeps[j].empty() ? shapes[size_t(seg)].n_keys : static_cast<int>(keeps[j][size_t(g)].size());
+      const int n_keep = static_cast<int>(keeps[j][size_t(g)].size());
       if (n_keep > 0) {
         // grow() waits for the stream before it frees the old state, which this pass has just read.
         grow(h.ema, size_t(n_keep) * B, stream);

@@ -81,7 +81,8 @@ class NammPolicy final : public RecordingPolicy {
   // Scores computed elsewhere (the GPU runtime runs steps 1-3 on the device, kernels/namm_device.h):
   // whether this policy can take them -- Evict mode, the BAM scorer, no feature observer --, and the rest
   // of update() given each head's scores (step 4 with the same selection options and budget, and the
-  // statistics). The caller keeps the per-token spectral state itself; this policy's own is not used.
+  // statistics): one keep list per head, never the empty "keep everything". The caller keeps the
+  // per-token spectral state itself; this policy's own is not used.
   bool takes_external_scores() const;
   KeepLists select_from_scores(const LayerWindow& window, std::span<const std::vector<float>> scores);
 
