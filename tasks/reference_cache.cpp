@@ -109,6 +109,7 @@ uint64_t sample_fingerprint(const Sample& s, const RunOptions& options) {
   h.value(options.session.update_interval);
   h.value(static_cast<int>(options.session.attention_bf16));
   if (options.session.float_activations) h.value(1);  // only when set: older cache files stay valid
+  if (s.sequence_probability) h.value(2);             // likewise
   return h.h;
 }
 

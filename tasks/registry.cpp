@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "tasks/answer_likelihood.h"
 #include "tasks/corpus.h"
 #include "tasks/data_paths.h"
 #include "tasks/lm_task.h"
@@ -18,8 +19,8 @@ namespace nammkit {
 namespace {
 
 const std::vector<std::string> kCommon = {"name", "label", "split", "samples", "seed"};
-const std::vector<std::string> kSynthetic = {"context_tokens", "haystack", "depth",         "pairs",
-                                             "queries",        "hops",     "max_new_tokens"};
+const std::vector<std::string> kSynthetic = {"context_tokens", "haystack", "depth",          "pairs",
+                                             "queries",        "hops",     "max_new_tokens", "score"};
 
 // Typed reads that name the field on error.
 class Fields {
@@ -108,7 +109,20 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
     o.max_new_tokens = static_cast<int>(f.integer("max_new_tokens", 0, 0, 1 << 16));
     if (name != "needle" && f.has("depth"))
       fail(where, "depth: only the needle task places its needle at a given depth");
-    task = SyntheticGenerator(o, need_tokenizer(context, where)).task(samples);
+    // "match": generate and score the text (RULER's string_match_all); "likelihood" / "probability":
+    // the answer's per-token likelihood / whole probability under teacher forcing
+    // (answer_likelihood.h), smooth fitness signals.
+    const std::string score = f.str("score", "match");
+    if (score != "match" && score != "likelihood" && score != "probability")
+      fail(where, "score: \"" + score + "\" is not \"match\", \"likelihood\" or \"probability\"");
+    if (score != "match" && name != "passkey" && name != "needle" && name != "multikey")
+      fail(where, "score: " + score + " needs a single answer (passkey, needle or multikey)");
+    const Tokenizer& tokenizer = need_tokenizer(context, where);
+    task = SyntheticGenerator(o, tokenizer).task(samples);
+    if (score != "match")
+      for (Sample& s : task.samples)
+        s = answer_likelihood_sample(s, tokenizer,
+                                     score == "probability" ? AnswerScore::Answer : AnswerScore::PerToken);
   } else if (name == "lm") {
     f.allow({"context_tokens", "score_tokens", "text"});
     LmTaskOptions o;

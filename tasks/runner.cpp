@@ -72,7 +72,7 @@ RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample&
     // An explicit max_context cuts the window at its start (BOS kept), so the scored tail stays.
     const std::vector<int32_t> tokens = window_within(sample, options.max_context, model.tokenizer, &r.truncated);
     r.log_likelihood = mean_log_likelihood(*session, tokens, sample.score_tokens);
-    r.score = std::exp(r.log_likelihood);
+    r.score = std::exp(sample.sequence_probability ? r.log_likelihood * sample.score_tokens : r.log_likelihood);
     r.prompt_tokens = static_cast<int>(tokens.size());
     r.prefill_seconds = seconds_since(t0);
     r.tokens_per_second = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;

@@ -4,7 +4,8 @@
 // greedy-decode up to max_new_tokens (stop at EOS, and at the first newline when the sample asks),
 // decode, post-process (first line for LongBench trec/triviaqa/samsum/lsht: prediction.lstrip('\n')
 // .split('\n')[0]) and score with the sample's metric.
-// LogLikelihood samples: mean_log_likelihood (lm_task.h); score = exp(log_likelihood).
+// LogLikelihood samples: mean_log_likelihood (lm_task.h); score = exp(log_likelihood), or with
+// Sample::sequence_probability exp(log_likelihood × score_tokens).
 // Either way the result carries the cache statistics of the session after the run. Runs on whatever
 // device the Backend is on.
 #pragma once
@@ -37,7 +38,7 @@ struct CacheStats {
 CacheStats cache_stats(const InferenceSession& session);
 
 struct RunResult {
-  double score = 0;           // metric in [0, 1]; LogLikelihood: exp(log_likelihood)
+  double score = 0;           // metric in [0, 1]; LogLikelihood: exp(log_likelihood) (see above)
   double log_likelihood = 0;  // LogLikelihood: mean log-probability per scored token (nats)
   std::string output;         // Generate: the decoded text that was scored
   int prompt_tokens = 0;      // tokens fed before generation (after truncation), BOS included

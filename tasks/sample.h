@@ -32,6 +32,10 @@ struct Sample {
   // LogLikelihood
   std::vector<int32_t> tokens;  // BOS first
   int score_tokens = 0;         // the last `score_tokens` tokens are predicted and scored
+  // The score: exp(mean log-probability per scored token) by default (the inverse perplexity); with
+  // sequence_probability exp(sum): the probability of the whole scored span, e.g. of an answer, the
+  // smooth counterpart of an exact match.
+  bool sequence_probability = false;
 };
 
 struct Task {

@@ -217,6 +217,17 @@ TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
   EXPECT_EQ(set[1].samples[0].kind, SampleKind::LogLikelihood);
   EXPECT_EQ(set[2].samples.size(), 4u);
   EXPECT_EQ(set[3].name, "babi2");
+  const auto scored = build_task_set(nlohmann::json::parse(R"([
+      {"name": "needle", "samples": 2, "context_tokens": 256, "score": "likelihood"},
+      {"name": "needle", "samples": 2, "context_tokens": 256, "score": "match", "label": "needle_match"},
+      {"name": "needle", "samples": 2, "context_tokens": 256, "score": "probability", "label": "needle_p"}])"),
+                                     ctx, "set.json");
+  EXPECT_EQ(scored[0].samples[1].kind, SampleKind::LogLikelihood);
+  EXPECT_FALSE(scored[0].samples[1].sequence_probability);
+  EXPECT_EQ(scored[0].samples[1].id, scored[1].samples[1].id + "/likelihood");
+  EXPECT_EQ(scored[1].samples[1].kind, SampleKind::Generate);
+  EXPECT_TRUE(scored[2].samples[1].sequence_probability);
+  EXPECT_EQ(scored[2].samples[1].id, scored[1].samples[1].id + "/probability");
 
   auto err = [&](const char* json) {
     return error_of([&] { build_task_set(nlohmann::json::parse(json), ctx, "set.json"); });
@@ -245,6 +256,13 @@ TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
       err(R"([{"name": "lm", "context_tokens": 64, "score_tokens": 8}, {"name": "lm", "context_tokens": 64, "score_tokens": 8}])")
           .find("set.json: task 1: label: task name \"lm/tinystories\" is used twice"),
       std::string::npos);
+  EXPECT_EQ(err(R"({"name": "passkey", "score": "exact"})"),
+            "set.json: task 0 (passkey): score: \"exact\" is not \"match\", \"likelihood\" or \"probability\"");
+  EXPECT_EQ(err(R"({"name": "vartrack", "score": "likelihood"})"),
+            "set.json: task 0 (vartrack): score: likelihood needs a single answer (passkey, needle or multikey)");
+  EXPECT_EQ(err(R"({"name": "multiquery", "score": "probability"})"),
+            "set.json: task 0 (multiquery): score: probability needs a single answer (passkey, needle or multikey)");
+  EXPECT_EQ(err(R"({"name": "lm", "score": "likelihood"})"), "set.json: task 0 (lm): score: unknown field");
   EXPECT_EQ(err(R"({"tasks": [], "extra": 1})"), "set.json: extra: unknown field (a task set has only \"tasks\")");
 }
 

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "tasks/answer_likelihood.h"
 #include "tasks/corpus.h"
 #include "tasks/lm_task.h"
 #include "tasks/synthetic.h"
@@ -52,6 +53,33 @@ TEST(TasksSynthetic, DeterministicWithAnswersInThePromptAtTheTargetLength) {
       }
       EXPECT_NE(gen.sample(0).prompt, gen.sample(1).prompt);
     }
+  }
+}
+
+// The likelihood form scores exactly the answer's continuation after the prompt the runner would
+// feed, and refuses samples with more than one answer.
+TEST(TasksSynthetic, AnswerLikelihoodScoresTheAnswerAfterThePrompt) {
+  for (SyntheticKind kind : {SyntheticKind::Passkey, SyntheticKind::Needle, SyntheticKind::MultiKey}) {
+    SCOPED_TRACE(synthetic_kind_name(kind));
+    const SyntheticGenerator gen(options(kind, Split::HeldOut, 512), tok());
+    const Sample g = gen.sample(2);
+    const Sample s = answer_likelihood_sample(g, tok());
+    EXPECT_EQ(s.kind, SampleKind::LogLikelihood);
+    EXPECT_EQ(s.id, g.id + "/likelihood");
+    const std::vector<int32_t> prompt = tok().encode(g.prompt, true);
+    ASSERT_EQ(s.tokens, tok().encode(g.prompt + " " + g.answers[0] + ".", true));
+    ASSERT_EQ(s.tokens.size(), prompt.size() + static_cast<size_t>(s.score_tokens));
+    EXPECT_TRUE(std::equal(prompt.begin(), prompt.end(), s.tokens.begin()));
+    const std::vector<int32_t> scored(s.tokens.end() - s.score_tokens, s.tokens.end());
+    EXPECT_NE(tok().decode(scored).find(g.answers[0] + "."), std::string::npos) << tok().decode(scored);
+  }
+  const Sample two = SyntheticGenerator(options(SyntheticKind::MultiQuery, Split::Train), tok()).sample(0);
+  ASSERT_EQ(two.answers.size(), 2u);
+  try {
+    answer_likelihood_sample(two, tok());
+    ADD_FAILURE() << "a two-answer sample was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), two.id + ": score: likelihood needs exactly one answer, this sample has 2");
   }
 }
 

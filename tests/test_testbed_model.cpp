@@ -8,9 +8,11 @@
 // (tests/fixtures/logits_testbed.json). Runs in seconds: the model has 0.86M parameters.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include "namm/baselines.h"
+#include "tasks/answer_likelihood.h"
 #include "tasks/runner.h"
 #include "tasks/synthetic.h"
 #include "transformer/backend.h"
@@ -65,6 +67,43 @@ TEST(TestbedModel, RetrievesAPasskeyFrom2KTokensAndNeedsTheFarContext) {
   const PasskeyRun window = passkey_2k(*backend, &streaming, kSamples);
   EXPECT_LE(window.score, 0.30) << "StreamingLLM 256 + 4 sinks";
   EXPECT_LT(window.cache_mean, 400);
+}
+
+// The answer-likelihood score (tasks/answer_likelihood.h, a fitness signal) must see what exact match
+// sees: near 1 when the model can read the needle, far lower when the needle was evicted, for every
+// held-out needle (2K, seed 21 as tools/train_testbed/tasks_targets_2k.json); the whole answer's
+// probability is the product of its tokens'.
+TEST(TestbedModel, AnswerLikelihoodFallsWhenTheNeedleIsEvicted) {
+  const Model model = load_model(kTestbed);
+  const auto backend = make_cpu_backend(model);
+  SyntheticOptions o;
+  o.kind = SyntheticKind::Needle;
+  o.split = Split::HeldOut;
+  o.context_tokens = 2048;
+  o.shared_dir = NAMMKIT_SHARED_DIR;
+  o.seed = 21;
+  o.depth_percent = 25;  // StreamingLLM's window never reaches it
+  const SyntheticGenerator generator(o, model.tokenizer);
+  RunOptions run;
+  run.session.update_interval = 128;
+  StreamingLlmPolicy streaming(Budget::tokens(256), 4);
+  double full_mean = 0, window_mean = 0;
+  constexpr int kSamples = 4;
+  for (int i = 0; i < kSamples; ++i) {
+    const Sample s = answer_likelihood_sample(generator.sample(static_cast<uint64_t>(i)), model.tokenizer);
+    const double full = run_sample(*backend, nullptr, s, run).score;
+    const double window = run_sample(*backend, &streaming, s, run).score;
+    EXPECT_LT(window, full - 0.3) << s.id;
+    // The whole answer's probability is the product of the per-token ones.
+    const Sample whole =
+        answer_likelihood_sample(generator.sample(static_cast<uint64_t>(i)), model.tokenizer, AnswerScore::Answer);
+    EXPECT_EQ(whole.tokens, s.tokens);
+    EXPECT_NEAR(run_sample(*backend, nullptr, whole, run).score, std::pow(full, s.score_tokens), 1e-9) << s.id;
+    full_mean += full / kSamples;
+    window_mean += window / kSamples;
+  }
+  EXPECT_GE(full_mean, 0.9);
+  EXPECT_LE(window_mean, 0.5);
 }
 
 }  // namespace
