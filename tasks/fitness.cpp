@@ -7,12 +7,16 @@
 
 namespace nammkit {
 
-double normalisation_denominator(double full_score, SampleKind kind, double epsilon) {
-  return kind == SampleKind::LogLikelihood ? full_score : std::max(full_score, epsilon);
+bool floors_at_epsilon(const Sample& sample) {
+  return sample.kind == SampleKind::Generate || sample.sequence_probability;
+}
+
+double normalisation_denominator(double full_score, bool floored, double epsilon) {
+  return floored ? std::max(full_score, epsilon) : full_score;
 }
 
 TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy,
-                           const std::vector<Outcome>& full, double epsilon, SampleKind kind) {
+                           const std::vector<Outcome>& full, double epsilon, bool floored) {
   if (policy.size() != full.size())
     fail(task, "fitness: " + std::to_string(policy.size()) + " policy results for " + std::to_string(full.size()) +
                    " full-cache results");
@@ -32,7 +36,7 @@ TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& 
   t.full_score /= n;
   t.mean_cache /= n;
   t.full_mean_cache /= n;
-  const double denominator = normalisation_denominator(t.full_score, kind, epsilon);
+  const double denominator = normalisation_denominator(t.full_score, floored, epsilon);
   t.floored = denominator != t.full_score;
   t.ratio = t.score / denominator;
   return t;
@@ -61,10 +65,10 @@ FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight,
 }
 
 PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Outcome>& full,
-                             const std::vector<SampleKind>& kind, double epsilon, double cache_weight) {
-  if (task.size() != full.size() || task.size() != kind.size() || task.empty())
+                             const std::vector<bool>& floored, double epsilon, double cache_weight) {
+  if (task.size() != full.size() || task.size() != floored.size() || task.empty())
     fail("fitness", "prompt_weights: " + std::to_string(task.size()) + " prompts, " + std::to_string(full.size()) +
-                        " full-cache outcomes, " + std::to_string(kind.size()) + " kinds");
+                        " full-cache outcomes, " + std::to_string(floored.size()) + " floor flags");
   std::map<int, int> count;
   std::map<int, double> full_sum;
   double full_cache = 0;
@@ -78,7 +82,7 @@ PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Out
   w.full_cache_mean = std::max(full_cache / double(task.size()), 1e-9);
   for (size_t p = 0; p < task.size(); ++p) {
     const int t = task[p];
-    const double denominator = normalisation_denominator(full_sum[t] / count[t], kind[p], epsilon);
+    const double denominator = normalisation_denominator(full_sum[t] / count[t], floored[p], epsilon);
     w.weight.push_back(double(task.size()) / (double(count.size()) * count[t] * denominator));
   }
   return w;
@@ -118,7 +122,7 @@ FitnessReport evaluate_fitness(const Backend& backend, MemoryPolicy* policy, con
       const RunResult r = run_sample(backend, policy, s, options.run);
       mine.push_back({r.score, r.cache.mean});
     }
-    results.push_back(normalise_task(task.name, mine, full, options.epsilon, task.samples.front().kind));
+    results.push_back(normalise_task(task.name, mine, full, options.epsilon, floors_at_epsilon(task.samples.front())));
   }
   return combine_tasks(std::move(results), options.cache_weight, options.epsilon);
 }

@@ -59,13 +59,16 @@ struct FitnessReport {
 };
 
 // The pure normalisation (no model): policy and full outcomes of the same samples, in order.
-// The denominator of a task's normalised score: the full-cache mean score, floored at epsilon for
-// generated-text metrics (which can be 0 with a full cache). Log-likelihood scores exp(mean log p)
-// are strictly positive and can lie far below any sensible floor (out-of-domain text): never floored.
-double normalisation_denominator(double full_score, SampleKind kind, double epsilon);
+// The denominator of a task's normalised score: the full-cache mean score, floored at epsilon when
+// `floored`: for generated-text metrics and answer probabilities, which can be 0, or nearly, with the
+// full cache (without the floor one lucky prompt would outweigh every other task). Per-token
+// likelihoods exp(mean log p) are strictly positive and can lie far below any sensible floor
+// (out-of-domain text): never floored. floors_at_epsilon says which a sample is.
+bool floors_at_epsilon(const Sample& sample);
+double normalisation_denominator(double full_score, bool floored, double epsilon);
 
 TaskFitness normalise_task(const std::string& task, const std::vector<Outcome>& policy,
-                           const std::vector<Outcome>& full, double epsilon, SampleKind kind = SampleKind::Generate);
+                           const std::vector<Outcome>& full, double epsilon, bool floored = true);
 FitnessReport combine_tasks(std::vector<TaskFitness> tasks, double cache_weight, double epsilon);
 
 // The same fitness as a sum over prompts, for population evaluators that score each prompt apart (CMA-ES
@@ -81,9 +84,10 @@ struct PromptWeights {
     return outcome.score * weight[prompt] + cache_weight * (1.0 - outcome.mean_cache / full_cache_mean);
   }
 };
-// task[p]: the task index of prompt p; full[p]: its full-cache outcome; kind[p]: its sample kind.
+// task[p]: the task index of prompt p; full[p]: its full-cache outcome; floored[p]: floors_at_epsilon
+// of its sample.
 PromptWeights prompt_weights(const std::vector<int>& task, const std::vector<Outcome>& full,
-                             const std::vector<SampleKind>& kind, double epsilon, double cache_weight);
+                             const std::vector<bool>& floored, double epsilon, double cache_weight);
 
 // The reference cache's key of a backend's results: the model and, off the CPU, the device (GPU
 // arithmetic differs in the last bits).

@@ -117,12 +117,19 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
       fail(where, "score: \"" + score + "\" is not \"match\", \"likelihood\" or \"probability\"");
     if (score != "match" && name != "passkey" && name != "needle" && name != "multikey")
       fail(where, "score: " + score + " needs a single answer (passkey, needle or multikey)");
+    if (score != "match" && f.has("max_new_tokens"))
+      fail(where, "max_new_tokens: nothing is generated with score " + score);
     const Tokenizer& tokenizer = need_tokenizer(context, where);
     task = SyntheticGenerator(o, tokenizer).task(samples);
-    if (score != "match")
-      for (Sample& s : task.samples)
-        s = answer_likelihood_sample(s, tokenizer,
-                                     score == "probability" ? AnswerScore::Answer : AnswerScore::PerToken);
+    if (score != "match") {
+      try {
+        for (Sample& s : task.samples)
+          s = answer_likelihood_sample(s, tokenizer,
+                                       score == "probability" ? AnswerScore::Answer : AnswerScore::PerToken);
+      } catch (const Error& e) {
+        fail(where, e.what());  // the error names the sample; this adds the file and the task
+      }
+    }
   } else if (name == "lm") {
     f.allow({"context_tokens", "score_tokens", "text"});
     LmTaskOptions o;

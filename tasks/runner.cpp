@@ -69,6 +69,12 @@ RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample&
   const auto t0 = std::chrono::steady_clock::now();
 
   if (sample.kind == SampleKind::LogLikelihood) {
+    const int limit = options.max_context > 0 ? options.max_context : model.config.max_seq_len;
+    if (sample.whole_window && sample.tokens.size() > static_cast<size_t>(limit))
+      fail(sample.id, "max_context: the prompt and its answer take " + std::to_string(sample.tokens.size()) +
+                          " tokens, more than the " + std::to_string(limit) +
+                          " the session holds (session.max_context, else the model's context); shorten "
+                          "context_tokens");
     // An explicit max_context cuts the window at its start (BOS kept), so the scored tail stays.
     const std::vector<int32_t> tokens = window_within(sample, options.max_context, model.tokenizer, &r.truncated);
     r.log_likelihood = mean_log_likelihood(*session, tokens, sample.score_tokens);

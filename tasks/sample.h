@@ -36,6 +36,9 @@ struct Sample {
   // sequence_probability exp(sum): the probability of the whole scored span, e.g. of an answer, the
   // smooth counterpart of an exact match.
   bool sequence_probability = false;
+  // The window may not lose its first tokens to max_context (a prompt and its answer: the cut would
+  // drop the instruction or a needle, and the score would measure another task): an error instead.
+  bool whole_window = false;
 };
 
 struct Task {

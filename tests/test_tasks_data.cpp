@@ -260,6 +260,8 @@ TEST(TasksRegistry, BuildsTasksAndNamesBadFields) {
             "set.json: task 0 (passkey): score: \"exact\" is not \"match\", \"likelihood\" or \"probability\"");
   EXPECT_EQ(err(R"({"name": "vartrack", "score": "likelihood"})"),
             "set.json: task 0 (vartrack): score: likelihood needs a single answer (passkey, needle or multikey)");
+  EXPECT_EQ(err(R"({"name": "needle", "score": "probability", "max_new_tokens": 8})"),
+            "set.json: task 0 (needle): max_new_tokens: nothing is generated with score probability");
   EXPECT_EQ(err(R"({"name": "multiquery", "score": "probability"})"),
             "set.json: task 0 (multiquery): score: probability needs a single answer (passkey, needle or multikey)");
   EXPECT_EQ(err(R"({"name": "lm", "score": "likelihood"})"), "set.json: task 0 (lm): score: unknown field");

@@ -70,6 +70,21 @@ TEST(TasksFitness, RatioOfMeansMeanOverTasksAndEpsilonFloor) {
   EXPECT_DOUBLE_EQ(c.cache_term, 0.2 * 0.5);
   EXPECT_DOUBLE_EQ(c.fitness, 1.25 + 0.1);
   EXPECT_THROW(normalise_task("x", {{1, 1}}, {}, 0.01), Error);
+
+  // Floored: generated text and answer probabilities (both can be ~0 with the full cache), not
+  // per-token likelihoods, whose ratio exp(ll - ll_full) stays meaningful however small both are.
+  Sample s;
+  EXPECT_TRUE(floors_at_epsilon(s));
+  s.kind = SampleKind::LogLikelihood;
+  EXPECT_FALSE(floors_at_epsilon(s));
+  s.sequence_probability = true;
+  EXPECT_TRUE(floors_at_epsilon(s));
+  const TaskFitness per_token = normalise_task("ll", {{1e-4, 10}}, {{1e-5, 20}}, 0.01, false);
+  EXPECT_FALSE(per_token.floored);
+  EXPECT_DOUBLE_EQ(per_token.ratio, 10.0);
+  const TaskFitness probability = normalise_task("p", {{1e-4, 10}}, {{1e-5, 20}}, 0.01, true);
+  EXPECT_TRUE(probability.floored);
+  EXPECT_DOUBLE_EQ(probability.ratio, 0.01);
 }
 
 // Evolution scores prompts one by one: the mean of the per-prompt values must be the fitness the
@@ -79,7 +94,7 @@ TEST(TasksFitness, PromptWeightsAverageToCombineTasks) {
   const std::vector<Outcome> full = {{0.5, 100}, {0.002, 90}, {0.7, 120}, {0.004, 95},
                                      {0.0, 80},  {0.6, 110},  {0.01, 70}};
   const std::vector<Outcome> mine = {{0.4, 30}, {0.1, 20}, {0.7, 50}, {0.0, 25}, {0.3, 40}, {0.2, 35}, {0.05, 10}};
-  const std::vector<SampleKind> kind(task.size(), SampleKind::Generate);
+  const std::vector<bool> floored(task.size(), true);
   const double eps = 0.01, w = 0.5;
   std::vector<Outcome> f0, f1, m0, m1;
   for (size_t p = 0; p < task.size(); ++p) {
@@ -87,7 +102,7 @@ TEST(TasksFitness, PromptWeightsAverageToCombineTasks) {
     (task[p] ? m1 : m0).push_back(mine[p]);
   }
   const FitnessReport r = combine_tasks({normalise_task("a", m0, f0, eps), normalise_task("b", m1, f1, eps)}, w, eps);
-  const PromptWeights pw = prompt_weights(task, full, kind, eps, w);
+  const PromptWeights pw = prompt_weights(task, full, floored, eps, w);
   double mean = 0;
   for (size_t p = 0; p < task.size(); ++p) mean += pw.value(p, mine[p]) / double(task.size());
   EXPECT_NEAR(mean, r.fitness, 1e-12);

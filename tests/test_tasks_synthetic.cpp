@@ -81,6 +81,12 @@ TEST(TasksSynthetic, AnswerLikelihoodScoresTheAnswerAfterThePrompt) {
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), two.id + ": score: likelihood needs exactly one answer, this sample has 2");
   }
+  try {
+    answer_likelihood_sample(two, tok(), AnswerScore::Answer);
+    ADD_FAILURE() << "a two-answer sample was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), two.id + ": score: probability needs exactly one answer, this sample has 2");
+  }
 }
 
 TEST(TasksSynthetic, NeedleDepthIsControlled) {

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/error.h"
 #include "namm/baselines.h"
 #include "tasks/answer_likelihood.h"
 #include "tasks/runner.h"
@@ -104,6 +105,18 @@ TEST(TestbedModel, AnswerLikelihoodFallsWhenTheNeedleIsEvicted) {
   }
   EXPECT_GE(full_mean, 0.9);
   EXPECT_LE(window_mean, 0.5);
+
+  // A prompt and its answer are never cut to fit a shorter context (that would drop the needle).
+  RunOptions short_context = run;
+  short_context.max_context = 1024;
+  const Sample first = answer_likelihood_sample(generator.sample(0), model.tokenizer);
+  try {
+    run_sample(*backend, nullptr, first, short_context);
+    ADD_FAILURE() << "a 2K prompt ran in a 1K context";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(first.id + ": max_context: the prompt and its answer take", 0), 0u)
+        << e.what();
+  }
 }
 
 }  // namespace

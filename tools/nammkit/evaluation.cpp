@@ -107,7 +107,7 @@ void normalise(PolicyRow& row, const PolicyRow& full, const std::vector<Task>& t
   std::vector<TaskFitness> per_task;
   for (size_t t = 0; t < row.tasks.size(); ++t) {
     per_task.push_back(normalise_task(tasks[t].name, row.tasks[t].outcomes, full.tasks[t].outcomes, epsilon,
-                                      tasks[t].samples.front().kind));
+                                      floors_at_epsilon(tasks[t].samples.front())));
     row.tasks[t].normalised = per_task.back().ratio;
   }
   const FitnessReport report = combine_tasks(std::move(per_task), 0.0, epsilon);

@@ -87,14 +87,14 @@ std::vector<float> to_floats(std::span<const double> v) { return std::vector<flo
 PromptWeights pool_weights(const StagePool& pool, std::span<const int> chosen, double epsilon, double cache_weight) {
   std::vector<int> task;
   std::vector<Outcome> full;
-  std::vector<SampleKind> kind;
+  std::vector<bool> floored;
   for (int p : chosen) {
     const PoolEntry& e = pool.entries[size_t(p)];
     task.push_back(e.task);
     full.push_back(e.full);
-    kind.push_back(e.sample->kind);
+    floored.push_back(floors_at_epsilon(*e.sample));
   }
-  PromptWeights w = prompt_weights(task, full, kind, epsilon, cache_weight);
+  PromptWeights w = prompt_weights(task, full, floored, epsilon, cache_weight);
   const std::vector<double> by_position = std::move(w.weight);
   w.weight.assign(pool.entries.size(), 0.0);
   for (size_t i = 0; i < chosen.size(); ++i) w.weight[size_t(chosen[i])] = by_position[i];
