@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
@@ -112,20 +113,20 @@ Task build_task(const nlohmann::json& spec, const TaskContext& context, const st
     // "match": generate and score the text (RULER's string_match_all); "likelihood" / "probability":
     // the answer's per-token likelihood / whole probability under teacher forcing
     // (answer_likelihood.h), smooth fitness signals.
-    const std::string score = f.str("score", "match");
-    if (score != "match" && score != "likelihood" && score != "probability")
-      fail(where, "score: \"" + score + "\" is not \"match\", \"likelihood\" or \"probability\"");
-    if (score != "match" && name != "passkey" && name != "needle" && name != "multikey")
-      fail(where, "score: " + score + " needs a single answer (passkey, needle or multikey)");
-    if (score != "match" && f.has("max_new_tokens"))
-      fail(where, "max_new_tokens: nothing is generated with score " + score);
+    const std::string score_name = f.str("score", "match");
+    std::optional<AnswerScore> score;  // none: "match"
+    if (score_name == "likelihood") score = AnswerScore::PerToken;
+    else if (score_name == "probability") score = AnswerScore::Answer;
+    else if (score_name != "match")
+      fail(where, "score: \"" + score_name + "\" is not \"match\", \"likelihood\" or \"probability\"");
+    if (score && name != "passkey" && name != "needle" && name != "multikey")
+      fail(where, "score: " + score_name + " needs a single answer (passkey, needle or multikey)");
+    if (score && f.has("max_new_tokens")) fail(where, "max_new_tokens: nothing is generated with score " + score_name);
     const Tokenizer& tokenizer = need_tokenizer(context, where);
     task = SyntheticGenerator(o, tokenizer).task(samples);
-    if (score != "match") {
+    if (score) {
       try {
-        for (Sample& s : task.samples)
-          s = answer_likelihood_sample(s, tokenizer,
-                                       score == "probability" ? AnswerScore::Answer : AnswerScore::PerToken);
+        for (Sample& s : task.samples) s = answer_likelihood_sample(s, tokenizer, *score);
       } catch (const Error& e) {
         fail(where, e.what());  // the error names the sample; this adds the file and the task
       }

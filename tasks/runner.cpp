@@ -16,9 +16,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // A LogLikelihood sample's tokens within `max_context` (0: all of them): the first tokens go, BOS
-// (when the window starts with it) and the score_tokens at the end stay.
-std::vector<int32_t> window_within(const Sample& sample, int max_context, const Tokenizer& tokenizer, bool* cut) {
+// (when the window starts with it) and the score_tokens at the end stay. A whole_window sample (a
+// prompt and its answer) is never cut: it must fit max_context, else the model's context.
+std::vector<int32_t> window_within(const Sample& sample, int max_context, int model_context, const Tokenizer& tokenizer,
+                                   bool* cut) {
   const std::vector<int32_t>& all = sample.tokens;
+  const int limit = max_context > 0 ? max_context : model_context;
+  if (sample.whole_window && all.size() > static_cast<size_t>(limit))
+    fail(sample.id, "max_context: the prompt and its answer take " + std::to_string(all.size()) +
+                        " tokens, more than the " + std::to_string(limit) +
+                        " the session holds (session.max_context, else the model's context); shorten "
+                        "context_tokens");
   *cut = max_context > 0 && all.size() > static_cast<size_t>(max_context);
   if (!*cut) return all;
   if (sample.score_tokens >= max_context)
@@ -69,14 +77,9 @@ RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample&
   const auto t0 = std::chrono::steady_clock::now();
 
   if (sample.kind == SampleKind::LogLikelihood) {
-    const int limit = options.max_context > 0 ? options.max_context : model.config.max_seq_len;
-    if (sample.whole_window && sample.tokens.size() > static_cast<size_t>(limit))
-      fail(sample.id, "max_context: the prompt and its answer take " + std::to_string(sample.tokens.size()) +
-                          " tokens, more than the " + std::to_string(limit) +
-                          " the session holds (session.max_context, else the model's context); shorten "
-                          "context_tokens");
     // An explicit max_context cuts the window at its start (BOS kept), so the scored tail stays.
-    const std::vector<int32_t> tokens = window_within(sample, options.max_context, model.tokenizer, &r.truncated);
+    const std::vector<int32_t> tokens =
+        window_within(sample, options.max_context, model.config.max_seq_len, model.tokenizer, &r.truncated);
     r.log_likelihood = mean_log_likelihood(*session, tokens, sample.score_tokens);
     r.score = std::exp(sample.sequence_probability ? r.log_likelihood * sample.score_tokens : r.log_likelihood);
     r.prompt_tokens = static_cast<int>(tokens.size());

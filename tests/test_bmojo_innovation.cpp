@@ -97,7 +97,12 @@ TEST(BmojoInnovation, SurprisalMatchesFullLogitsStories) {
 
 TEST(BmojoInnovation, SurprisalMatchesFullLogitsSmolLM2) {
   REQUIRE_SMOLLM2();
-  check_surprisal_matches_logits(smollm2(), 70);
+#if defined(__SANITIZE_ADDRESS__)
+  const int tokens = 40;  // past one update interval; 70 take 172 s under the sanitizers (-O1)
+#else
+  const int tokens = 70;
+#endif
+  check_surprisal_matches_logits(smollm2(), tokens);
 }
 
 // However the input is split (prefill chunks, single decode tokens), each position gets the same
