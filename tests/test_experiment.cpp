@@ -109,7 +109,7 @@ TEST(ExperimentConfig, ShippedConfigsParse) {
         "compare_stories260k_reinforce.json", "compare_stories260k_ppo.json", "compare_testbed_cmaes.json",
         "compare_testbed_reinforce.json", "compare_testbed_ppo.json", "testbed_retrieval_2k.json",
         "testbed_retrieval_2k_w1.json", "testbed_retrieval_2k_w1p5.json", "testbed_likelihood_2k.json",
-        "testbed_probability_2k.json"}) {
+        "testbed_probability_2k.json", "testbed_probability_multikey_2k.json"}) {
     SCOPED_TRACE(name);
     const ExperimentConfig c = load_experiment_config(std::string(NAMMKIT_SOURCE_DIR) + "/configs/" + name);
     EXPECT_FALSE(c.stages.empty());
