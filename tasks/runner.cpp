@@ -15,13 +15,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The tokens a session may hold: RunOptions::max_context when set, else the model's context.
+int session_context(const RunOptions& options, const Model& model) {
+  return options.max_context > 0 ? options.max_context : model.config.max_seq_len;
+}
+
 // A LogLikelihood sample's tokens within `max_context` (0: all of them): the first tokens go, BOS
 // (when the window starts with it) and the score_tokens at the end stay. A whole_window sample (a
-// prompt and its answer) is never cut: it must fit max_context, else the model's context.
-std::vector<int32_t> window_within(const Sample& sample, int max_context, int model_context, const Tokenizer& tokenizer,
+// prompt and its answer) is never cut: it must fit `limit`, the session's context.
+std::vector<int32_t> window_within(const Sample& sample, int max_context, int limit, const Tokenizer& tokenizer,
                                    bool* cut) {
   const std::vector<int32_t>& all = sample.tokens;
-  const int limit = max_context > 0 ? max_context : model_context;
   if (sample.whole_window && all.size() > static_cast<size_t>(limit))
     fail(sample.id, "max_context: the prompt and its answer take " + std::to_string(all.size()) +
                         " tokens, more than the " + std::to_string(limit) +
@@ -79,7 +83,7 @@ RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample&
   if (sample.kind == SampleKind::LogLikelihood) {
     // An explicit max_context cuts the window at its start (BOS kept), so the scored tail stays.
     const std::vector<int32_t> tokens =
-        window_within(sample, options.max_context, model.config.max_seq_len, model.tokenizer, &r.truncated);
+        window_within(sample, options.max_context, session_context(options, model), model.tokenizer, &r.truncated);
     r.log_likelihood = mean_log_likelihood(*session, tokens, sample.score_tokens);
     r.score = std::exp(sample.sequence_probability ? r.log_likelihood * sample.score_tokens : r.log_likelihood);
     r.prompt_tokens = static_cast<int>(tokens.size());
@@ -89,7 +93,7 @@ RunResult run_sample(const Backend& backend, MemoryPolicy* policy, const Sample&
     return r;
   }
 
-  const int context = options.max_context > 0 ? options.max_context : model.config.max_seq_len;
+  const int context = session_context(options, model);
   const int budget = context - sample.max_new_tokens;
   if (budget < 2)
     fail(sample.id, "max_new_tokens: " + std::to_string(sample.max_new_tokens) + " leaves no room for a prompt in a " +

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "namm/export_bmojo.h"
+#include "tests/sanitizers.h"
 #include "tests/shared_model.h"
 #include "transformer/session.h"
 
@@ -97,7 +98,7 @@ TEST(BmojoInnovation, SurprisalMatchesFullLogitsStories) {
 
 TEST(BmojoInnovation, SurprisalMatchesFullLogitsSmolLM2) {
   REQUIRE_SMOLLM2();
-#if defined(__SANITIZE_ADDRESS__)
+#if NAMMKIT_UNDER_ASAN
   const int tokens = 40;  // past one update interval; 70 take 172 s under the sanitizers (-O1)
 #else
   const int tokens = 70;

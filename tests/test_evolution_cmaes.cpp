@@ -13,6 +13,7 @@
 #include "evolution/cmaes_state.h"
 #include "evolution/cmaes_termination.h"
 #include "evolution/test_functions.h"
+#include "tests/sanitizers.h"
 
 using namespace nammkit::evo;
 
@@ -354,7 +355,7 @@ void expect_reaches_target(const char* name, double (*f)(const Eigen::VectorXd&)
 }
 
 // Under ASan/UBSan at -O1 a run is several times slower: there only the seeds that used to stop early.
-#if defined(__SANITIZE_ADDRESS__)
+#if NAMMKIT_UNDER_ASAN
 const std::vector<uint64_t> kTabletSeeds = {22, 31};
 const std::vector<uint64_t> kCigarSeeds = {1, 2};
 #else

@@ -21,6 +21,7 @@
 #include "tasks/lm_task.h"
 #include "tasks/runner.h"
 #include "tasks/synthetic.h"
+#include "tests/sanitizers.h"
 #include "tests/shared_model.h"
 #include "transformer/lockstep.h"
 #include "transformer/quant.h"
@@ -244,7 +245,7 @@ TEST(Lockstep, SmolLM2PopulationDecidesExactlyAsMemberByMember) {
   // Block-quantised weights with 8-bit activations, 3 KV heads of 64, 30 layers. This is also the
   // case that found Eigen's address-dependent softmax (its sum and exp peel to the first aligned
   // element): member-by-member runs of the same seed differed from each other before the fix.
-#if defined(__SANITIZE_ADDRESS__)
+#if NAMMKIT_UNDER_ASAN
   // 354 s under the sanitizers (-O1); the stories260K and testbed tests take the same code paths there
   // and MatmulSegments the quantised products, so the Release build alone checks SmolLM2's numbers.
   GTEST_SKIP() << "SmolLM2 populations are checked in the Release build";

@@ -28,6 +28,7 @@
 #include "core/file_io.h"
 #include "core/sha256.h"
 #include "shared_model.h"
+#include "tests/sanitizers.h"
 #include "transformer/backend.h"
 
 namespace nammkit {
@@ -39,7 +40,7 @@ using testing::smollm2_path;
 
 // Under the sanitizers (build-asan, -O1) the 4,442-token prompt would take minutes; the Release build
 // checks it, the sanitizer build the four shorter prompts.
-#if defined(__SANITIZE_ADDRESS__)
+#if NAMMKIT_UNDER_ASAN
 constexpr size_t kMaxPromptTokens = 1000;
 #else
 constexpr size_t kMaxPromptTokens = 1 << 20;
@@ -183,7 +184,7 @@ TEST(SmolLM2, LogitsMatchHuggingFaceWith8BitActivations) {
 // where the reference's top-2 margin is below the mode's tolerance (reported, not required beyond).
 TEST(SmolLM2, GreedyTextEqualsHuggingFaceFor64Tokens) {
   REQUIRE_SMOLLM2();
-#if defined(__SANITIZE_ADDRESS__)
+#if NAMMKIT_UNDER_ASAN
   // 430 s under the sanitizers (-O1), a third of their test time; the logits tests above take the same
   // code paths there (the decode steps are the session's single-token path, run by every model's tests).
   GTEST_SKIP() << "SmolLM2's greedy text is checked in the Release build";

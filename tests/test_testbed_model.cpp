@@ -16,6 +16,7 @@
 #include "tasks/answer_likelihood.h"
 #include "tasks/runner.h"
 #include "tasks/synthetic.h"
+#include "tests/sanitizers.h"
 #include "transformer/backend.h"
 #include "transformer/loader.h"
 
@@ -54,7 +55,7 @@ TEST(TestbedModel, RetrievesAPasskeyFrom2KTokensAndNeedsTheFarContext) {
   const auto backend = make_cpu_backend(model);
   // Under the sanitizers (build-asan, -O1) 20 episodes take over 4 minutes; there 5 check the code paths
   // and the Release build checks the scores on 20.
-#if defined(__SANITIZE_ADDRESS__)
+#if NAMMKIT_UNDER_ASAN
   constexpr int kSamples = 5;
 #else
   constexpr int kSamples = 20;

@@ -2,6 +2,8 @@
 // The AVX2 and AVX-512 kernels are in quant_dot_avx2.cpp / quant_dot_avx512.cpp (quant_dot_x86.inc).
 #include "transformer/quant_dot.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -130,11 +132,17 @@ QuantDotFn scalar_kernel(DType t) {
   }
 }
 
+// F16C straight from CPUID (leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c"
+// (GCC's does), and nammkit builds with both (the sanitizer and fuzz builds use clang).
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+
 bool cpu_has(SimdLevel level) {
   switch (level) {
     case SimdLevel::Scalar: return true;
-    case SimdLevel::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case SimdLevel::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case SimdLevel::Avx512:
       return cpu_has(SimdLevel::Avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");

@@ -51,8 +51,9 @@ class NammFitnessEvaluator : public evo::PopulationEvaluator {
         namm_(namm),
         pools_(pools),
         normalizer_(normalizer) {
-    for (const auto& [name, pool] : pools_) {
+    for (const auto& [name, pool_entry] : pools_) {
       if (name == kHeldoutPool) continue;  // evaluated by HeldoutEvaluation, not as a stage
+      const auto& pool = pool_entry;       // a lambda may not capture a structured binding before clang 16
       const StageConfig& stage = stage_config(name);
       evo::TbbEvalSettings s;
       s.pool_size = int(pool.entries.size());
