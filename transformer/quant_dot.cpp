@@ -133,7 +133,7 @@ QuantDotFn scalar_kernel(DType t) {
 }
 
 // F16C straight from CPUID (leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c"
-// (GCC's does), and nammkit builds with both (the sanitizer and fuzz builds use clang).
+// (GCC's does), and nammkit builds with both (the fuzz build uses clang).
 bool cpu_has_f16c() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
